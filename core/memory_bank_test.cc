@@ -1,0 +1,248 @@
+#include "core/memory_bank.h"
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+#include "core/testing/random_patterns.h"
+#include "core/testing/status_matchers.h"
+
+namespace hopfield {
+namespace {
+
+using ::hopfield::testing::FreshIds;
+using ::hopfield::testing::GaussianPatterns;
+using ::hopfield::testing::IsOk;
+using ::hopfield::testing::StatusIs;
+using ::hopfield::testing::UnitPatterns;
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::unique_ptr<MemoryBank> NewBank(
+    uint32_t dim, Similarity similarity = Similarity::kCosine) {
+  BankOptions options;
+  options.dim = dim;
+  options.similarity = similarity;
+  auto bank = MemoryBank::Create("test", options);
+  EXPECT_THAT(bank, IsOk());
+  return std::move(bank).value();
+}
+
+// Reference Δ_μ and nearest id by brute force over all pairs.
+struct Reference {
+  std::vector<double> separation;
+  std::vector<PatternId> nearest;
+  double min_separation = std::numeric_limits<double>::infinity();
+};
+Reference BruteForce(const MemoryBank& bank) {
+  return bank.WithReader([](const BankView& view) {
+    Reference ref;
+    const bool cosine = view.similarity == Similarity::kCosine;
+    for (Eigen::Index a = 0; a < view.size(); ++a) {
+      double best = -std::numeric_limits<double>::infinity();
+      PatternId best_id = 0;
+      const Eigen::VectorXd xa = view.patterns.col(a).cast<double>();
+      for (Eigen::Index b = 0; b < view.size(); ++b) {
+        if (a == b) continue;
+        double score = xa.dot(view.patterns.col(b).cast<double>());
+        if (cosine)
+          score /= xa.norm() * view.patterns.col(b).cast<double>().norm();
+        if (score > best) {
+          best = score;
+          best_id = view.ids[static_cast<size_t>(b)];
+        }
+      }
+      const double self = cosine ? 1.0 : xa.squaredNorm();
+      ref.separation.push_back(self - best);
+      ref.nearest.push_back(best_id);
+      ref.min_separation = std::min(ref.min_separation, self - best);
+    }
+    return ref;
+  });
+}
+
+void ExpectSeparationMatchesBruteForce(const MemoryBank& bank) {
+  const Reference ref = BruteForce(bank);
+  const std::vector<PatternId> ids = bank.WithReader([](const BankView& view) {
+    return std::vector<PatternId>(view.ids.begin(), view.ids.end());
+  });
+  for (size_t i = 0; i < ids.size(); ++i) {
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(const MemoryBank::Neighbour neighbour,
+                                  bank.PatternSeparation(ids[i]));
+    EXPECT_NEAR(neighbour.separation, ref.separation[i],
+                1e-5 * (1.0 + std::abs(ref.separation[i])))
+        << "id " << ids[i];
+  }
+  const BankStats stats = bank.Stats();
+  ASSERT_TRUE(stats.min_separation.has_value());
+  EXPECT_NEAR(*stats.min_separation, ref.min_separation,
+              1e-5 * (1.0 + std::abs(ref.min_separation)));
+}
+
+TEST(MemoryBankTest, CreateValidatesNameAndOptions) {
+  BankOptions options;
+  options.dim = 4;
+  EXPECT_THAT(MemoryBank::Create("Bad Name", options),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  options.dim = 0;
+  EXPECT_THAT(MemoryBank::Create("ok", options),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dim")));
+}
+
+TEST(MemoryBankTest, AddAssignsIdsAndGetReturnsTheSameBits) {
+  auto bank = NewBank(3);
+  const std::vector<float> values = {1, 2, 3, -4, 5.5f, 1e-30f};
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto ids, bank->Add({0, 0}, values));
+  EXPECT_THAT(ids, ElementsAre(1, 2));
+  EXPECT_EQ(bank->size(), 2u);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto second, bank->Get(2));
+  EXPECT_THAT(second, ElementsAre(-4.0f, 5.5f, 1e-30f));
+  std::vector<float> both;
+  EXPECT_THAT(bank->GetMany({2, 1}, &both), IsOk());
+  EXPECT_THAT(both, ElementsAre(-4.0f, 5.5f, 1e-30f, 1.0f, 2.0f, 3.0f));
+  // Explicit ids move the fresh-id counter above them.
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(ids, bank->Add({100, 0}, values));
+  EXPECT_THAT(ids, ElementsAre(100, 101));
+}
+
+TEST(MemoryBankTest, UpsertReplacesAStoredId) {
+  auto bank = NewBank(2);
+  ASSERT_THAT(bank->Add({7, 8}, {1, 0, 0, 1}), IsOk());
+  ASSERT_THAT(bank->Add({7}, {0.5f, 0.5f}), IsOk());
+  EXPECT_EQ(bank->size(), 2u);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto seven, bank->Get(7));
+  EXPECT_THAT(seven, ElementsAre(0.5f, 0.5f));
+}
+
+TEST(MemoryBankTest, RejectedBatchChangesNothing) {
+  auto bank = NewBank(2);
+  ASSERT_THAT(bank->Add({1}, {1, 0}), IsOk());
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_THAT(bank->Add({}, {}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty")));
+  EXPECT_THAT(
+      bank->Add({0, 0}, {1, 2, 3}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("expected 2 x 2 = 4"), HasSubstr("got 3"))));
+  EXPECT_THAT(
+      bank->Add({1, 0}, {9, 9, 1, nan}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("patterns[1].values[1]"), HasSubstr("nan"))));
+  EXPECT_THAT(bank->Add({0}, {inf, 0}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("inf")));
+  EXPECT_THAT(bank->Add({1, 0}, {9, 9, 0, 0}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("patterns[1]"), HasSubstr("zero"))));
+  EXPECT_THAT(bank->Add({5, 5}, {1, 1, 2, 2}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("repeats patterns[0].id")));
+  EXPECT_THAT(bank->Add({0}, {3e38f, 3e38f}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("norm")));
+  EXPECT_EQ(bank->size(), 1u);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto one, bank->Get(1));
+  EXPECT_THAT(one, ElementsAre(1.0f, 0.0f));
+}
+
+TEST(MemoryBankTest, DotBanksAcceptZeroPatterns) {
+  auto bank = NewBank(2, Similarity::kDot);
+  EXPECT_THAT(bank->Add({0}, {0, 0}), IsOk());
+}
+
+TEST(MemoryBankTest, GetUnknownIdIsNotFoundNamingIt) {
+  auto bank = NewBank(2);
+  ASSERT_THAT(bank->Add({1}, {1, 0}), IsOk());
+  EXPECT_THAT(bank->Get(42),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("42")));
+  std::vector<float> out = {5};
+  EXPECT_THAT(bank->GetMany({1, 43}, &out),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("43")));
+  EXPECT_THAT(out, ElementsAre(5.0f));  // untouched
+}
+
+TEST(MemoryBankTest, RemoveSkipsUnknownIds) {
+  auto bank = NewBank(2);
+  ASSERT_THAT(bank->Add({1, 2, 3}, {1, 0, 0, 1, 1, 1}), IsOk());
+  EXPECT_EQ(bank->Remove({2, 99, 2}), 1u);
+  EXPECT_EQ(bank->size(), 2u);
+  EXPECT_FALSE(bank->Contains(2));
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto three, bank->Get(3));
+  EXPECT_THAT(three, ElementsAre(1.0f, 1.0f));
+  EXPECT_EQ(bank->Remove({1, 3}), 2u);
+  EXPECT_EQ(bank->size(), 0u);
+  EXPECT_FALSE(bank->Stats().min_separation.has_value());
+}
+
+TEST(MemoryBankTest, IdSpaceExhaustionIsReported) {
+  auto bank = NewBank(1);
+  ASSERT_THAT(bank->Add({std::numeric_limits<PatternId>::max()}, {1}), IsOk());
+  EXPECT_THAT(bank->Add({0}, {1}),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(bank->Add({5}, {1}), IsOk());
+}
+
+TEST(MemoryBankTest, SeparationIsTrackedIncrementallyThroughEdits) {
+  for (const Similarity similarity : {Similarity::kCosine, Similarity::kDot}) {
+    SCOPED_TRACE(SimilarityName(similarity));
+    auto bank = NewBank(8, similarity);
+    std::mt19937 rng(11);
+    // Batches of varying size, upserts, removals.
+    ASSERT_THAT(bank->Add(FreshIds(5), GaussianPatterns(rng, 5, 8)), IsOk());
+    ExpectSeparationMatchesBruteForce(*bank);
+    ASSERT_THAT(bank->Add(FreshIds(300), GaussianPatterns(rng, 300, 8)),
+                IsOk());
+    ExpectSeparationMatchesBruteForce(*bank);
+    ASSERT_THAT(bank->Add({3, 17, 0}, GaussianPatterns(rng, 3, 8)), IsOk());
+    ExpectSeparationMatchesBruteForce(*bank);
+    std::vector<PatternId> doomed;
+    for (PatternId id = 2; id < 300; id += 3) doomed.push_back(id);
+    EXPECT_EQ(bank->Remove(doomed), doomed.size());
+    ExpectSeparationMatchesBruteForce(*bank);
+    // Remove each pattern's nearest neighbour, the case that forces rescans.
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(const auto neighbour,
+                                  bank->PatternSeparation(1));
+    EXPECT_EQ(bank->Remove({neighbour.nearest_id}), 1u);
+    ExpectSeparationMatchesBruteForce(*bank);
+  }
+}
+
+TEST(MemoryBankTest, PatternSeparationErrors) {
+  auto bank = NewBank(2);
+  ASSERT_THAT(bank->Add({1}, {1, 0}), IsOk());
+  EXPECT_THAT(bank->PatternSeparation(1),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(bank->PatternSeparation(2),
+              StatusIs(absl::StatusCode::kNotFound));
+  ASSERT_THAT(bank->Add({2}, {0, 1}), IsOk());
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(const auto neighbour,
+                                bank->PatternSeparation(1));
+  EXPECT_NEAR(neighbour.separation, 1.0, 1e-7);  // orthogonal: 1 - cos = 1
+  EXPECT_EQ(neighbour.nearest_id, 2u);
+}
+
+TEST(MemoryBankTest, StatsReportSizeMemoryAndCapacity) {
+  auto bank = NewBank(16);
+  std::mt19937 rng(5);
+  ASSERT_THAT(bank->Add(FreshIds(200), UnitPatterns(rng, 200, 16)), IsOk());
+  const BankStats stats = bank->Stats();
+  EXPECT_EQ(stats.pattern_count, 200u);
+  EXPECT_GE(stats.memory_bytes, 200u * 16u * sizeof(float));
+  EXPECT_NEAR(stats.max_norm, 1.0, 1e-6);
+  ASSERT_TRUE(stats.min_separation.has_value());
+  // Automatic β follows the rule for the observed separation.
+  EXPECT_GE(stats.effective_beta, 8.0);
+  EXPECT_GT(stats.capacity_utilization, 0.0);
+  // Near-duplicates push utilisation above 1: errors are expected.
+  std::vector<float> twin = bank->Get(1).value();
+  twin[0] += 1e-4f;
+  ASSERT_THAT(bank->Add({0}, twin), IsOk());
+  EXPECT_GT(bank->Stats().capacity_utilization, 1.0);
+}
+
+}  // namespace
+}  // namespace hopfield

@@ -1,0 +1,554 @@
+#include "core/retriever.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <thread>
+#include <utility>
+
+#include "Eigen/Core"
+#include "absl/strings/str_cat.h"
+
+#include "core/capacity.h"
+#include "core/separation.h"
+#include "core/status_macros.h"
+
+namespace hopfield {
+namespace {
+
+using Eigen::Index;
+using Eigen::MatrixXf;
+using Eigen::VectorXf;
+
+// Patterns per block of the fused softmax pass: 128 columns of 784 floats are
+// 400 KB, read once from memory for the scores and again from cache for the
+// output.
+constexpr Index kFusedBlock = 128;
+// Relative state change below which the iteration counts as converged.
+constexpr double kStateTolerance = 1e-6;
+// Batch output skips softmax weights below kDropMass / M: the skipped mass is
+// then < kDropMass, below float32 resolution, so ||Δx|| < 1e-7·m.
+constexpr double kDropMass = 1e-7;
+constexpr uint32_t kMaxReturnMatches = 65536;
+constexpr uint32_t kMaxThreads = 256;
+
+bool IsDense(Separation separation) {
+  return separation == Separation::kSoftmax ||
+         separation == Separation::kSoftmax1;
+}
+
+absl::Status ValidateQuery(absl::Span<const float> query, Index dim,
+                           Similarity similarity, const std::string& name) {
+  if (static_cast<Index>(query.size()) != dim) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": expected ", dim, " values (the bank's dim), got ",
+                     query.size()));
+  }
+  for (size_t i = 0; i < query.size(); ++i) {
+    if (!std::isfinite(query[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ".values[", i, "]: expected a finite number, got ", query[i]));
+    }
+  }
+  if (similarity == Similarity::kCosine) {
+    const float norm = Eigen::Map<const VectorXf>(query.data(), dim).norm();
+    if (norm == 0.0f) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name,
+          ": expected a non-zero norm under cosine similarity, got the zero "
+          "vector"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+template <typename Vector>
+absl::Span<const float> AsSpan(const Vector& v) {
+  return absl::Span<const float>(v.data(), static_cast<size_t>(v.size()));
+}
+
+// Energy of a state whose scores, logits and weights are given (see the file
+// comment of retriever.h). `half_sq_norm` is ½||u||².
+double StateEnergy(const RetrievalParams& params, double half_sq_norm,
+                   absl::Span<const float> scores,
+                   absl::Span<const float> logits,
+                   absl::Span<const float> weights) {
+  const double beta = params.beta;
+  switch (params.separation) {
+    case Separation::kSoftmax:
+      return half_sq_norm - LogSumExp(logits) / beta;
+    case Separation::kSoftmax1:
+      return half_sq_norm - LogOnePlusSumExp(logits) / beta;
+    case Separation::kSparsemax:
+    case Separation::kEntmax: {
+      double inner = 0.0;
+      for (size_t i = 0; i < weights.size(); ++i) {
+        if (weights[i] > 0.0f) {
+          inner +=
+              static_cast<double>(weights[i]) * static_cast<double>(scores[i]);
+        }
+      }
+      const double alpha =
+          SeparationAlpha(params.separation, params.entmax_alpha);
+      return half_sq_norm - inner - TsallisEntropy(weights, alpha) / beta;
+    }
+  }
+  return 0.0;
+}
+
+double HalfSquaredNorm(const RetrievalParams& params, const VectorXf& x) {
+  if (params.similarity == Similarity::kCosine) return 0.5;
+  const double norm = static_cast<double>(x.norm());
+  return 0.5 * norm * norm;
+}
+
+// Fills nearest/matches/support from the weights and scores of the final
+// state.
+void Summarise(const BankView& view, const RetrievalParams& params,
+               absl::Span<const float> scores, absl::Span<const float> weights,
+               double null_mass, RetrieveResult* result) {
+  const size_t size = weights.size();
+  const size_t k = std::min<size_t>(params.return_matches, size);
+  // Better = larger weight, then larger score, then lower column.
+  auto better = [&](size_t a, size_t b) {
+    if (weights[a] != weights[b]) return weights[a] > weights[b];
+    if (scores[a] != scores[b]) return scores[a] > scores[b];
+    return a < b;
+  };
+  // A heap of the k best with the worst on top.
+  std::vector<size_t> heap;
+  heap.reserve(k + 1);
+  for (size_t i = 0; i < size; ++i) {
+    if (heap.size() < k) {
+      heap.push_back(i);
+      std::push_heap(heap.begin(), heap.end(), better);
+    } else if (better(i, heap.front())) {
+      std::pop_heap(heap.begin(), heap.end(), better);
+      heap.back() = i;
+      std::push_heap(heap.begin(), heap.end(), better);
+    }
+  }
+  std::sort(heap.begin(), heap.end(), better);
+  result->matches.clear();
+  for (const size_t i : heap) {
+    result->matches.push_back(Match{view.ids[i], weights[i], scores[i]});
+  }
+  result->nearest_id = result->matches.front().id;
+  result->nearest_weight = result->matches.front().weight;
+  result->support_size =
+      static_cast<uint32_t>(SupportSize(params.separation, weights));
+  result->metastable = result->support_size > 1;
+  result->null_mass = static_cast<float>(null_mass);
+  result->exact = true;
+  result->truncation_bound = 0.0f;
+  result->beta = params.beta;
+}
+
+// Scratch and outputs of evaluating one state.
+struct StateEval {
+  VectorXf scores;
+  VectorXf logits;
+  VectorXf weights;
+  VectorXf block_weights;
+  double energy = 0.0;
+  double null_mass = 0.0;
+};
+
+// Computes scores, logits, weights and energy at `x`; when `update` is not
+// null also writes x' = Ξp into it. Softmax and softmax1 do it in one
+// streaming pass over the patterns (online softmax with max rescaling).
+void Evaluate(const BankView& view, const RetrievalParams& params,
+              const VectorXf& x, StateEval* eval, VectorXf* update) {
+  const Index size = view.size();
+  const bool cosine = params.similarity == Similarity::kCosine;
+  const float query_scale = cosine ? 1.0f / x.norm() : 1.0f;
+  const float beta = params.beta;
+  eval->scores.resize(size);
+  eval->logits.resize(size);
+  eval->weights.resize(size);
+  eval->block_weights.resize(kFusedBlock);
+  if (IsDense(params.separation) && update != nullptr) {
+    const bool softmax1 = params.separation == Separation::kSoftmax1;
+    // softmax1 shifts by max(0, max z), so the running max starts at 0.
+    float running_max =
+        softmax1 ? 0.0f : -std::numeric_limits<float>::infinity();
+    double sum = 0.0;
+    update->setZero(view.dim());
+    for (Index start = 0; start < size; start += kFusedBlock) {
+      const Index count = std::min(kFusedBlock, size - start);
+      const auto block = view.patterns.middleCols(start, count);
+      auto scores = eval->scores.segment(start, count);
+      scores.noalias() = block.transpose() * x;
+      if (cosine) {
+        scores = scores.cwiseProduct(view.inverse_norms.segment(start, count)) *
+                 query_scale;
+      }
+      auto logits = eval->logits.segment(start, count);
+      logits = beta * scores;
+      const float block_max = logits.maxCoeff();
+      if (block_max > running_max) {
+        const float rescale = std::exp(running_max - block_max);
+        *update *= rescale;
+        sum *= static_cast<double>(rescale);
+        running_max = block_max;
+      }
+      auto weights = eval->block_weights.head(count);
+      weights = (logits.array() - running_max).exp().matrix();
+      sum += weights.template cast<double>().sum();
+      update->noalias() += block * weights;
+    }
+    const double denominator =
+        sum + (softmax1 ? std::exp(-static_cast<double>(running_max)) : 0.0);
+    *update *= static_cast<float>(1.0 / denominator);
+  } else {
+    eval->scores.noalias() = view.patterns.transpose() * x;
+    if (cosine) {
+      eval->scores =
+          eval->scores.cwiseProduct(view.inverse_norms) * query_scale;
+    }
+    eval->logits = beta * eval->scores;
+  }
+  eval->null_mass = Separate(
+      params.separation, params.entmax_alpha, AsSpan(eval->logits),
+      absl::Span<float>(eval->weights.data(), static_cast<size_t>(size)));
+  if (!IsDense(params.separation) && update != nullptr) {
+    update->setZero(view.dim());
+    for (Index i = 0; i < size; ++i) {
+      if (eval->weights[i] > 0.0f) {
+        update->noalias() += eval->weights[i] * view.patterns.col(i);
+      }
+    }
+  }
+  eval->energy =
+      StateEnergy(params, HalfSquaredNorm(params, x), AsSpan(eval->scores),
+                  AsSpan(eval->logits), AsSpan(eval->weights));
+}
+
+absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
+                                           const RetrievalParams& params,
+                                           absl::Span<const float> query) {
+  const Index dim = view.dim();
+  VectorXf x = Eigen::Map<const VectorXf>(query.data(), dim);
+  VectorXf x_prev;
+  VectorXf update(dim);
+  // evals[current] describes x_t; evals[1 - current] describes x_{t-1}, whose
+  // weights produced x_t = Ξ p_{t-1}.
+  StateEval evals[2];
+  int current = 0;
+  RetrieveResult result;
+  uint32_t t = 0;
+  while (true) {
+    if (t > 0 && params.check_continue) {
+      HOPFIELD_RETURN_IF_ERROR(params.check_continue());
+    }
+    StateEval& now = evals[current];
+    const StateEval& before = evals[1 - current];
+    const bool may_update = t < params.max_iterations;
+    Evaluate(view, params, x, &now, may_update ? &update : nullptr);
+    result.patterns_scored += static_cast<uint64_t>(view.size());
+    result.energy = now.energy;
+    if (params.return_energy_trace) result.energy_trace.push_back(now.energy);
+    if (t > 0) {
+      const double weight_change = (now.weights - before.weights).norm();
+      const double state_change = (x - x_prev).norm();
+      if (weight_change <= params.tolerance ||
+          state_change <= kStateTolerance * x.norm()) {
+        result.converged = true;
+        break;
+      }
+    }
+    if (!may_update) break;
+    x_prev.swap(x);
+    x = update;
+    ++t;
+    current = 1 - current;
+    if (params.similarity == Similarity::kCosine && x.norm() == 0.0f) {
+      // Every weight underflowed (softmax1 far from all patterns): the state
+      // vanished and has no cosine scores. Report it with the weights that
+      // produced it; the energy stays that of the last scored state.
+      break;
+    }
+  }
+  result.iterations = t;
+  if (!params.omit_pattern) result.pattern.assign(x.data(), x.data() + dim);
+  const StateEval& producer = evals[1 - current];
+  Summarise(view, params, AsSpan(producer.scores), AsSpan(producer.weights),
+            producer.null_mass, &result);
+  return result;
+}
+
+// Retrieves queries [first, first + count) of `queries` (dim x n) with
+// matrix products.
+absl::StatusOr<std::vector<RetrieveResult>> RetrieveChunk(
+    const BankView& view, const RetrievalParams& params,
+    const Eigen::Map<const MatrixXf>& queries, Index first, Index count) {
+  const Index dim = view.dim();
+  const Index size = view.size();
+  const bool cosine = params.similarity == Similarity::kCosine;
+  std::vector<RetrieveResult> results(static_cast<size_t>(count));
+  std::vector<Index> active(static_cast<size_t>(count));
+  for (Index k = 0; k < count; ++k) active[static_cast<size_t>(k)] = k;
+  MatrixXf x = queries.middleCols(first, count);
+  MatrixXf x_prev;
+  MatrixXf scores;
+  MatrixXf logits;
+  MatrixXf weights(size, count);
+  // Scores, weights and null mass of x_{t-1}, which produced x_t.
+  MatrixXf scores_prev;
+  MatrixXf weights_prev;
+  std::vector<double> null_prev;
+  const double drop_below =
+      IsDense(params.separation) ? kDropMass / static_cast<double>(size) : 0.0;
+  uint32_t t = 0;
+  while (!active.empty()) {
+    if (t > 0 && params.check_continue) {
+      HOPFIELD_RETURN_IF_ERROR(params.check_continue());
+    }
+    const auto n = static_cast<Index>(active.size());
+    scores.noalias() = view.patterns.transpose() * x;
+    if (cosine) {
+      // A state can only vanish under softmax1 when every weight underflows;
+      // score it as all-zero rather than dividing by zero.
+      const VectorXf query_scale = x.colwise().norm().transpose().unaryExpr(
+          [](float norm) { return norm > 0.0f ? 1.0f / norm : 0.0f; });
+      scores =
+          view.inverse_norms.asDiagonal() * scores * query_scale.asDiagonal();
+    }
+    logits = params.beta * scores;
+    weights.resize(size, n);
+    std::vector<double> null_mass(static_cast<size_t>(n));
+    std::vector<char> done(static_cast<size_t>(n), 0);
+    for (Index k = 0; k < n; ++k) {
+      const auto kk = static_cast<size_t>(k);
+      RetrieveResult& result = results[static_cast<size_t>(active[kk])];
+      null_mass[kk] = Separate(
+          params.separation, params.entmax_alpha, AsSpan(logits.col(k)),
+          absl::Span<float>(weights.col(k).data(), static_cast<size_t>(size)));
+      result.patterns_scored += static_cast<uint64_t>(size);
+      const VectorXf state = x.col(k);
+      const double energy = StateEnergy(
+          params, HalfSquaredNorm(params, state), AsSpan(scores.col(k)),
+          AsSpan(logits.col(k)), AsSpan(weights.col(k)));
+      result.energy = energy;
+      if (params.return_energy_trace) result.energy_trace.push_back(energy);
+      // x_0 is never final: max_iterations >= 1.
+      if (t > 0) {
+        const double weight_change =
+            (weights.col(k) - weights_prev.col(k)).norm();
+        const double state_change = (x.col(k) - x_prev.col(k)).norm();
+        if (weight_change <= params.tolerance ||
+            state_change <= kStateTolerance * x.col(k).norm()) {
+          result.converged = true;
+          done[kk] = 1;
+        }
+      }
+      if (t >= params.max_iterations) done[kk] = 1;
+      if (done[kk]) {
+        result.iterations = t;
+        if (!params.omit_pattern) {
+          result.pattern.assign(x.col(k).data(), x.col(k).data() + dim);
+        }
+        Summarise(view, params, AsSpan(scores_prev.col(k)),
+                  AsSpan(weights_prev.col(k)), null_prev[kk], &result);
+      }
+    }
+    // Keep the unfinished queries, compacted.
+    std::vector<Index> keep;
+    for (Index k = 0; k < n; ++k) {
+      if (!done[static_cast<size_t>(k)]) keep.push_back(k);
+    }
+    if (keep.empty()) break;
+    const auto m = static_cast<Index>(keep.size());
+    MatrixXf next_x_prev(dim, m);
+    MatrixXf next_scores(size, m);
+    MatrixXf next_weights(size, m);
+    std::vector<double> next_null(keep.size());
+    std::vector<Index> next_active(keep.size());
+    for (Index j = 0; j < m; ++j) {
+      const Index k = keep[static_cast<size_t>(j)];
+      next_x_prev.col(j) = x.col(k);
+      next_scores.col(j) = scores.col(k);
+      next_weights.col(j) = weights.col(k);
+      next_null[static_cast<size_t>(j)] = null_mass[static_cast<size_t>(k)];
+      next_active[static_cast<size_t>(j)] = active[static_cast<size_t>(k)];
+    }
+    // x_{t+1} = Ξ p_t, touching only weights that matter when they are few.
+    Index significant = 0;
+    for (Index j = 0; j < m; ++j) {
+      significant +=
+          (next_weights.col(j).array() > static_cast<float>(drop_below))
+              .count();
+    }
+    x.resize(dim, m);
+    if (significant * 4 <= size * m) {
+      x.setZero();
+      for (Index j = 0; j < m; ++j) {
+        for (Index i = 0; i < size; ++i) {
+          const float w = next_weights(i, j);
+          if (w > static_cast<float>(drop_below)) {
+            x.col(j).noalias() += w * view.patterns.col(i);
+          }
+        }
+      }
+    } else {
+      x.noalias() = view.patterns * next_weights;
+    }
+    x_prev = std::move(next_x_prev);
+    scores_prev = std::move(next_scores);
+    weights_prev = std::move(next_weights);
+    null_prev = std::move(next_null);
+    active = std::move(next_active);
+    ++t;
+  }
+  return results;
+}
+
+}  // namespace
+
+absl::Status RetrieveOptions::Validate() const {
+  if (!(beta >= 0.0f && beta <= kMaxBeta)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.beta must be 0 (bank default) or in (0, ",
+                     kMaxBeta, "], got ", beta));
+  }
+  if (max_iterations > kMaxIterationsLimit) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "options.max_iterations must be 0 (bank default) or in 1..",
+        kMaxIterationsLimit, ", got ", max_iterations));
+  }
+  if (tolerance.has_value() && !(*tolerance >= 0.0f && *tolerance < 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.tolerance must be in [0, 1), got ", *tolerance));
+  }
+  if (top_k > kMaxTopK) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.top_k must be 0 (bank default) or in 1..",
+                     kMaxTopK, ", got ", top_k));
+  }
+  if (return_matches > kMaxReturnMatches) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.return_matches must be in 0..", kMaxReturnMatches,
+                     ", got ", return_matches));
+  }
+  if (threads < 1 || threads > kMaxThreads) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "options.threads must be in 1..", kMaxThreads, ", got ", threads));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RetrievalParams> ResolveRetrieval(
+    const BankOptions& bank, const BankView& view,
+    const RetrieveOptions& options) {
+  HOPFIELD_RETURN_IF_ERROR(options.Validate());
+  RetrievalParams params;
+  params.similarity = bank.similarity;
+  params.separation = options.separation.value_or(bank.separation);
+  params.entmax_alpha = bank.entmax_alpha;
+  if (options.beta > 0.0f) {
+    params.beta = options.beta;
+  } else if (bank.beta > 0.0f) {
+    params.beta = bank.beta;
+  } else {
+    const double rule_norm =
+        bank.similarity == Similarity::kCosine ? 1.0 : view.max_norm;
+    params.beta = static_cast<float>(
+        AutoBeta(static_cast<uint64_t>(view.size()),
+                 view.min_separation.value_or(0.0), rule_norm));
+  }
+  params.max_iterations =
+      options.max_iterations > 0 ? options.max_iterations : bank.max_iterations;
+  params.tolerance = options.tolerance.value_or(bank.tolerance);
+  params.return_matches = std::max(1u, options.return_matches);
+  params.omit_pattern = options.omit_pattern;
+  params.return_energy_trace = options.return_energy_trace;
+  params.threads = options.threads;
+  params.check_continue = options.check_continue;
+  return params;
+}
+
+absl::StatusOr<RetrieveResult> Retriever::Retrieve(
+    const BankView& view, const RetrievalParams& params,
+    absl::Span<const float> query) {
+  HOPFIELD_RETURN_IF_ERROR(
+      ValidateQuery(query, view.dim(), params.similarity, "query"));
+  return RetrieveOne(view, params, query);
+}
+
+absl::StatusOr<std::vector<RetrieveResult>> Retriever::RetrieveBatch(
+    const BankView& view, const RetrievalParams& params,
+    absl::Span<const float> queries) {
+  const Index dim = view.dim();
+  if (queries.empty()) {
+    return absl::InvalidArgumentError("queries: empty list, expected >= 1");
+  }
+  const size_t n = queries.size() / static_cast<size_t>(dim);
+  for (size_t i = 0; i < n; ++i) {
+    HOPFIELD_RETURN_IF_ERROR(ValidateQuery(
+        queries.subspan(i * static_cast<size_t>(dim), static_cast<size_t>(dim)),
+        dim, params.similarity, absl::StrCat("queries[", i, "]")));
+  }
+  if (queries.size() % static_cast<size_t>(dim) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "queries[", n, "]: expected ", dim, " values (the bank's dim), got ",
+        queries.size() % static_cast<size_t>(dim)));
+  }
+  const Eigen::Map<const MatrixXf> matrix(queries.data(), dim,
+                                          static_cast<Index>(n));
+  const size_t chunks = std::min<size_t>(params.threads, n);
+  std::vector<absl::StatusOr<std::vector<RetrieveResult>>> parts(
+      chunks, absl::UnknownError("not run"));
+  auto run = [&](size_t c) {
+    const size_t first = n * c / chunks;
+    const size_t last = n * (c + 1) / chunks;
+    parts[c] = RetrieveChunk(view, params, matrix, static_cast<Index>(first),
+                             static_cast<Index>(last - first));
+  };
+  std::vector<std::thread> workers;
+  for (size_t c = 1; c < chunks; ++c) workers.emplace_back(run, c);
+  run(0);
+  for (std::thread& worker : workers) worker.join();
+  std::vector<RetrieveResult> results;
+  results.reserve(n);
+  for (auto& part : parts) {
+    if (!part.ok()) return part.status();
+    for (RetrieveResult& result : *part) results.push_back(std::move(result));
+  }
+  return results;
+}
+
+absl::StatusOr<RetrieveResult> Retriever::Retrieve(
+    const MemoryBank& bank, absl::Span<const float> query,
+    const RetrieveOptions& options) {
+  HOPFIELD_RETURN_IF_ERROR(options.Validate());
+  return bank.WithReader(
+      [&](const BankView& view) -> absl::StatusOr<RetrieveResult> {
+        if (view.size() == 0) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "bank \"", bank.name(), "\" is empty; Store patterns first"));
+        }
+        HOPFIELD_ASSIGN_OR_RETURN(
+            RetrievalParams params,
+            ResolveRetrieval(bank.options(), view, options));
+        return Retrieve(view, params, query);
+      });
+}
+
+absl::StatusOr<std::vector<RetrieveResult>> Retriever::RetrieveBatch(
+    const MemoryBank& bank, absl::Span<const float> queries,
+    const RetrieveOptions& options) {
+  HOPFIELD_RETURN_IF_ERROR(options.Validate());
+  return bank.WithReader(
+      [&](const BankView& view) -> absl::StatusOr<std::vector<RetrieveResult>> {
+        if (view.size() == 0) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "bank \"", bank.name(), "\" is empty; Store patterns first"));
+        }
+        HOPFIELD_ASSIGN_OR_RETURN(
+            RetrievalParams params,
+            ResolveRetrieval(bank.options(), view, options));
+        return RetrieveBatch(view, params, queries);
+      });
+}
+
+}  // namespace hopfield

@@ -1,0 +1,187 @@
+// File: retriever.h
+//
+// Retriever: associative recall by modern-Hopfield dynamics. Starting from a
+// query x_0 it iterates
+//
+//     x_{t+1} = Ξ · Sep(β · s(Ξ, x_t))
+//
+// where Ξ holds the stored patterns as columns, s is the bank's similarity
+// (cosine: s_μ = cos(ξ_μ, x); dot: s_μ = ξ_μᵀx), β the inverse temperature
+// and Sep one of the normalisers of separation.h (Ramsauer et al. 2020; Hu et
+// al. 2023; Wu et al. 2024; Hu et al. 2024 for Softmax₁). Similarity is
+// measured on normalised vectors under cosine, but outputs are always in
+// pattern space (x_{t+1} is a weighted sum of the raw stored patterns).
+//
+// The loop scores a state x_t (weights p_t, energy E(x_t)), stops when
+// ||p_t - p_{t-1}||_2 <= tolerance or ||x_t - x_{t-1}|| <= 1e-6·||x_t||
+// (converged) or when `max_iterations` updates have been applied, and
+// otherwise updates x_{t+1} = Ξ p_t. The result describes the returned state
+// x_T and what it is made of: `pattern` is x_T = Σ_μ p_μ ξ_μ where p are the
+// reported weights (`matches`, `nearest_*`, `support_size`, `metastable`,
+// `null_mass` all describe that p = p_{T-1}, with the scores that produced
+// it), and `energy` is E(x_T). `iterations` counts updates, so
+// max_iterations = 1 is the papers' one-step retrieval x_1 = Ξ·Sep(β s(x_0))
+// reported with the query's own weights. At a converged state the weights of
+// x_T and x_{T-1} agree to the tolerance.
+//
+// Energy (algorithms.md §A.2, §A.5), with u = x (dot) or x/||x|| (cosine):
+//   softmax:   E = ½||u||² - β⁻¹ ln Σ_μ e^{β s_μ}
+//   softmax1:  E = ½||u||² - β⁻¹ ln(1 + Σ_μ e^{β s_μ})
+//   sparse:    E = ½||u||² - ⟨p, s⟩ - H_α(p)/β   (Tsallis entropy H_α)
+// Under dot similarity the iteration is the CCCP step of E, which therefore
+// never increases; under cosine the state is renormalised each step, so
+// monotonicity is an empirical property, not a guarantee.
+//
+// Work per update is one pass over Ξ: softmax and softmax1 fuse scoring and
+// output in a single streaming pass (an online, max-rescaled softmax over
+// cache-sized blocks of patterns, exact up to float rounding); the sparse maps
+// score in one pass and then touch only the patterns in the support. Batches
+// of queries use matrix-matrix products.
+//
+// All retrieval here is exact (a dense scan). SearchMode::kApproximate is
+// accepted and currently answered by the exact path, reported as exact.
+#ifndef HOPFIELD_CORE_RETRIEVER_H_
+#define HOPFIELD_CORE_RETRIEVER_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+#include "core/bank_options.h"
+#include "core/memory_bank.h"
+
+namespace hopfield {
+
+// Per-request overrides of a bank's retrieval settings. 0 / empty means "the
+// bank's setting". A plain value type.
+struct RetrieveOptions {
+  // Inverse temperature β. 0: the bank's (automatic when the bank's is 0).
+  // REQUIRES: 0 <= beta <= 1e6.
+  float beta = 0.0f;
+  // REQUIRES: max_iterations <= 1000 (0: the bank's).
+  uint32_t max_iterations = 0;
+  // Weight-change tolerance (see BankOptions::tolerance). Empty: the bank's.
+  std::optional<float> tolerance;
+  std::optional<Separation> separation;
+  std::optional<SearchMode> search;
+  // Candidates for approximate search. 0: the bank's.
+  uint32_t top_k = 0;
+  // Number of (id, weight, score) matches returned, by weight descending
+  // (fewer when the bank holds fewer patterns). 0 means 1.
+  // REQUIRES: return_matches <= 65536.
+  uint32_t return_matches = 1;
+  // Leave RetrieveResult::pattern empty (saves copying d floats per query).
+  bool omit_pattern = false;
+  // Fill RetrieveResult::energy_trace with E(x_0), ..., E(x_T).
+  bool return_energy_trace = false;
+  // Threads for a batch: queries are split across this many threads (the
+  // calling thread is one of them). Single-query retrieval ignores it. Core
+  // starts no threads otherwise. Default 1. REQUIRES: 1 <= threads <= 256.
+  uint32_t threads = 1;
+  // Polled between iterations; a non-OK status (CANCELLED,
+  // DEADLINE_EXCEEDED, ...) aborts the retrieval and is returned. Empty:
+  // never abort.
+  std::function<absl::Status()> check_continue;
+
+  // INVALID_ARGUMENT naming the field, the allowed range and the value.
+  absl::Status Validate() const;
+};
+
+// One (pattern, weight) pair of a retrieval.
+struct Match {
+  PatternId id = 0;
+  float weight = 0.0f;  // p_μ at the returned state
+  float score = 0.0f;   // similarity s_μ at the returned state
+};
+
+// The outcome of retrieving one query.
+struct RetrieveResult {
+  // The state x_T in pattern space (dim floats); empty when omit_pattern.
+  std::vector<float> pattern;
+  // argmax_μ p_μ (ties: the higher score) and its weight.
+  PatternId nearest_id = 0;
+  float nearest_weight = 0.0f;
+  // The `return_matches` largest weights, descending.
+  std::vector<Match> matches;
+  // Updates applied (1..max_iterations) and whether the stopping rule was
+  // met within that budget.
+  uint32_t iterations = 0;
+  bool converged = false;
+  // E(x_T) (see the file comment); energy_trace holds E(x_0..x_T) on request.
+  double energy = 0.0;
+  std::vector<double> energy_trace;
+  // Weights in the support: p > 0.01 for softmax/softmax1, p > 0 for the
+  // sparse maps. metastable: support_size > 1 (a mixture of patterns).
+  uint32_t support_size = 0;
+  bool metastable = false;
+  // Softmax1 only: 1 - Σp = 1/(1 + Σ e^{β s}), the "nothing matches" mass.
+  float null_mass = 0.0f;
+  // True for a dense scan, or an approximate one whose truncation certificate
+  // held; truncation_bound bounds ||T_exact - T|| (0 when dense).
+  bool exact = true;
+  float truncation_bound = 0.0f;
+  // The β actually used (resolves "automatic").
+  float beta = 0.0f;
+  // Work done: pattern scores computed (M per evaluated state).
+  uint64_t patterns_scored = 0;
+};
+
+// Settings of one retrieval after resolving request, bank and automatic β.
+struct RetrievalParams {
+  Similarity similarity = Similarity::kCosine;
+  Separation separation = Separation::kSoftmax;
+  double entmax_alpha = 1.5;
+  float beta = 1.0f;
+  uint32_t max_iterations = 10;
+  float tolerance = 1e-4f;
+  uint32_t return_matches = 1;
+  bool omit_pattern = false;
+  bool return_energy_trace = false;
+  uint32_t threads = 1;
+  std::function<absl::Status()> check_continue;
+};
+
+// Combines bank defaults, the view's statistics (for automatic β) and the
+// request. Errors: INVALID_ARGUMENT from RetrieveOptions::Validate().
+absl::StatusOr<RetrievalParams> ResolveRetrieval(
+    const BankOptions& bank, const BankView& view,
+    const RetrieveOptions& options);
+
+// Stateless entry points. Thread-safe: any number of concurrent calls.
+class Retriever {
+ public:
+  // Retrieves one query (dim floats) from `bank` under its reader lock.
+  // Errors: FAILED_PRECONDITION if the bank is empty; INVALID_ARGUMENT for a
+  // query of the wrong dimension, with NaN/Inf, or of zero norm under cosine,
+  // or bad options; whatever `check_continue` returns.
+  static absl::StatusOr<RetrieveResult> Retrieve(
+      const MemoryBank& bank, absl::Span<const float> query,
+      const RetrieveOptions& options = {});
+
+  // Retrieves n = queries.size() / dim queries (row i = query i, contiguous)
+  // with matrix-matrix products, split over options.threads threads. Results
+  // are in query order and agree with Retrieve() up to float rounding.
+  // Errors: as Retrieve, plus INVALID_ARGUMENT for an empty list or a size
+  // that is not a multiple of dim (the message names the query index).
+  static absl::StatusOr<std::vector<RetrieveResult>> RetrieveBatch(
+      const MemoryBank& bank, absl::Span<const float> queries,
+      const RetrieveOptions& options = {});
+
+  // The same on a view with resolved parameters (tests, reference runs).
+  // REQUIRES: view.size() >= 1.
+  static absl::StatusOr<RetrieveResult> Retrieve(const BankView& view,
+                                                 const RetrievalParams& params,
+                                                 absl::Span<const float> query);
+  static absl::StatusOr<std::vector<RetrieveResult>> RetrieveBatch(
+      const BankView& view, const RetrievalParams& params,
+      absl::Span<const float> queries);
+};
+
+}  // namespace hopfield
+
+#endif  // HOPFIELD_CORE_RETRIEVER_H_

@@ -1,0 +1,44 @@
+// File: testing/random_patterns.h
+//
+// Deterministic pattern generators for tests and benchmarks. Every function
+// takes the generator, so a fixed seed gives the same data everywhere.
+#ifndef HOPFIELD_CORE_TESTING_RANDOM_PATTERNS_H_
+#define HOPFIELD_CORE_TESTING_RANDOM_PATTERNS_H_
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "Eigen/Core"
+
+namespace hopfield::testing {
+
+// `count` standard-normal vectors of `dim` floats, concatenated.
+inline std::vector<float> GaussianPatterns(std::mt19937& rng, int count,
+                                           int dim) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> values(static_cast<size_t>(count) *
+                            static_cast<size_t>(dim));
+  for (float& v : values) v = normal(rng);
+  return values;
+}
+
+// `count` vectors drawn uniformly on the unit sphere in `dim` dimensions.
+inline std::vector<float> UnitPatterns(std::mt19937& rng, int count, int dim) {
+  std::vector<float> values = GaussianPatterns(rng, count, dim);
+  for (int i = 0; i < count; ++i) {
+    Eigen::Map<Eigen::VectorXf> v(
+        values.data() + static_cast<size_t>(i) * static_cast<size_t>(dim), dim);
+    v.normalize();
+  }
+  return values;
+}
+
+// ids 0, 0, ... (count times): "assign fresh ids".
+inline std::vector<uint64_t> FreshIds(int count) {
+  return std::vector<uint64_t>(static_cast<size_t>(count), 0);
+}
+
+}  // namespace hopfield::testing
+
+#endif  // HOPFIELD_CORE_TESTING_RANDOM_PATTERNS_H_
