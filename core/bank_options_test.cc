@@ -1,6 +1,7 @@
 #include "core/bank_options.h"
 
 #include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -35,7 +36,7 @@ struct InvalidCase {
 };
 
 TEST(BankOptionsTest, RejectsEachOutOfRangeField) {
-  const InvalidCase cases[] = {
+  const std::vector<InvalidCase> cases = {
       {"dim", [](BankOptions* o) { o->dim = 65537; }, "65537"},
       {"entmax_alpha", [](BankOptions* o) { o->entmax_alpha = 1.0f; }, "1"},
       {"entmax_alpha", [](BankOptions* o) { o->entmax_alpha = 2.5f; }, "2.5"},

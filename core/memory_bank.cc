@@ -95,7 +95,7 @@ absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
   WriterLock lock(&mu_);
   size_t replaced = 0;
   for (const PatternId id : ids)
-    replaced += (id != 0 && column_of_.contains(id));
+    if (id != 0 && column_of_.contains(id)) ++replaced;
   if (ids_.size() - replaced + ids.size() > kMaxPatterns) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "bank \"", name_, "\" would hold ", ids_.size() - replaced + ids.size(),
@@ -330,7 +330,8 @@ void MemoryBank::UpdateNearestLocked(const std::vector<Eigen::Index>& columns,
           // A new pattern may become the nearest of a stored one whose own
           // neighbour list is otherwise still valid.
           const auto o = static_cast<size_t>(other);
-          if (target_is_new && !recomputed[o] && score > nearest_score_[o]) {
+          if (target_is_new && recomputed[o] == 0 &&
+              score > nearest_score_[o]) {
             nearest_score_[o] = score;
             nearest_id_[o] = ids_[static_cast<size_t>(target)];
           }
@@ -370,7 +371,7 @@ void MemoryBank::RefreshSummaryLocked() {
 
 double MemoryBank::SelfScoreLocked(Eigen::Index column) const {
   if (options_.similarity == Similarity::kCosine) return 1.0;
-  const double inverse =
+  const auto inverse =
       static_cast<double>(inverse_norms_[static_cast<size_t>(column)]);
   return inverse > 0.0 ? 1.0 / (inverse * inverse) : 0.0;
 }

@@ -231,7 +231,7 @@ TEST(MemoryBankTest, StatsReportSizeMemoryAndCapacity) {
   ASSERT_THAT(bank->Add(FreshIds(200), UnitPatterns(rng, 200, 16)), IsOk());
   const BankStats stats = bank->Stats();
   EXPECT_EQ(stats.pattern_count, 200u);
-  EXPECT_GE(stats.memory_bytes, 200u * 16u * sizeof(float));
+  EXPECT_GE(stats.memory_bytes, uint64_t{200} * 16 * sizeof(float));
   EXPECT_NEAR(stats.max_norm, 1.0, 1e-6);
   ASSERT_TRUE(stats.min_separation.has_value());
   // Automatic β follows the rule for the observed separation.

@@ -1,6 +1,7 @@
 #include "core/retriever.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <thread>
@@ -98,7 +99,7 @@ double StateEnergy(const RetrievalParams& params, double half_sq_norm,
 
 double HalfSquaredNorm(const RetrievalParams& params, const VectorXf& x) {
   if (params.similarity == Similarity::kCosine) return 0.5;
-  const double norm = static_cast<double>(x.norm());
+  const auto norm = static_cast<double>(x.norm());
   return 0.5 * norm * norm;
 }
 
@@ -233,7 +234,7 @@ absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
   VectorXf update(dim);
   // evals[current] describes x_t; evals[1 - current] describes x_{t-1}, whose
   // weights produced x_t = Ξ p_{t-1}.
-  StateEval evals[2];
+  std::array<StateEval, 2> evals;
   int current = 0;
   RetrieveResult result;
   uint32_t t = 0;
@@ -241,8 +242,8 @@ absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
     if (t > 0 && params.check_continue) {
       HOPFIELD_RETURN_IF_ERROR(params.check_continue());
     }
-    StateEval& now = evals[current];
-    const StateEval& before = evals[1 - current];
+    StateEval& now = evals[static_cast<size_t>(current)];
+    const StateEval& before = evals[static_cast<size_t>(1 - current)];
     const bool may_update = t < params.max_iterations;
     Evaluate(view, params, x, &now, may_update ? &update : nullptr);
     result.patterns_scored += static_cast<uint64_t>(view.size());
@@ -271,7 +272,7 @@ absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
   }
   result.iterations = t;
   if (!params.omit_pattern) result.pattern.assign(x.data(), x.data() + dim);
-  const StateEval& producer = evals[1 - current];
+  const StateEval& producer = evals[static_cast<size_t>(1 - current)];
   Summarise(view, params, AsSpan(producer.scores), AsSpan(producer.weights),
             producer.null_mass, &result);
   return result;
@@ -343,7 +344,7 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveChunk(
         }
       }
       if (t >= params.max_iterations) done[kk] = 1;
-      if (done[kk]) {
+      if (done[kk] != 0) {
         result.iterations = t;
         if (!params.omit_pattern) {
           result.pattern.assign(x.col(k).data(), x.col(k).data() + dim);
@@ -355,7 +356,7 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveChunk(
     // Keep the unfinished queries, compacted.
     std::vector<Index> keep;
     for (Index k = 0; k < n; ++k) {
-      if (!done[static_cast<size_t>(k)]) keep.push_back(k);
+      if (done[static_cast<size_t>(k)] == 0) keep.push_back(k);
     }
     if (keep.empty()) break;
     const auto m = static_cast<Index>(keep.size());

@@ -1,6 +1,7 @@
 #include "core/retriever.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -166,9 +167,9 @@ TEST(RetrieverTest, OneStepErrorRespectsRamsauersBound) {
     (condition(mid) ? hi : lo) = mid;
   }
   const double beta = hi;
-  double worst_error[2] = {0.0, 0.0};
+  std::array<double, 2> worst_error = {0.0, 0.0};
   for (int doubled = 0; doubled < 2; ++doubled) {
-    const double b = doubled ? 2.0 * beta : beta;
+    const double b = doubled == 1 ? 2.0 * beta : beta;
     RetrieveOptions options;
     options.beta = static_cast<float>(b);
     options.max_iterations = 1;
@@ -182,7 +183,8 @@ TEST(RetrieverTest, OneStepErrorRespectsRamsauersBound) {
       const double bound =
           2.0 * (kCount - 1) * std::exp(-b * (delta - 2.0 / (b * kCount)));
       EXPECT_LE(error, bound) << "id " << id << " beta " << b;
-      worst_error[doubled] = std::max(worst_error[doubled], error);
+      worst_error[static_cast<size_t>(doubled)] =
+          std::max(worst_error[static_cast<size_t>(doubled)], error);
     }
   }
   RecordProperty("beta", std::to_string(beta));
@@ -199,7 +201,7 @@ TEST(RetrieverTest, EnergyTraceMatchesSpotValues) {
     Separation separation;
     std::vector<double> trace;
   };
-  const Case cases[] = {
+  const std::vector<Case> cases = {
       {Separation::kSoftmax, {-0.613562, -0.699508, -0.709887, -0.713345}},
       {Separation::kSparsemax, {-0.345, -0.415, -0.49, -0.5}},
       {Separation::kEntmax, {-0.409333, -0.455286, -0.462192, -0.470836}},
@@ -321,33 +323,33 @@ TEST(RetrieverTest, AutomaticBetaMeetsItsErrorTarget) {
 
 // algorithms.md §F test 20.
 TEST(RetrieverTest, FlagsMetastableMixtures) {
-  constexpr int kDim = 64;
+  constexpr size_t kDim = 64;
   std::mt19937 rng(20);
   // Four unit memories at mutual cosine 0.99: b + ε e_i with e_i ⟂ b and
   // ε² = 1/0.99 - 1.
   const double epsilon = std::sqrt(1.0 / 0.99 - 1.0);
   std::vector<float> patterns(4 * kDim, 0.0f);
-  for (int i = 0; i < 4; ++i) {
-    patterns[static_cast<size_t>(i * kDim)] = 1.0f;
-    patterns[static_cast<size_t>(i * kDim + 1 + i)] =
-        static_cast<float>(epsilon);
+  for (size_t i = 0; i < 4; ++i) {
+    patterns[i * kDim] = 1.0f;
+    patterns[i * kDim + 1 + i] = static_cast<float>(epsilon);
   }
-  const std::vector<float> others = UnitPatterns(rng, 100, kDim);
+  const std::vector<float> others =
+      UnitPatterns(rng, 100, static_cast<int>(kDim));
   patterns.insert(patterns.end(), others.begin(), others.end());
-  auto bank = NewBank(kDim, Similarity::kCosine, patterns);
+  auto bank =
+      NewBank(static_cast<uint32_t>(kDim), Similarity::kCosine, patterns);
   {
     const std::vector<float> a = bank->Get(1).value();
     const std::vector<float> b = bank->Get(2).value();
-    const Eigen::Map<const Eigen::VectorXf> va(a.data(), kDim);
-    const Eigen::Map<const Eigen::VectorXf> vb(b.data(), kDim);
+    const Eigen::Map<const Eigen::VectorXf> va(a.data(),
+                                               static_cast<Eigen::Index>(kDim));
+    const Eigen::Map<const Eigen::VectorXf> vb(b.data(),
+                                               static_cast<Eigen::Index>(kDim));
     ASSERT_NEAR(va.dot(vb) / (va.norm() * vb.norm()), 0.99, 1e-6);
   }
   std::vector<float> mean(kDim, 0.0f);
-  for (int i = 0; i < 4; ++i) {
-    for (int j = 0; j < kDim; ++j) {
-      mean[static_cast<size_t>(j)] +=
-          patterns[static_cast<size_t>(i * kDim + j)] / 4;
-    }
+  for (size_t i = 0; i < 4; ++i) {
+    for (size_t j = 0; j < kDim; ++j) mean[j] += patterns[i * kDim + j] / 4;
   }
   RetrieveOptions options;
   options.beta = 5.0f;

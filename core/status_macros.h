@@ -37,12 +37,14 @@
       HOPFIELD_STATUS_MACROS_CONCAT_(hopfield_statusor_, __LINE__), lhs, \
       rexpr)
 
-#define HOPFIELD_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr) \
-  auto statusor = (rexpr);                                    \
-  if (ABSL_PREDICT_FALSE(!statusor.ok())) {                   \
-    return std::move(statusor).status();                      \
-  }                                                           \
-  lhs = std::move(statusor).value()
+#define HOPFIELD_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr)         \
+  auto statusor = (rexpr); /* NOLINT(bugprone-macro-parentheses) */   \
+  if (ABSL_PREDICT_FALSE(                                             \
+          !statusor.ok())) { /* NOLINT(bugprone-macro-parentheses) */ \
+    return std::move(statusor)                                        \
+        .status(); /* NOLINT(bugprone-macro-parentheses) */           \
+  }                                                                   \
+  lhs = std::move(statusor).value()  // NOLINT(bugprone-macro-parentheses)
 
 // Aborts with a message when an internal invariant is broken. For bugs only:
 // user errors are statuses.

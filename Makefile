@@ -1,0 +1,83 @@
+# hopfield: the two commands a fresh Debian 12 machine needs.
+#
+#   make run    install missing packages, build (release), start hopfieldd
+#   make test   install missing packages, build (dev), run every test
+#
+# Other targets: build, asan, tsan, tidy, format, format-check, bench,
+# bench-smoke, clean. Run as root or with sudo available.
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+# Debian 12 packages the build and tests need (--no-install-recommends).
+APT_PACKAGES := cmake ninja-build pkg-config g++ clang clang-format clang-tidy \
+  libabsl-dev libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev \
+  zlib1g-dev dataset-fashion-mnist
+
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+DATA_DIR ?= ./hopfield-data
+JOBS ?= $(shell nproc)
+
+.PHONY: deps build build-dev run test asan tsan tidy format format-check \
+  bench bench-smoke clean
+
+deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | grep -q "install ok installed" \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	    --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	cmake --preset release
+	cmake --build --preset release -j $(JOBS)
+
+build-dev: deps
+	cmake --preset dev
+	cmake --build --preset dev -j $(JOBS)
+
+# The gRPC server (hopfieldd) lands with issue 3; until then this builds
+# everything and says so instead of pretending to serve.
+run: build
+	@if [ -x build/release/server/hopfieldd ]; then \
+	  exec build/release/server/hopfieldd --data_dir=$(DATA_DIR); \
+	else \
+	  echo "hopfieldd is not part of this build yet: the gRPC service arrives with"; \
+	  echo "issue 3. The engine is built (build/release/core) and benchmarked by"; \
+	  echo "'make bench'; see README.md."; \
+	  exit 2; \
+	fi
+
+test: build-dev
+	ctest --preset dev -j $(JOBS)
+
+asan: deps
+	cmake --workflow --preset asan
+
+tsan: deps
+	cmake --workflow --preset tsan
+
+tidy: deps
+	cmake --preset tidy
+	cmake --build --preset tidy -j $(JOBS)
+
+format:
+	clang-format -i $$(git ls-files '*.h' '*.cc')
+
+format-check:
+	clang-format --dry-run --Werror $$(git ls-files '*.h' '*.cc')
+
+bench: build
+	build/release/bench/retriever_benchmark
+	build/release/bench/memory_bank_benchmark
+
+bench-smoke: build
+	ctest --preset benchmark-smoke
+
+clean:
+	rm -rf build
