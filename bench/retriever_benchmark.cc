@@ -10,7 +10,7 @@
 //   BM_RetrieveBatch/<threads>/<β> 64 queries, one-step retrieval
 //   (max_iterations = 1), matrix products
 //
-// Counters: evaluations = states scored per query (iterations + 1);
+// Counters: evaluations = states scored per query (= iterations, one pass each);
 // recall = fraction of masked queries whose nearest_id is their source
 // image. Queries are stored images with half the pixels dropped (U-Hop
 // protocol). Set HOPFIELD_BENCH_PATTERNS to shrink the bank.

@@ -230,10 +230,8 @@ absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
                                            absl::Span<const float> query) {
   const Index dim = view.dim();
   VectorXf x = Eigen::Map<const VectorXf>(query.data(), dim);
-  VectorXf x_prev;
   VectorXf update(dim);
-  // evals[current] describes x_t; evals[1 - current] describes x_{t-1}, whose
-  // weights produced x_t = Ξ p_{t-1}.
+  // evals[current] describes x_t; evals[1 - current] describes x_{t-1}.
   std::array<StateEval, 2> evals;
   int current = 0;
   RetrieveResult result;
@@ -244,160 +242,196 @@ absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
     }
     StateEval& now = evals[static_cast<size_t>(current)];
     const StateEval& before = evals[static_cast<size_t>(1 - current)];
-    const bool may_update = t < params.max_iterations;
-    Evaluate(view, params, x, &now, may_update ? &update : nullptr);
+    Evaluate(view, params, x, &now, &update);  // p_t, E(x_t), Ξ p_t
     result.patterns_scored += static_cast<uint64_t>(view.size());
     result.energy = now.energy;
     if (params.return_energy_trace) result.energy_trace.push_back(now.energy);
-    if (t > 0) {
-      const double weight_change = (now.weights - before.weights).norm();
-      const double state_change = (x - x_prev).norm();
-      if (weight_change <= params.tolerance ||
-          state_change <= kStateTolerance * x.norm()) {
-        result.converged = true;
-        break;
-      }
-    }
-    if (!may_update) break;
-    x_prev.swap(x);
-    x = update;
+    const bool weights_settled =
+        t > 0 && (now.weights - before.weights).norm() <= params.tolerance;
+    const bool state_settled =
+        (update - x).norm() <= kStateTolerance * update.norm();
+    x.swap(update);  // x_{t+1} = Ξ p_t
     ++t;
-    current = 1 - current;
-    if (params.similarity == Similarity::kCosine && x.norm() == 0.0f) {
-      // Every weight underflowed (softmax1 far from all patterns): the state
-      // vanished and has no cosine scores. Report it with the weights that
-      // produced it; the energy stays that of the last scored state.
+    if (weights_settled || state_settled) {
+      result.converged = true;
       break;
     }
+    if (t >= params.max_iterations) break;
+    if (params.similarity == Similarity::kCosine && x.norm() == 0.0f) {
+      // Every weight underflowed (softmax1 far from all patterns): the state
+      // vanished and has no cosine scores; report it as it is.
+      break;
+    }
+    current = 1 - current;
   }
   result.iterations = t;
   if (!params.omit_pattern) result.pattern.assign(x.data(), x.data() + dim);
-  const StateEval& producer = evals[static_cast<size_t>(1 - current)];
+  const StateEval& producer = evals[static_cast<size_t>(current)];
   Summarise(view, params, AsSpan(producer.scores), AsSpan(producer.weights),
             producer.null_mass, &result);
   return result;
 }
 
-// Retrieves queries [first, first + count) of `queries` (dim x n) with
-// matrix products.
-absl::StatusOr<std::vector<RetrieveResult>> RetrieveChunk(
+// The number of parts ParallelFor splits [0, n) into.
+Index PartCount(uint32_t threads, Index n) {
+  return std::max<Index>(1, std::min<Index>(threads, n));
+}
+
+// Runs fn(part, begin, end) over [0, n) split into PartCount(threads, n)
+// contiguous ranges, on the calling thread plus one new thread per extra
+// part.
+template <typename Fn>
+void ParallelFor(uint32_t threads, Index n, const Fn& fn) {
+  const Index parts = PartCount(threads, n);
+  std::vector<std::thread> workers;
+  workers.reserve(static_cast<size_t>(parts - 1));
+  for (Index part = 1; part < parts; ++part) {
+    workers.emplace_back([&fn, n, parts, part] {
+      fn(part, n * part / parts, n * (part + 1) / parts);
+    });
+  }
+  fn(Index{0}, Index{0}, n / parts);
+  for (std::thread& worker : workers) worker.join();
+}
+
+// Batch retrieval of the columns of `queries` (dim x n). Each step is three
+// phases, each split over params.threads: scores S = ΞᵀX (split over
+// patterns, so every thread runs a full-width matrix product), then the
+// normaliser, energy and bookkeeping per query (split over queries), then the
+// output X' = ΞP (split over patterns with partial sums, or sparse per query
+// when few weights matter).
+absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
     const BankView& view, const RetrievalParams& params,
-    const Eigen::Map<const MatrixXf>& queries, Index first, Index count) {
+    const Eigen::Map<const MatrixXf>& queries) {
   const Index dim = view.dim();
   const Index size = view.size();
+  const Index count = queries.cols();
   const bool cosine = params.similarity == Similarity::kCosine;
+  const uint32_t threads = params.threads;
   std::vector<RetrieveResult> results(static_cast<size_t>(count));
+  // Unfinished queries, compacted: x (dim x n), their result slots, and the
+  // weights of the previous step for the convergence test.
+  MatrixXf x = queries;
   std::vector<Index> active(static_cast<size_t>(count));
   for (Index k = 0; k < count; ++k) active[static_cast<size_t>(k)] = k;
-  MatrixXf x = queries.middleCols(first, count);
-  MatrixXf x_prev;
   MatrixXf scores;
-  MatrixXf logits;
-  MatrixXf weights(size, count);
-  // Scores, weights and null mass of x_{t-1}, which produced x_t.
-  MatrixXf scores_prev;
+  MatrixXf weights;
   MatrixXf weights_prev;
-  std::vector<double> null_prev;
-  const double drop_below =
-      IsDense(params.separation) ? kDropMass / static_cast<double>(size) : 0.0;
+  MatrixXf update;
+  const float drop_below =
+      IsDense(params.separation)
+          ? static_cast<float>(kDropMass / static_cast<double>(size))
+          : 0.0f;
   uint32_t t = 0;
   while (!active.empty()) {
     if (t > 0 && params.check_continue) {
       HOPFIELD_RETURN_IF_ERROR(params.check_continue());
     }
     const auto n = static_cast<Index>(active.size());
-    scores.noalias() = view.patterns.transpose() * x;
+    VectorXf query_scale = VectorXf::Ones(n);
     if (cosine) {
       // A state can only vanish under softmax1 when every weight underflows;
       // score it as all-zero rather than dividing by zero.
-      const VectorXf query_scale = x.colwise().norm().transpose().unaryExpr(
+      query_scale = x.colwise().norm().transpose().unaryExpr(
           [](float norm) { return norm > 0.0f ? 1.0f / norm : 0.0f; });
-      scores =
-          view.inverse_norms.asDiagonal() * scores * query_scale.asDiagonal();
     }
-    logits = params.beta * scores;
+    scores.resize(size, n);
+    ParallelFor(threads, size, [&](Index, Index begin, Index end) {
+      auto block = scores.middleRows(begin, end - begin);
+      block.noalias() = view.patterns.middleCols(begin, end - begin).transpose() * x;
+      if (cosine) {
+        block = view.inverse_norms.segment(begin, end - begin).asDiagonal() *
+                block * query_scale.asDiagonal();
+      }
+    });
     weights.resize(size, n);
     std::vector<double> null_mass(static_cast<size_t>(n));
-    std::vector<char> done(static_cast<size_t>(n), 0);
+    std::vector<Index> significant(static_cast<size_t>(n));
+    ParallelFor(threads, n, [&](Index, Index begin, Index end) {
+      VectorXf logits(size);
+      for (Index k = begin; k < end; ++k) {
+        const auto kk = static_cast<size_t>(k);
+        RetrieveResult& result = results[static_cast<size_t>(active[kk])];
+        logits = params.beta * scores.col(k);
+        null_mass[kk] = Separate(
+            params.separation, params.entmax_alpha, AsSpan(logits),
+            absl::Span<float>(weights.col(k).data(), static_cast<size_t>(size)));
+        const VectorXf state = x.col(k);
+        result.energy = StateEnergy(params, HalfSquaredNorm(params, state),
+                                    AsSpan(scores.col(k)), AsSpan(logits),
+                                    AsSpan(weights.col(k)));
+        if (params.return_energy_trace) {
+          result.energy_trace.push_back(result.energy);
+        }
+        result.patterns_scored += static_cast<uint64_t>(size);
+        significant[kk] = (weights.col(k).array() > drop_below).count();
+      }
+    });
+    // x_{t+1} = Ξ p_t, touching only the weights that matter when few do.
+    Index total_significant = 0;
+    for (const Index s : significant) total_significant += s;
+    update.resize(dim, n);
+    if (total_significant * 16 <= size * n) {
+      ParallelFor(threads, n, [&](Index, Index begin, Index end) {
+        for (Index k = begin; k < end; ++k) {
+          auto column = update.col(k);
+          column.setZero();
+          for (Index i = 0; i < size; ++i) {
+            const float w = weights(i, k);
+            if (w > drop_below) column.noalias() += w * view.patterns.col(i);
+          }
+        }
+      });
+    } else {
+      std::vector<MatrixXf> partial(
+          static_cast<size_t>(PartCount(threads, size)));
+      ParallelFor(threads, size, [&](Index part, Index begin, Index end) {
+        partial[static_cast<size_t>(part)].noalias() = view.patterns.middleCols(begin, end - begin) *
+                                  weights.middleRows(begin, end - begin);
+      });
+      update = partial[0];
+      for (size_t part = 1; part < partial.size(); ++part) {
+        update += partial[part];
+      }
+    }
+    // Finish converged queries and those out of budget; compact the rest.
+    std::vector<Index> keep;
     for (Index k = 0; k < n; ++k) {
       const auto kk = static_cast<size_t>(k);
       RetrieveResult& result = results[static_cast<size_t>(active[kk])];
-      null_mass[kk] = Separate(
-          params.separation, params.entmax_alpha, AsSpan(logits.col(k)),
-          absl::Span<float>(weights.col(k).data(), static_cast<size_t>(size)));
-      result.patterns_scored += static_cast<uint64_t>(size);
-      const VectorXf state = x.col(k);
-      const double energy = StateEnergy(
-          params, HalfSquaredNorm(params, state), AsSpan(scores.col(k)),
-          AsSpan(logits.col(k)), AsSpan(weights.col(k)));
-      result.energy = energy;
-      if (params.return_energy_trace) result.energy_trace.push_back(energy);
-      // x_0 is never final: max_iterations >= 1.
-      if (t > 0) {
-        const double weight_change =
-            (weights.col(k) - weights_prev.col(k)).norm();
-        const double state_change = (x.col(k) - x_prev.col(k)).norm();
-        if (weight_change <= params.tolerance ||
-            state_change <= kStateTolerance * x.col(k).norm()) {
-          result.converged = true;
-          done[kk] = 1;
-        }
-      }
-      if (t >= params.max_iterations) done[kk] = 1;
-      if (done[kk] != 0) {
-        result.iterations = t;
+      const bool weights_settled =
+          t > 0 &&
+          (weights.col(k) - weights_prev.col(k)).norm() <= params.tolerance;
+      const bool state_settled = (update.col(k) - x.col(k)).norm() <=
+                                 kStateTolerance * update.col(k).norm();
+      const bool vanished = cosine && update.col(k).norm() == 0.0f;
+      if (weights_settled || state_settled || vanished ||
+          t + 1 >= params.max_iterations) {
+        result.converged = weights_settled || state_settled;
+        result.iterations = t + 1;
         if (!params.omit_pattern) {
-          result.pattern.assign(x.col(k).data(), x.col(k).data() + dim);
+          result.pattern.assign(update.col(k).data(),
+                                update.col(k).data() + dim);
         }
-        Summarise(view, params, AsSpan(scores_prev.col(k)),
-                  AsSpan(weights_prev.col(k)), null_prev[kk], &result);
+        Summarise(view, params, AsSpan(scores.col(k)), AsSpan(weights.col(k)),
+                  null_mass[kk], &result);
+      } else {
+        keep.push_back(k);
       }
-    }
-    // Keep the unfinished queries, compacted.
-    std::vector<Index> keep;
-    for (Index k = 0; k < n; ++k) {
-      if (done[static_cast<size_t>(k)] == 0) keep.push_back(k);
     }
     if (keep.empty()) break;
     const auto m = static_cast<Index>(keep.size());
-    MatrixXf next_x_prev(dim, m);
-    MatrixXf next_scores(size, m);
-    MatrixXf next_weights(size, m);
-    std::vector<double> next_null(keep.size());
+    MatrixXf next_x(dim, m);
+    MatrixXf next_weights_prev(size, m);
     std::vector<Index> next_active(keep.size());
     for (Index j = 0; j < m; ++j) {
       const Index k = keep[static_cast<size_t>(j)];
-      next_x_prev.col(j) = x.col(k);
-      next_scores.col(j) = scores.col(k);
-      next_weights.col(j) = weights.col(k);
-      next_null[static_cast<size_t>(j)] = null_mass[static_cast<size_t>(k)];
+      next_x.col(j) = update.col(k);
+      next_weights_prev.col(j) = weights.col(k);
       next_active[static_cast<size_t>(j)] = active[static_cast<size_t>(k)];
     }
-    // x_{t+1} = Ξ p_t, touching only weights that matter when they are few.
-    Index significant = 0;
-    for (Index j = 0; j < m; ++j) {
-      significant +=
-          (next_weights.col(j).array() > static_cast<float>(drop_below))
-              .count();
-    }
-    x.resize(dim, m);
-    if (significant * 4 <= size * m) {
-      x.setZero();
-      for (Index j = 0; j < m; ++j) {
-        for (Index i = 0; i < size; ++i) {
-          const float w = next_weights(i, j);
-          if (w > static_cast<float>(drop_below)) {
-            x.col(j).noalias() += w * view.patterns.col(i);
-          }
-        }
-      }
-    } else {
-      x.noalias() = view.patterns * next_weights;
-    }
-    x_prev = std::move(next_x_prev);
-    scores_prev = std::move(next_scores);
-    weights_prev = std::move(next_weights);
-    null_prev = std::move(next_null);
+    x = std::move(next_x);
+    weights_prev = std::move(next_weights_prev);
     active = std::move(next_active);
     ++t;
   }
@@ -496,26 +530,7 @@ absl::StatusOr<std::vector<RetrieveResult>> Retriever::RetrieveBatch(
   }
   const Eigen::Map<const MatrixXf> matrix(queries.data(), dim,
                                           static_cast<Index>(n));
-  const size_t chunks = std::min<size_t>(params.threads, n);
-  std::vector<absl::StatusOr<std::vector<RetrieveResult>>> parts(
-      chunks, absl::UnknownError("not run"));
-  auto run = [&](size_t c) {
-    const size_t first = n * c / chunks;
-    const size_t last = n * (c + 1) / chunks;
-    parts[c] = RetrieveChunk(view, params, matrix, static_cast<Index>(first),
-                             static_cast<Index>(last - first));
-  };
-  std::vector<std::thread> workers;
-  for (size_t c = 1; c < chunks; ++c) workers.emplace_back(run, c);
-  run(0);
-  for (std::thread& worker : workers) worker.join();
-  std::vector<RetrieveResult> results;
-  results.reserve(n);
-  for (auto& part : parts) {
-    if (!part.ok()) return part.status();
-    for (RetrieveResult& result : *part) results.push_back(std::move(result));
-  }
-  return results;
+  return RetrieveMany(view, params, matrix);
 }
 
 absl::StatusOr<RetrieveResult> Retriever::Retrieve(

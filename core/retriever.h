@@ -12,17 +12,19 @@
 // measured on normalised vectors under cosine, but outputs are always in
 // pattern space (x_{t+1} is a weighted sum of the raw stored patterns).
 //
-// The loop scores a state x_t (weights p_t, energy E(x_t)), stops when
-// ||p_t - p_{t-1}||_2 <= tolerance or ||x_t - x_{t-1}|| <= 1e-6·||x_t||
-// (converged) or when `max_iterations` updates have been applied, and
-// otherwise updates x_{t+1} = Ξ p_t. The result describes the returned state
-// x_T and what it is made of: `pattern` is x_T = Σ_μ p_μ ξ_μ where p are the
-// reported weights (`matches`, `nearest_*`, `support_size`, `metastable`,
-// `null_mass` all describe that p = p_{T-1}, with the scores that produced
-// it), and `energy` is E(x_T). `iterations` counts updates, so
-// max_iterations = 1 is the papers' one-step retrieval x_1 = Ξ·Sep(β s(x_0))
-// reported with the query's own weights. At a converged state the weights of
-// x_T and x_{T-1} agree to the tolerance.
+// Each step scores the current state x_t (weights p_t, energy E(x_t)) and
+// updates x_{t+1} = Ξ p_t. The loop stops as converged when the weights
+// settle (||p_t - p_{t-1}||_2 <= tolerance, the ml-jku rule) or the state does
+// (||x_{t+1} - x_t|| <= 1e-6·||x_{t+1}||), or unconverged when
+// `max_iterations` updates have been applied. No extra scoring pass is spent
+// on the final state: the result reports x_T and the weights that produced it,
+// x_T = Σ_μ p_μ ξ_μ with p = p_{T-1} (`matches`, `nearest_*`,
+// `support_size`, `metastable` and `null_mass` all describe that p, with the
+// scores behind it), and `energy` = E(x_{T-1}), the energy of the state those
+// weights scored. At a converged state x_T ≈ x_{T-1}, so this is the fixed
+// point's energy to the tolerance. `iterations` counts updates:
+// max_iterations = 1 is the papers' one-step retrieval
+// x_1 = Ξ·Sep(β s(x_0)), reported with the query's own weights and energy.
 //
 // Energy (algorithms.md §A.2, §A.5), with u = x (dot) or x/||x|| (cosine):
 //   softmax:   E = ½||u||² - β⁻¹ ln Σ_μ e^{β s_μ}
@@ -77,11 +79,13 @@ struct RetrieveOptions {
   uint32_t return_matches = 1;
   // Leave RetrieveResult::pattern empty (saves copying d floats per query).
   bool omit_pattern = false;
-  // Fill RetrieveResult::energy_trace with E(x_0), ..., E(x_T).
+  // Fill RetrieveResult::energy_trace with E(x_0), ..., E(x_{T-1}).
   bool return_energy_trace = false;
-  // Threads for a batch: queries are split across this many threads (the
-  // calling thread is one of them). Single-query retrieval ignores it. Core
-  // starts no threads otherwise. Default 1. REQUIRES: 1 <= threads <= 256.
+  // Threads for a batch: its matrix products are split over this many
+  // threads (the calling thread is one of them) by blocks of patterns, its
+  // per-query work by queries. Single-query retrieval ignores it (a latency
+  // path; parallelise across requests). Core starts no threads otherwise.
+  // Default 1. REQUIRES: 1 <= threads <= 256.
   uint32_t threads = 1;
   // Polled between iterations; a non-OK status (CANCELLED,
   // DEADLINE_EXCEEDED, ...) aborts the retrieval and is returned. Empty:
@@ -112,7 +116,8 @@ struct RetrieveResult {
   // met within that budget.
   uint32_t iterations = 0;
   bool converged = false;
-  // E(x_T) (see the file comment); energy_trace holds E(x_0..x_T) on request.
+  // E(x_{T-1}), the energy of the last scored state (see the file comment);
+  // energy_trace holds E(x_0), ..., E(x_{T-1}) on request.
   double energy = 0.0;
   std::vector<double> energy_trace;
   // Weights in the support: p > 0.01 for softmax/softmax1, p > 0 for the

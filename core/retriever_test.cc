@@ -211,7 +211,7 @@ TEST(RetrieverTest, EnergyTraceMatchesSpotValues) {
     RetrieveOptions options;
     options.beta = 2;
     options.separation = c.separation;
-    options.max_iterations = 3;
+    options.max_iterations = 4;  // scores x_0..x_3
     options.tolerance = 0.0f;
     options.return_energy_trace = true;
     HOPFIELD_ASSERT_OK_AND_ASSIGN(
@@ -413,8 +413,9 @@ TEST(RetrieverTest, PatternIsTheWeightedSumOfTheReportedMatches) {
     for (size_t j = 0; j < 8; ++j) sum[j] += result.matches[i].weight * xi[j];
   }
   for (size_t j = 0; j < 8; ++j) EXPECT_NEAR(result.pattern[j], sum[j], 1e-5);
-  EXPECT_EQ(result.energy_trace.size(), result.iterations + 1);
-  EXPECT_EQ(result.patterns_scored, 30u * (result.iterations + 1));
+  EXPECT_EQ(result.energy_trace.size(), result.iterations);
+  EXPECT_EQ(result.energy, result.energy_trace.back());
+  EXPECT_EQ(result.patterns_scored, 30u * result.iterations);
   EXPECT_EQ(result.nearest_id, result.matches[0].id);
 }
 
