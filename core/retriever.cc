@@ -338,7 +338,8 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
     scores.resize(size, n);
     ParallelFor(threads, size, [&](Index, Index begin, Index end) {
       auto block = scores.middleRows(begin, end - begin);
-      block.noalias() = view.patterns.middleCols(begin, end - begin).transpose() * x;
+      block.noalias() =
+          view.patterns.middleCols(begin, end - begin).transpose() * x;
       if (cosine) {
         block = view.inverse_norms.segment(begin, end - begin).asDiagonal() *
                 block * query_scale.asDiagonal();
@@ -353,9 +354,10 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
         const auto kk = static_cast<size_t>(k);
         RetrieveResult& result = results[static_cast<size_t>(active[kk])];
         logits = params.beta * scores.col(k);
-        null_mass[kk] = Separate(
-            params.separation, params.entmax_alpha, AsSpan(logits),
-            absl::Span<float>(weights.col(k).data(), static_cast<size_t>(size)));
+        null_mass[kk] =
+            Separate(params.separation, params.entmax_alpha, AsSpan(logits),
+                     absl::Span<float>(weights.col(k).data(),
+                                       static_cast<size_t>(size)));
         const VectorXf state = x.col(k);
         result.energy = StateEnergy(params, HalfSquaredNorm(params, state),
                                     AsSpan(scores.col(k)), AsSpan(logits),
@@ -386,8 +388,9 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
       std::vector<MatrixXf> partial(
           static_cast<size_t>(PartCount(threads, size)));
       ParallelFor(threads, size, [&](Index part, Index begin, Index end) {
-        partial[static_cast<size_t>(part)].noalias() = view.patterns.middleCols(begin, end - begin) *
-                                  weights.middleRows(begin, end - begin);
+        partial[static_cast<size_t>(part)].noalias() =
+            view.patterns.middleCols(begin, end - begin) *
+            weights.middleRows(begin, end - begin);
       });
       update = partial[0];
       for (size_t part = 1; part < partial.size(); ++part) {
@@ -533,12 +536,19 @@ absl::StatusOr<std::vector<RetrieveResult>> Retriever::RetrieveBatch(
   return RetrieveMany(view, params, matrix);
 }
 
-absl::StatusOr<RetrieveResult> Retriever::Retrieve(
-    const MemoryBank& bank, absl::Span<const float> query,
-    const RetrieveOptions& options) {
+namespace {
+
+// Runs `retrieve(view, params)` under the bank's reader lock after the checks
+// both entry points share: valid options, a non-empty bank.
+template <typename Retrieve>
+auto RetrieveFromBank(const MemoryBank& bank, const RetrieveOptions& options,
+                      const Retrieve& retrieve)
+    -> decltype(retrieve(std::declval<const BankView&>(),
+                         std::declval<const RetrievalParams&>())) {
   HOPFIELD_RETURN_IF_ERROR(options.Validate());
   return bank.WithReader(
-      [&](const BankView& view) -> absl::StatusOr<RetrieveResult> {
+      [&](const BankView& view)
+          -> decltype(retrieve(view, std::declval<const RetrievalParams&>())) {
         if (view.size() == 0) {
           return absl::FailedPreconditionError(absl::StrCat(
               "bank \"", bank.name(), "\" is empty; Store patterns first"));
@@ -546,6 +556,18 @@ absl::StatusOr<RetrieveResult> Retriever::Retrieve(
         HOPFIELD_ASSIGN_OR_RETURN(
             RetrievalParams params,
             ResolveRetrieval(bank.options(), view, options));
+        return retrieve(view, params);
+      });
+}
+
+}  // namespace
+
+absl::StatusOr<RetrieveResult> Retriever::Retrieve(
+    const MemoryBank& bank, absl::Span<const float> query,
+    const RetrieveOptions& options) {
+  return RetrieveFromBank(
+      bank, options,
+      [query](const BankView& view, const RetrievalParams& params) {
         return Retrieve(view, params, query);
       });
 }
@@ -553,16 +575,9 @@ absl::StatusOr<RetrieveResult> Retriever::Retrieve(
 absl::StatusOr<std::vector<RetrieveResult>> Retriever::RetrieveBatch(
     const MemoryBank& bank, absl::Span<const float> queries,
     const RetrieveOptions& options) {
-  HOPFIELD_RETURN_IF_ERROR(options.Validate());
-  return bank.WithReader(
-      [&](const BankView& view) -> absl::StatusOr<std::vector<RetrieveResult>> {
-        if (view.size() == 0) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              "bank \"", bank.name(), "\" is empty; Store patterns first"));
-        }
-        HOPFIELD_ASSIGN_OR_RETURN(
-            RetrievalParams params,
-            ResolveRetrieval(bank.options(), view, options));
+  return RetrieveFromBank(
+      bank, options,
+      [queries](const BankView& view, const RetrievalParams& params) {
         return RetrieveBatch(view, params, queries);
       });
 }
