@@ -155,9 +155,10 @@ struct StateEval {
   double null_mass = 0.0;
 };
 
-// Computes scores, logits, weights and energy at `x`; when `update` is not
-// null also writes x' = Ξp into it. Softmax and softmax1 do it in one
-// streaming pass over the patterns (online softmax with max rescaling).
+// Computes scores, logits, weights and energy at `x` and writes the update
+// x' = Ξp into `update`. Softmax and softmax1 do it in one streaming pass
+// over the patterns (online softmax with max rescaling); the sparse maps
+// score in one pass and then add up only their support.
 void Evaluate(const BankView& view, const RetrievalParams& params,
               const VectorXf& x, StateEval* eval, VectorXf* update) {
   const Index size = view.size();
@@ -168,7 +169,7 @@ void Evaluate(const BankView& view, const RetrievalParams& params,
   eval->logits.resize(size);
   eval->weights.resize(size);
   eval->block_weights.resize(kFusedBlock);
-  if (IsDense(params.separation) && update != nullptr) {
+  if (IsDense(params.separation)) {
     const bool softmax1 = params.separation == Separation::kSoftmax1;
     // softmax1 shifts by max(0, max z), so the running max starts at 0.
     float running_max =
@@ -212,7 +213,7 @@ void Evaluate(const BankView& view, const RetrievalParams& params,
   eval->null_mass = Separate(
       params.separation, params.entmax_alpha, AsSpan(eval->logits),
       absl::Span<float>(eval->weights.data(), static_cast<size_t>(size)));
-  if (!IsDense(params.separation) && update != nullptr) {
+  if (!IsDense(params.separation)) {
     update->setZero(view.dim());
     for (Index i = 0; i < size; ++i) {
       if (eval->weights[i] > 0.0f) {
