@@ -11,7 +11,8 @@ SHELL := /bin/bash
 # Debian 12 packages the build and tests need (--no-install-recommends).
 APT_PACKAGES := cmake ninja-build pkg-config g++ clang clang-format clang-tidy \
   libabsl-dev libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev \
-  zlib1g-dev dataset-fashion-mnist
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
+  grpc-proto zlib1g-dev dataset-fashion-mnist
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DATA_DIR ?= ./hopfield-data

@@ -1,0 +1,65 @@
+#include "core/bank_registry.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+#include "core/status_macros.h"
+
+namespace hopfield {
+
+BankRegistry::BankRegistry(RegistryOptions options) : options_(options) {}
+
+absl::StatusOr<std::shared_ptr<MemoryBank>> BankRegistry::Create(
+    absl::string_view name, const BankOptions& options) {
+  HOPFIELD_ASSIGN_OR_RETURN(std::unique_ptr<MemoryBank> created,
+                            MemoryBank::Create(std::string(name), options));
+  std::shared_ptr<MemoryBank> bank = std::move(created);
+  WriterLock lock(&mu_);
+  if (banks_.find(name) != banks_.end()) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("bank \"", name, "\" already exists"));
+  }
+  if (banks_.size() >= options_.max_banks) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot create bank \"", name, "\": the limit is ",
+                     options_.max_banks, " banks"));
+  }
+  banks_.emplace(std::string(name), bank);
+  return bank;
+}
+
+absl::StatusOr<std::shared_ptr<MemoryBank>> BankRegistry::Get(
+    absl::string_view name) const {
+  ReaderLock lock(&mu_);
+  const auto it = banks_.find(name);
+  if (it == banks_.end()) {
+    return absl::NotFoundError(absl::StrCat("bank \"", name, "\" not found"));
+  }
+  return it->second;
+}
+
+absl::Status BankRegistry::Drop(absl::string_view name) {
+  WriterLock lock(&mu_);
+  const auto it = banks_.find(name);
+  if (it == banks_.end()) {
+    return absl::NotFoundError(absl::StrCat("bank \"", name, "\" not found"));
+  }
+  banks_.erase(it);
+  return absl::OkStatus();
+}
+
+std::vector<std::shared_ptr<MemoryBank>> BankRegistry::List() const {
+  ReaderLock lock(&mu_);
+  std::vector<std::shared_ptr<MemoryBank>> banks;
+  banks.reserve(banks_.size());
+  for (const auto& [name, bank] : banks_) banks.push_back(bank);
+  return banks;
+}
+
+size_t BankRegistry::size() const {
+  ReaderLock lock(&mu_);
+  return banks_.size();
+}
+
+}  // namespace hopfield

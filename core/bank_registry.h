@@ -1,0 +1,71 @@
+// File: bank_registry.h
+//
+// BankRegistry: the named memory banks of one engine instance. It owns their
+// lifetimes: banks are handed out as shared pointers, so a bank dropped while
+// a retrieval still runs on it stays alive until that retrieval ends.
+//
+//   BankRegistry registry;
+//   HOPFIELD_ASSIGN_OR_RETURN(auto bank, registry.Create("faces", options));
+//   HOPFIELD_ASSIGN_OR_RETURN(bank, registry.Get("faces"));
+#ifndef HOPFIELD_CORE_BANK_REGISTRY_H_
+#define HOPFIELD_CORE_BANK_REGISTRY_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+#include "core/bank_options.h"
+#include "core/memory_bank.h"
+#include "core/mutex.h"
+
+namespace hopfield {
+
+// Limits of a registry.
+struct RegistryOptions {
+  // Most banks held at once (bounds metric label cardinality too).
+  // Default: 1024. REQUIRES: >= 1.
+  uint32_t max_banks = 1024;
+};
+
+// Thread-safe: any number of concurrent callers.
+class BankRegistry {
+ public:
+  explicit BankRegistry(RegistryOptions options = {});
+  BankRegistry(const BankRegistry&) = delete;
+  BankRegistry& operator=(const BankRegistry&) = delete;
+
+  // Creates an empty bank.
+  // Errors: INVALID_ARGUMENT for a bad name or options; ALREADY_EXISTS if the
+  // name is taken; RESOURCE_EXHAUSTED at max_banks.
+  absl::StatusOr<std::shared_ptr<MemoryBank>> Create(
+      absl::string_view name, const BankOptions& options);
+
+  // Errors: NOT_FOUND naming the bank.
+  absl::StatusOr<std::shared_ptr<MemoryBank>> Get(absl::string_view name) const;
+
+  // Removes the bank from the registry; holders of its pointer keep it alive.
+  // Errors: NOT_FOUND naming the bank.
+  absl::Status Drop(absl::string_view name);
+
+  // Every bank, sorted by name.
+  std::vector<std::shared_ptr<MemoryBank>> List() const;
+
+  size_t size() const;
+
+ private:
+  const RegistryOptions options_;
+  mutable Mutex mu_;
+  std::map<std::string, std::shared_ptr<MemoryBank>, std::less<>> banks_
+      ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace hopfield
+
+#endif  // HOPFIELD_CORE_BANK_REGISTRY_H_

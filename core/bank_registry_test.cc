@@ -1,0 +1,85 @@
+#include "core/bank_registry.h"
+
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+#include "core/retriever.h"
+#include "core/testing/status_matchers.h"
+
+namespace hopfield {
+namespace {
+
+using ::hopfield::testing::IsOk;
+using ::hopfield::testing::StatusIs;
+using ::testing::HasSubstr;
+
+BankOptions Dim(uint32_t dim) {
+  BankOptions options;
+  options.dim = dim;
+  return options;
+}
+
+TEST(BankRegistryTest, CreateGetListDrop) {
+  BankRegistry registry;
+  ASSERT_THAT(registry.Create("b", Dim(2)), IsOk());
+  ASSERT_THAT(registry.Create("a", Dim(3)), IsOk());
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto bank, registry.Get("a"));
+  EXPECT_EQ(bank->dim(), 3u);
+  const auto banks = registry.List();
+  ASSERT_EQ(banks.size(), 2u);
+  EXPECT_EQ(banks[0]->name(), "a");
+  EXPECT_EQ(banks[1]->name(), "b");
+  EXPECT_THAT(registry.Drop("a"), IsOk());
+  EXPECT_EQ(registry.size(), 1u);
+  EXPECT_THAT(registry.Get("a"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("\"a\"")));
+  EXPECT_THAT(registry.Drop("a"), StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST(BankRegistryTest, RejectsDuplicatesBadInputAndTooManyBanks) {
+  BankRegistry registry(RegistryOptions{2});
+  ASSERT_THAT(registry.Create("a", Dim(2)), IsOk());
+  EXPECT_THAT(registry.Create("a", Dim(2)),
+              StatusIs(absl::StatusCode::kAlreadyExists));
+  EXPECT_THAT(registry.Create("A", Dim(2)),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(registry.Create("c", Dim(0)),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  ASSERT_THAT(registry.Create("b", Dim(2)), IsOk());
+  EXPECT_THAT(registry.Create("c", Dim(2)),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
+TEST(BankRegistryTest, DroppedBankOutlivesItsUsers) {
+  BankRegistry registry;
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto bank, registry.Create("a", Dim(2)));
+  ASSERT_THAT(bank->Add({0}, {1, 0}), IsOk());
+  ASSERT_THAT(registry.Drop("a"), IsOk());
+  EXPECT_THAT(Retriever::Retrieve(*bank, std::vector<float>{1, 0}), IsOk());
+}
+
+TEST(BankRegistryTest, ConcurrentWritersAndReaders) {
+  BankRegistry registry;
+  ASSERT_THAT(registry.Create("shared", Dim(4)), IsOk());
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&registry, t] {
+      for (int i = 0; i < 50; ++i) {
+        auto bank = registry.Get("shared").value();
+        const float v = static_cast<float>(t * 100 + i + 1);
+        EXPECT_THAT(bank->Add({0}, {v, 1, 0, 0}), IsOk());
+        EXPECT_THAT(Retriever::Retrieve(*bank, std::vector<float>{1, v, 0, 0}),
+                    IsOk());
+        (void)registry.List();
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(registry.Get("shared").value()->size(), 200u);
+}
+
+}  // namespace
+}  // namespace hopfield

@@ -1,0 +1,157 @@
+// hopfieldd: the hopfield associative-memory server. Flags are defined here
+// and only here; run `hopfieldd --helpfull` for all of them. Every flag can
+// come from the environment with --tryfromenv=listen,... (FLAGS_listen=...).
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+
+#include "server/logging.h"
+#include "server/server.h"
+#include "server/server_config.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "gRPC listen address host:port (port 0 picks a free port)");
+ABSL_FLAG(std::string, port_file, "",
+          "if set, write the bound ports here once serving "
+          "(lines 'grpc_port=N'), for tests and scripts");
+ABSL_FLAG(int, max_message_bytes, 64 << 20,
+          "largest request/response message in bytes; larger requests fail "
+          "with RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, keepalive_time_seconds, 60,
+          "ping idle connections after this many seconds");
+ABSL_FLAG(int, keepalive_timeout_seconds, 20,
+          "drop a connection whose keepalive ping is unanswered this long");
+ABSL_FLAG(int, retrieve_threads, 0,
+          "threads one multi-query Retrieve may use (0 = number of CPUs)");
+ABSL_FLAG(int, max_banks, 1024, "most banks held at once");
+ABSL_FLAG(bool, access_log, false, "log one line per RPC");
+ABSL_FLAG(double, shutdown_grace_seconds, 5.0,
+          "on SIGTERM/SIGINT, let running calls finish for this long");
+
+namespace {
+
+using hopfield::server::Server;
+using hopfield::server::ServerConfig;
+
+// Writes `contents` to `path` atomically (temporary file + rename), so a
+// reader polling for the file never sees it half written.
+bool WriteFileAtomically(const std::string& path, const std::string& contents) {
+  const std::string temporary = path + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << contents;
+    if (!out.good()) return false;
+  }
+  return std::rename(temporary.c_str(), path.c_str()) == 0;
+}
+
+// Self-pipe: the handler writes the signal number, main() reads it. Works
+// whichever thread the kernel picks to run the handler.
+int g_signal_pipe[2] = {-1, -1};
+
+void OnShutdownSignal(int signal_number) {
+  const char byte = static_cast<char>(signal_number);
+  [[maybe_unused]] const ssize_t written = ::write(g_signal_pipe[1], &byte, 1);
+}
+
+bool InstallShutdownHandlers() {
+  if (::pipe(g_signal_pipe) != 0) return false;
+  struct sigaction action = {};
+  action.sa_handler = OnShutdownSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  return sigaction(SIGTERM, &action, nullptr) == 0 &&
+         sigaction(SIGINT, &action, nullptr) == 0;
+}
+
+// Blocks until SIGTERM or SIGINT arrives; returns its number.
+int WaitForShutdownSignal() {
+  char byte = 0;
+  while (true) {
+    const ssize_t got = ::read(g_signal_pipe[0], &byte, 1);
+    if (got == 1) return byte;
+    if (got < 0 && errno == EINTR) continue;
+    return SIGTERM;  // the pipe broke: treat as a stop request
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "hopfieldd: associative memory over gRPC (hopfield.v1.MemoryService).\n"
+      "Usage: hopfieldd [--listen=127.0.0.1:50051] [--port_file=PATH] ...\n"
+      "All flags: hopfieldd --helpfull");
+  absl::ParseCommandLine(argc, argv);
+
+  ServerConfig config;
+  config.listen = absl::GetFlag(FLAGS_listen);
+  config.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  config.keepalive_time_ms = absl::GetFlag(FLAGS_keepalive_time_seconds) * 1000;
+  config.keepalive_timeout_ms =
+      absl::GetFlag(FLAGS_keepalive_timeout_seconds) * 1000;
+  const int retrieve_threads = absl::GetFlag(FLAGS_retrieve_threads);
+  const int max_banks = absl::GetFlag(FLAGS_max_banks);
+  if (retrieve_threads < 0 || max_banks < 1) {
+    HOPFIELD_LOG(ERROR)
+        << "--retrieve_threads must be >= 0 and --max_banks >= 1";
+    return 2;
+  }
+  config.retrieve_threads = static_cast<uint32_t>(retrieve_threads);
+  config.max_banks = static_cast<uint32_t>(max_banks);
+  config.access_log = absl::GetFlag(FLAGS_access_log);
+
+  if (!InstallShutdownHandlers()) {
+    HOPFIELD_LOG(ERROR) << "cannot install signal handlers: "
+                        << std::strerror(errno);
+    return 1;
+  }
+
+  HOPFIELD_LOG(INFO) << "config listen=" << config.listen;
+  HOPFIELD_LOG(INFO) << "config max_message_bytes=" << config.max_message_bytes;
+  HOPFIELD_LOG(INFO) << "config keepalive_time_ms=" << config.keepalive_time_ms
+                     << " keepalive_timeout_ms=" << config.keepalive_timeout_ms;
+  HOPFIELD_LOG(INFO) << "config retrieve_threads=" << config.retrieve_threads
+                     << " (0 = number of CPUs)";
+  HOPFIELD_LOG(INFO) << "config max_banks=" << config.max_banks;
+  HOPFIELD_LOG(INFO) << "config access_log=" << config.access_log;
+
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(config);
+  if (!server.ok()) {
+    HOPFIELD_LOG(ERROR) << "cannot start: " << server.status();
+    return 1;
+  }
+  HOPFIELD_LOG(INFO) << "serving hopfield.v1.MemoryService on port "
+                     << (*server)->port();
+  const std::string port_file = absl::GetFlag(FLAGS_port_file);
+  if (!port_file.empty() &&
+      !WriteFileAtomically(
+          port_file, absl::StrCat("grpc_port=", (*server)->port(), "\n"))) {
+    HOPFIELD_LOG(ERROR) << "cannot write --port_file " << port_file << ": "
+                        << std::strerror(errno);
+    (*server)->Shutdown(absl::ZeroDuration());
+    return 1;
+  }
+
+  const int received = WaitForShutdownSignal();
+  const absl::Duration grace =
+      absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds));
+  HOPFIELD_LOG(INFO) << "received "
+                     << (received == SIGTERM ? "SIGTERM" : "SIGINT")
+                     << ", draining for up to " << grace;
+  (*server)->Shutdown(grace);
+  HOPFIELD_LOG(INFO) << "stopped";
+  return 0;
+}

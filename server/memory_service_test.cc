@@ -1,0 +1,403 @@
+// Handler tests: the real Server, called through an in-process channel.
+#include "server/memory_service.h"
+
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
+
+#include "core/testing/status_matchers.h"
+#include "hopfield/v1/memory_service.grpc.pb.h"
+#include "server/server.h"
+#include "server/status_conversion.h"
+
+namespace hopfield::server {
+namespace {
+
+using ::hopfield::testing::IsOk;
+using ::hopfield::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class MemoryServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override { StartServer(ServerConfig()); }
+
+  void StartServer(ServerConfig config) {
+    config.listen = "127.0.0.1:0";
+    absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(config);
+    ASSERT_THAT(server, IsOk());
+    server_ = *std::move(server);
+    channel_ = server_->InProcessChannel();
+    stub_ = v1::MemoryService::NewStub(channel_);
+  }
+
+  absl::Status CreateBank(const std::string& name, uint32_t dim,
+                          v1::Similarity similarity = v1::SIMILARITY_COSINE,
+                          v1::Bank* bank = nullptr) {
+    grpc::ClientContext context;
+    v1::CreateBankRequest request;
+    request.set_name(name);
+    request.mutable_config()->set_dim(dim);
+    request.mutable_config()->set_similarity(similarity);
+    v1::Bank response;
+    absl::Status status =
+        FromGrpcStatus(stub_->CreateBank(&context, request, &response));
+    if (bank != nullptr) *bank = response;
+    return status;
+  }
+
+  absl::StatusOr<v1::StoreResponse> Store(
+      const std::string& bank, const std::vector<std::vector<float>>& patterns,
+      const std::vector<uint64_t>& ids = {}) {
+    grpc::ClientContext context;
+    v1::StoreRequest request;
+    request.set_bank(bank);
+    for (size_t i = 0; i < patterns.size(); ++i) {
+      v1::Pattern* pattern = request.add_patterns();
+      if (i < ids.size()) pattern->set_id(ids[i]);
+      pattern->mutable_values()->Assign(patterns[i].begin(), patterns[i].end());
+    }
+    v1::StoreResponse response;
+    absl::Status status =
+        FromGrpcStatus(stub_->Store(&context, request, &response));
+    if (!status.ok()) return status;
+    return response;
+  }
+
+  absl::StatusOr<v1::RetrieveResponse> Retrieve(
+      const std::string& bank, const std::vector<std::vector<float>>& queries,
+      const v1::RetrieveOptions& options = {}) {
+    grpc::ClientContext context;
+    v1::RetrieveRequest request;
+    request.set_bank(bank);
+    for (const auto& query : queries) {
+      request.add_queries()->mutable_values()->Assign(query.begin(),
+                                                      query.end());
+    }
+    *request.mutable_options() = options;
+    v1::RetrieveResponse response;
+    absl::Status status =
+        FromGrpcStatus(stub_->Retrieve(&context, request, &response));
+    if (!status.ok()) return status;
+    return response;
+  }
+
+  std::unique_ptr<Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::MemoryService::Stub> stub_;
+};
+
+TEST_F(MemoryServiceTest, CreateBankReportsResolvedConfig) {
+  v1::Bank bank;
+  ASSERT_THAT(CreateBank("faces", 784, v1::SIMILARITY_UNSPECIFIED, &bank),
+              IsOk());
+  EXPECT_EQ(bank.name(), "faces");
+  EXPECT_EQ(bank.config().dim(), 784u);
+  EXPECT_EQ(bank.config().similarity(), v1::SIMILARITY_COSINE);
+  EXPECT_EQ(bank.config().separation(), v1::SEPARATION_SOFTMAX);
+  EXPECT_EQ(bank.config().max_iterations(), 10u);
+  EXPECT_EQ(bank.config().entmax_alpha(), 1.5f);
+  EXPECT_EQ(bank.config().top_k(), 64u);
+  EXPECT_EQ(bank.config().feature_dim(), 256u);
+  EXPECT_EQ(bank.pattern_count(), 0u);
+  EXPECT_EQ(bank.feature_map_version(), 0u);
+}
+
+TEST_F(MemoryServiceTest, BankManagementCodes) {
+  ASSERT_THAT(CreateBank("b", 2), IsOk());
+  ASSERT_THAT(CreateBank("a", 2), IsOk());
+  EXPECT_THAT(CreateBank("a", 2), StatusIs(absl::StatusCode::kAlreadyExists));
+  EXPECT_THAT(
+      CreateBank("Bad Name", 2),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("[a-z0-9_-]")));
+  EXPECT_THAT(CreateBank("c", 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dim")));
+  {
+    grpc::ClientContext context;
+    v1::CreateBankRequest request;
+    request.set_name("d");
+    request.mutable_config()->set_dim(2);
+    request.mutable_config()->set_separation(static_cast<v1::Separation>(9));
+    v1::Bank response;
+    EXPECT_THAT(FromGrpcStatus(stub_->CreateBank(&context, request, &response)),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr("config.separation")));
+  }
+  {
+    grpc::ClientContext context;
+    v1::ListBanksResponse response;
+    ASSERT_TRUE(stub_->ListBanks(&context, {}, &response).ok());
+    ASSERT_EQ(response.banks_size(), 2);
+    EXPECT_EQ(response.banks(0).name(), "a");
+    EXPECT_EQ(response.banks(1).name(), "b");
+  }
+  {
+    grpc::ClientContext context;
+    v1::DeleteBankRequest request;
+    request.set_name("a");
+    v1::DeleteBankResponse response;
+    EXPECT_TRUE(stub_->DeleteBank(&context, request, &response).ok());
+  }
+  for (const char* name : {"a", "zzz"}) {
+    grpc::ClientContext context;
+    v1::GetBankRequest request;
+    request.set_name(name);
+    v1::Bank response;
+    EXPECT_THAT(FromGrpcStatus(stub_->GetBank(&context, request, &response)),
+                StatusIs(absl::StatusCode::kNotFound, HasSubstr(name)));
+  }
+  {
+    grpc::ClientContext context;
+    v1::DeleteBankRequest request;
+    request.set_name("a");
+    v1::DeleteBankResponse response;
+    EXPECT_THAT(FromGrpcStatus(stub_->DeleteBank(&context, request, &response)),
+                StatusIs(absl::StatusCode::kNotFound));
+  }
+}
+
+TEST_F(MemoryServiceTest, StoreGetForgetRoundTrip) {
+  ASSERT_THAT(CreateBank("m", 3), IsOk());
+  const float tiny = std::numeric_limits<float>::denorm_min();
+  absl::StatusOr<v1::StoreResponse> stored =
+      Store("m", {{1, 2, 3}, {tiny, -0.0f, 7}}, {0, 42});
+  ASSERT_THAT(stored, IsOk());
+  EXPECT_THAT(stored->ids(), ElementsAre(43, 42));  // fresh id above 42
+  EXPECT_EQ(stored->pattern_count(), 2u);
+  {
+    grpc::ClientContext context;
+    v1::GetPatternsRequest request;
+    request.set_bank("m");
+    request.add_ids(42);
+    request.add_ids(43);
+    v1::GetPatternsResponse response;
+    ASSERT_TRUE(stub_->GetPatterns(&context, request, &response).ok());
+    ASSERT_EQ(response.patterns_size(), 2);
+    EXPECT_EQ(response.patterns(0).id(), 42u);
+    EXPECT_EQ(response.patterns(0).values(0), tiny);  // the same bits
+    EXPECT_TRUE(std::signbit(response.patterns(0).values(1)));
+    EXPECT_THAT(response.patterns(1).values(), ElementsAre(1, 2, 3));
+  }
+  {
+    grpc::ClientContext context;
+    v1::GetPatternsRequest request;
+    request.set_bank("m");
+    request.add_ids(42);
+    request.add_ids(77);
+    v1::GetPatternsResponse response;
+    EXPECT_THAT(
+        FromGrpcStatus(stub_->GetPatterns(&context, request, &response)),
+        StatusIs(absl::StatusCode::kNotFound, HasSubstr("77")));
+  }
+  {
+    grpc::ClientContext context;
+    v1::ForgetRequest request;
+    request.set_bank("m");
+    request.add_ids(42);
+    request.add_ids(1000);
+    v1::ForgetResponse response;
+    ASSERT_TRUE(stub_->Forget(&context, request, &response).ok());
+    EXPECT_EQ(response.forgotten(), 1u);
+  }
+  {
+    grpc::ClientContext context;
+    v1::ForgetRequest request;
+    request.set_bank("m");
+    v1::ForgetResponse response;
+    EXPECT_THAT(FromGrpcStatus(stub_->Forget(&context, request, &response)),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("ids")));
+  }
+}
+
+TEST_F(MemoryServiceTest, RejectedStoreStoresNothing) {
+  ASSERT_THAT(CreateBank("m", 2), IsOk());
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THAT(Store("m", {{1, 0}, {1}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("patterns[1].values"),
+                             HasSubstr("expected 2"), HasSubstr("got 1"))));
+  EXPECT_THAT(Store("m", {{1, 0}, {nan, 1}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("nan")));
+  EXPECT_THAT(Store("m", {{0, 0}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("zero")));
+  EXPECT_THAT(Store("m", {}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty")));
+  EXPECT_THAT(Store("nope", {{1, 0}}), StatusIs(absl::StatusCode::kNotFound));
+  grpc::ClientContext context;
+  v1::GetBankRequest request;
+  request.set_name("m");
+  v1::Bank bank;
+  ASSERT_TRUE(stub_->GetBank(&context, request, &bank).ok());
+  EXPECT_EQ(bank.pattern_count(), 0u);
+}
+
+TEST_F(MemoryServiceTest, StoreStreamAppliesEveryMessage) {
+  ASSERT_THAT(CreateBank("s", 2), IsOk());
+  grpc::ClientContext context;
+  v1::StoreResponse response;
+  auto writer = stub_->StoreStream(&context, &response);
+  for (int m = 0; m < 5; ++m) {
+    v1::StoreRequest request;
+    if (m == 0) request.set_bank("s");  // later messages may omit it
+    for (int i = 0; i < 10; ++i) {
+      v1::Pattern* pattern = request.add_patterns();
+      pattern->add_values(static_cast<float>(m * 10 + i + 1));
+      pattern->add_values(1.0f);
+    }
+    ASSERT_TRUE(writer->Write(request));
+  }
+  writer->WritesDone();
+  ASSERT_TRUE(writer->Finish().ok());
+  EXPECT_EQ(response.ids_size(), 50);
+  EXPECT_EQ(response.pattern_count(), 50u);
+  EXPECT_EQ(response.ids(49), 50u);
+}
+
+TEST_F(MemoryServiceTest, StoreStreamStopsAtTheFirstBadMessage) {
+  ASSERT_THAT(CreateBank("s", 2), IsOk());
+  ASSERT_THAT(CreateBank("t", 2), IsOk());
+  grpc::ClientContext context;
+  v1::StoreResponse response;
+  auto writer = stub_->StoreStream(&context, &response);
+  v1::StoreRequest good;
+  good.set_bank("s");
+  v1::Pattern* pattern = good.add_patterns();
+  pattern->add_values(1.0f);
+  pattern->add_values(2.0f);
+  writer->Write(good);
+  v1::StoreRequest other = good;
+  other.set_bank("t");
+  writer->Write(other);
+  writer->WritesDone();
+  EXPECT_THAT(FromGrpcStatus(writer->Finish()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("message 1"), HasSubstr("\"s\""))));
+  grpc::ClientContext empty_context;
+  auto empty = stub_->StoreStream(&empty_context, &response);
+  empty->WritesDone();
+  EXPECT_THAT(
+      FromGrpcStatus(empty->Finish()),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no messages")));
+}
+
+TEST_F(MemoryServiceTest, RetrieveSingleAndBatch) {
+  ASSERT_THAT(CreateBank("r", 3), IsOk());
+  ASSERT_THAT(Store("r", {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}}), IsOk());
+  v1::RetrieveOptions options;
+  options.set_return_matches(2);
+  options.set_return_energy_trace(true);
+  absl::StatusOr<v1::RetrieveResponse> one =
+      Retrieve("r", {{0.9f, 0.1f, 0.0f}}, options);
+  ASSERT_THAT(one, IsOk());
+  ASSERT_EQ(one->results_size(), 1);
+  const v1::Retrieval& result = one->results(0);
+  EXPECT_EQ(result.nearest_id(), 1u);
+  EXPECT_EQ(result.matches_size(), 2);
+  EXPECT_EQ(result.pattern_size(), 3);
+  EXPECT_NEAR(result.pattern(0), 1.0f, 1e-3);
+  EXPECT_TRUE(result.converged());
+  EXPECT_TRUE(result.exact());
+  EXPECT_EQ(result.energy_trace_size(), static_cast<int>(result.iterations()));
+  EXPECT_GT(result.beta(), 0.0f);
+  options.set_omit_pattern(true);
+  absl::StatusOr<v1::RetrieveResponse> many = Retrieve(
+      "r", {{0.1f, 0.9f, 0.0f}, {0.0f, 0.2f, 0.9f}, {1, 0, 0}}, options);
+  ASSERT_THAT(many, IsOk());
+  ASSERT_EQ(many->results_size(), 3);
+  EXPECT_EQ(many->results(0).nearest_id(), 2u);
+  EXPECT_EQ(many->results(1).nearest_id(), 3u);
+  EXPECT_EQ(many->results(2).nearest_id(), 1u);
+  EXPECT_EQ(many->results(0).pattern_size(), 0);
+}
+
+TEST_F(MemoryServiceTest, RetrieveCodes) {
+  ASSERT_THAT(CreateBank("r", 3), IsOk());
+  EXPECT_THAT(
+      Retrieve("r", {{1, 0, 0}}),
+      StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("empty")));
+  ASSERT_THAT(Store("r", {{1, 0, 0}}), IsOk());
+  EXPECT_THAT(Retrieve("r", {}), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr("queries")));
+  EXPECT_THAT(
+      Retrieve("r", {{1, 0}}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("queries[0].values"), HasSubstr("expected 3"))));
+  EXPECT_THAT(Retrieve("r", {{0, 0, 0}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("zero")));
+  EXPECT_THAT(
+      Retrieve("r", {{1, 0, 0}, {1, std::nanf(""), 0}}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("queries[1]")));
+  v1::RetrieveOptions options;
+  options.set_beta(-2.0f);
+  EXPECT_THAT(Retrieve("r", {{1, 0, 0}}, options),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("beta")));
+  EXPECT_THAT(Retrieve("missing", {{1, 0, 0}}),
+              StatusIs(absl::StatusCode::kNotFound));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() -
+                       std::chrono::seconds(1));
+  v1::RetrieveRequest request;
+  request.set_bank("r");
+  v1::Query* query = request.add_queries();
+  query->add_values(1.0f);
+  query->add_values(0.0f);
+  query->add_values(0.0f);
+  v1::RetrieveResponse response;
+  EXPECT_EQ(stub_->Retrieve(&context, request, &response).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+TEST_F(MemoryServiceTest, TrainIsUnimplementedForKnownBanks) {
+  ASSERT_THAT(CreateBank("t", 2), IsOk());
+  for (const auto& [bank, code] :
+       {std::pair{"t", grpc::StatusCode::UNIMPLEMENTED},
+        std::pair{"nope", grpc::StatusCode::NOT_FOUND}}) {
+    grpc::ClientContext context;
+    v1::TrainRequest request;
+    request.set_bank(bank);
+    auto reader = stub_->Train(&context, request);
+    v1::TrainProgress progress;
+    EXPECT_FALSE(reader->Read(&progress));
+    EXPECT_EQ(reader->Finish().error_code(), code) << bank;
+  }
+}
+
+TEST_F(MemoryServiceTest, HealthReportsServing) {
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  for (const char* service : {"", kServiceName}) {
+    grpc::ClientContext context;
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    grpc::health::v1::HealthCheckResponse response;
+    ASSERT_TRUE(health->Check(&context, request, &response).ok()) << service;
+    EXPECT_EQ(response.status(),
+              grpc::health::v1::HealthCheckResponse::SERVING);
+  }
+  grpc::ClientContext context;
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service("no.such.Service");
+  grpc::health::v1::HealthCheckResponse response;
+  EXPECT_EQ(health->Check(&context, request, &response).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(MemoryServiceTest, OversizedMessagesAreResourceExhausted) {
+  server_.reset();
+  ServerConfig config;
+  config.max_message_bytes = 64 * 1024;
+  StartServer(config);
+  ASSERT_THAT(CreateBank("big", 4), IsOk());
+  std::vector<std::vector<float>> patterns(8192,
+                                           std::vector<float>{1, 2, 3, 4});
+  EXPECT_THAT(Store("big", patterns),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
+}  // namespace
+}  // namespace hopfield::server

@@ -1,0 +1,234 @@
+#include "server/proto_conversion.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace hopfield::server {
+namespace {
+
+absl::Status UnknownEnum(absl::string_view field, int value) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": unknown value ", value));
+}
+
+absl::StatusOr<Similarity> SimilarityFromProto(v1::Similarity similarity) {
+  switch (similarity) {
+    case v1::SIMILARITY_UNSPECIFIED:
+    case v1::SIMILARITY_COSINE:
+      return Similarity::kCosine;
+    case v1::SIMILARITY_DOT:
+      return Similarity::kDot;
+    default:
+      return UnknownEnum("config.similarity", similarity);
+  }
+}
+
+v1::Similarity SimilarityToProto(Similarity similarity) {
+  return similarity == Similarity::kDot ? v1::SIMILARITY_DOT
+                                        : v1::SIMILARITY_COSINE;
+}
+
+// UNSPECIFIED maps to nullopt (the caller's default).
+absl::StatusOr<std::optional<Separation>> SeparationFromProto(
+    v1::Separation separation, absl::string_view field) {
+  switch (separation) {
+    case v1::SEPARATION_UNSPECIFIED:
+      return std::optional<Separation>();
+    case v1::SEPARATION_SOFTMAX:
+      return Separation::kSoftmax;
+    case v1::SEPARATION_SOFTMAX1:
+      return Separation::kSoftmax1;
+    case v1::SEPARATION_SPARSEMAX:
+      return Separation::kSparsemax;
+    case v1::SEPARATION_ENTMAX:
+      return Separation::kEntmax;
+    default:
+      return UnknownEnum(field, separation);
+  }
+}
+
+v1::Separation SeparationToProto(Separation separation) {
+  switch (separation) {
+    case Separation::kSoftmax:
+      return v1::SEPARATION_SOFTMAX;
+    case Separation::kSoftmax1:
+      return v1::SEPARATION_SOFTMAX1;
+    case Separation::kSparsemax:
+      return v1::SEPARATION_SPARSEMAX;
+    case Separation::kEntmax:
+      return v1::SEPARATION_ENTMAX;
+  }
+  return v1::SEPARATION_UNSPECIFIED;
+}
+
+absl::StatusOr<std::optional<SearchMode>> SearchModeFromProto(
+    v1::SearchMode search, absl::string_view field) {
+  switch (search) {
+    case v1::SEARCH_MODE_UNSPECIFIED:
+      return std::optional<SearchMode>();
+    case v1::SEARCH_MODE_EXACT:
+      return SearchMode::kExact;
+    case v1::SEARCH_MODE_APPROXIMATE:
+      return SearchMode::kApproximate;
+    default:
+      return UnknownEnum(field, search);
+  }
+}
+
+v1::SearchMode SearchModeToProto(SearchMode search) {
+  switch (search) {
+    case SearchMode::kAuto:
+      return v1::SEARCH_MODE_UNSPECIFIED;
+    case SearchMode::kExact:
+      return v1::SEARCH_MODE_EXACT;
+    case SearchMode::kApproximate:
+      return v1::SEARCH_MODE_APPROXIMATE;
+  }
+  return v1::SEARCH_MODE_UNSPECIFIED;
+}
+
+}  // namespace
+
+absl::StatusOr<BankOptions> BankOptionsFromProto(const v1::BankConfig& config) {
+  BankOptions options;  // defaults
+  options.dim = config.dim();
+  absl::StatusOr<Similarity> similarity =
+      SimilarityFromProto(config.similarity());
+  if (!similarity.ok()) return similarity.status();
+  options.similarity = *similarity;
+  absl::StatusOr<std::optional<Separation>> separation =
+      SeparationFromProto(config.separation(), "config.separation");
+  if (!separation.ok()) return separation.status();
+  options.separation = separation->value_or(Separation::kSoftmax);
+  absl::StatusOr<std::optional<SearchMode>> search =
+      SearchModeFromProto(config.search(), "config.search");
+  if (!search.ok()) return search.status();
+  options.search = search->value_or(SearchMode::kAuto);
+  if (config.entmax_alpha() != 0.0f)
+    options.entmax_alpha = config.entmax_alpha();
+  options.beta = config.beta();
+  if (config.max_iterations() != 0) {
+    options.max_iterations = config.max_iterations();
+  }
+  if (config.tolerance() != 0.0f) options.tolerance = config.tolerance();
+  if (config.top_k() != 0) options.top_k = config.top_k();
+  options.feature_dim = config.feature_dim();
+  return options;
+}
+
+void BankOptionsToProto(const BankOptions& options, v1::BankConfig* config) {
+  config->set_dim(options.dim);
+  config->set_similarity(SimilarityToProto(options.similarity));
+  config->set_separation(SeparationToProto(options.separation));
+  config->set_entmax_alpha(options.entmax_alpha);
+  config->set_beta(options.beta);
+  config->set_max_iterations(options.max_iterations);
+  config->set_tolerance(options.tolerance);
+  config->set_search(SearchModeToProto(options.search));
+  config->set_top_k(options.top_k);
+  config->set_feature_dim(options.feature_dim);
+}
+
+void BankToProto(const MemoryBank& bank, v1::Bank* out) {
+  const BankStats stats = bank.Stats();
+  out->set_name(bank.name());
+  BankOptionsToProto(bank.options(), out->mutable_config());
+  out->set_pattern_count(stats.pattern_count);
+  out->set_memory_bytes(stats.memory_bytes);
+  out->set_feature_map_version(0);  // identity until Train lands
+  out->set_min_separation(
+      static_cast<float>(stats.min_separation.value_or(0.0)));
+  out->set_capacity_utilization(static_cast<float>(stats.capacity_utilization));
+  out->set_effective_beta(static_cast<float>(stats.effective_beta));
+}
+
+absl::StatusOr<RetrieveOptions> RetrieveOptionsFromProto(
+    const v1::RetrieveOptions& options) {
+  RetrieveOptions out;
+  out.beta = options.beta();
+  out.max_iterations = options.max_iterations();
+  absl::StatusOr<std::optional<Separation>> separation =
+      SeparationFromProto(options.separation(), "options.separation");
+  if (!separation.ok()) return separation.status();
+  out.separation = *separation;
+  absl::StatusOr<std::optional<SearchMode>> search =
+      SearchModeFromProto(options.search(), "options.search");
+  if (!search.ok()) return search.status();
+  out.search = *search;
+  out.top_k = options.top_k();
+  out.return_matches = options.return_matches();
+  out.omit_pattern = options.omit_pattern();
+  out.return_energy_trace = options.return_energy_trace();
+  return out;
+}
+
+void RetrieveResultToProto(const RetrieveResult& result, v1::Retrieval* out) {
+  out->mutable_pattern()->Assign(result.pattern.begin(), result.pattern.end());
+  out->set_nearest_id(result.nearest_id);
+  out->set_nearest_weight(result.nearest_weight);
+  out->mutable_matches()->Reserve(static_cast<int>(result.matches.size()));
+  for (const Match& match : result.matches) {
+    v1::Match* m = out->add_matches();
+    m->set_id(match.id);
+    m->set_weight(match.weight);
+    m->set_score(match.score);
+  }
+  out->set_iterations(result.iterations);
+  out->set_converged(result.converged);
+  out->set_energy(result.energy);
+  out->mutable_energy_trace()->Assign(result.energy_trace.begin(),
+                                      result.energy_trace.end());
+  out->set_support_size(result.support_size);
+  out->set_metastable(result.metastable);
+  out->set_null_mass(result.null_mass);
+  out->set_exact(result.exact);
+  out->set_truncation_bound(result.truncation_bound);
+  out->set_beta(result.beta);
+}
+
+absl::Status FlattenPatterns(
+    const google::protobuf::RepeatedPtrField<v1::Pattern>& patterns,
+    uint32_t dim, std::vector<PatternId>* ids, std::vector<float>* values) {
+  if (patterns.empty()) {
+    return absl::InvalidArgumentError("patterns: empty list, expected >= 1");
+  }
+  ids->clear();
+  values->clear();
+  ids->reserve(static_cast<size_t>(patterns.size()));
+  values->reserve(static_cast<size_t>(patterns.size()) * dim);
+  for (int i = 0; i < patterns.size(); ++i) {
+    const v1::Pattern& pattern = patterns[i];
+    if (static_cast<uint32_t>(pattern.values_size()) != dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "patterns[", i, "].values: expected ", dim,
+          " values (the bank's dim), got ", pattern.values_size()));
+    }
+    ids->push_back(pattern.id());
+    values->insert(values->end(), pattern.values().begin(),
+                   pattern.values().end());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FlattenQueries(
+    const google::protobuf::RepeatedPtrField<v1::Query>& queries, uint32_t dim,
+    std::vector<float>* values) {
+  if (queries.empty()) {
+    return absl::InvalidArgumentError("queries: empty list, expected >= 1");
+  }
+  values->clear();
+  values->reserve(static_cast<size_t>(queries.size()) * dim);
+  for (int i = 0; i < queries.size(); ++i) {
+    const v1::Query& query = queries[i];
+    if (static_cast<uint32_t>(query.values_size()) != dim) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("queries[", i, "].values: expected ", dim,
+                       " values (the bank's dim), got ", query.values_size()));
+    }
+    values->insert(values->end(), query.values().begin(), query.values().end());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace hopfield::server

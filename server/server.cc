@@ -1,0 +1,80 @@
+#include "server/server.h"
+
+#include <chrono>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+
+namespace hopfield::server {
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(
+    const ServerConfig& config) {
+  if (config.max_message_bytes < 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_message_bytes must be >= 1024, got ", config.max_message_bytes));
+  }
+  if (config.max_banks < 1) {
+    return absl::InvalidArgumentError("max_banks must be >= 1, got 0");
+  }
+  std::unique_ptr<Server> server(new Server);
+  server->registry_ =
+      std::make_unique<BankRegistry>(RegistryOptions{config.max_banks});
+  MemoryServiceOptions service_options;
+  service_options.retrieve_threads =
+      config.retrieve_threads > 0
+          ? config.retrieve_threads
+          : std::max(1u, std::thread::hardware_concurrency());
+  service_options.access_log = config.access_log;
+  server->service_ =
+      std::make_unique<MemoryService>(server->registry_.get(), service_options);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(),
+                           &server->port_);
+  builder.RegisterService(server->service_.get());
+  builder.SetMaxReceiveMessageSize(config.max_message_bytes);
+  builder.SetMaxSendMessageSize(config.max_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             config.keepalive_time_ms);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             config.keepalive_timeout_ms);
+  // Let clients keep idle connections alive with pings as often as every
+  // 10 s without being disconnected for "too many pings".
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", config.listen,
+                     " (address in use, or not a host:port?)"));
+  }
+  grpc::HealthCheckServiceInterface* health =
+      server->server_->GetHealthCheckService();
+  // Nothing to load yet: ready as soon as the port is bound.
+  health->SetServingStatus("", true);
+  health->SetServingStatus(kServiceName, true);
+  return server;
+}
+
+Server::~Server() { Shutdown(absl::ZeroDuration()); }
+
+std::shared_ptr<grpc::Channel> Server::InProcessChannel() {
+  return server_->InProcessChannel(grpc::ChannelArguments());
+}
+
+void Server::Shutdown(absl::Duration grace) {
+  if (shut_down_ || server_ == nullptr) return;
+  shut_down_ = true;
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  server_->Shutdown(std::chrono::system_clock::now() +
+                    absl::ToChronoMicroseconds(grace));
+  server_->Wait();
+}
+
+}  // namespace hopfield::server

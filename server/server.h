@@ -1,0 +1,64 @@
+// File: server.h
+//
+// Server: hopfieldd's gRPC server. Owns the bank registry, the
+// MemoryService, the standard health service (overall "" and
+// "hopfield.v1.MemoryService": NOT_SERVING until ready and while draining)
+// and server reflection (grpc.reflection.v1alpha).
+//
+//   HOPFIELD_ASSIGN_OR_RETURN(auto server, Server::Start(config));
+//   ... server->port() ...
+//   server->Shutdown(absl::Seconds(5));
+#ifndef HOPFIELD_SERVER_SERVER_H_
+#define HOPFIELD_SERVER_SERVER_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+
+#include "core/bank_registry.h"
+#include "server/memory_service.h"
+#include "server/server_config.h"
+
+namespace hopfield::server {
+
+// The name health reports the service under.
+inline constexpr char kServiceName[] = "hopfield.v1.MemoryService";
+
+// Thread-safe. Not copyable.
+class Server {
+ public:
+  // Binds `config.listen`, starts serving and reports SERVING.
+  // Errors: INVALID_ARGUMENT for a bad config; UNAVAILABLE when the address
+  // cannot be bound.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(
+      const ServerConfig& config);
+
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+  ~Server();
+
+  // The bound gRPC port.
+  int port() const { return port_; }
+
+  // A channel to this server that bypasses the network (tests).
+  std::shared_ptr<grpc::Channel> InProcessChannel();
+
+  // Reports NOT_SERVING, stops accepting calls, lets running calls finish for
+  // up to `grace` and cancels the rest. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  Server() = default;
+
+  std::unique_ptr<BankRegistry> registry_;
+  std::unique_ptr<MemoryService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace hopfield::server
+
+#endif  // HOPFIELD_SERVER_SERVER_H_

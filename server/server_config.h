@@ -1,0 +1,33 @@
+// File: server_config.h
+//
+// Everything hopfieldd is configured with, filled from flags in main.cc and
+// passed down as a value (tests build one literally).
+#ifndef HOPFIELD_SERVER_SERVER_CONFIG_H_
+#define HOPFIELD_SERVER_SERVER_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+namespace hopfield::server {
+
+struct ServerConfig {
+  // host:port for gRPC; port 0 picks a free one (Server::port() tells).
+  std::string listen = "127.0.0.1:50051";
+  // Largest request or response message, bytes. Larger requests fail with
+  // RESOURCE_EXHAUSTED before they reach a handler.
+  int max_message_bytes = 64 << 20;
+  // HTTP/2 keepalive: ping an idle connection after this long, drop it when
+  // the ping is not answered within the timeout.
+  int keepalive_time_ms = 60'000;
+  int keepalive_timeout_ms = 20'000;
+  // Threads one multi-query Retrieve may use; 0 = the number of CPUs.
+  uint32_t retrieve_threads = 0;
+  // Most banks at once.
+  uint32_t max_banks = 1024;
+  // One log line per RPC.
+  bool access_log = false;
+};
+
+}  // namespace hopfield::server
+
+#endif  // HOPFIELD_SERVER_SERVER_CONFIG_H_
