@@ -1,0 +1,241 @@
+#include "client/memory_client.h"
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace hopfield::client {
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& status) {
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxReceiveMessageSize(options.max_message_bytes);
+  arguments.SetMaxSendMessageSize(options.max_message_bytes);
+  return grpc::CreateCustomChannel(
+      options.target, grpc::InsecureChannelCredentials(), arguments);
+}
+
+}  // namespace
+
+MemoryClient::MemoryClient(const ClientOptions& options)
+    : MemoryClient(MakeChannel(options), options) {}
+
+MemoryClient::MemoryClient(std::shared_ptr<grpc::Channel> channel,
+                           const ClientOptions& options)
+    : options_(options),
+      channel_(std::move(channel)),
+      stub_(v1::MemoryService::NewStub(channel_)) {}
+
+void MemoryClient::Prepare(grpc::ClientContext* context) const {
+  context->set_deadline(std::chrono::system_clock::now() +
+                        absl::ToChronoMilliseconds(options_.timeout));
+}
+
+size_t MemoryClient::RowsPerRequest(size_t dim) const {
+  // float32 values cost 4 bytes each in a packed field, plus ~16 bytes of
+  // framing per pattern (id, tags, lengths).
+  const size_t budget = static_cast<size_t>(options_.max_message_bytes) * 3 / 4;
+  return std::max<size_t>(1, budget / (dim * 4 + 16));
+}
+
+absl::StatusOr<v1::Bank> MemoryClient::CreateBank(
+    const std::string& name, const v1::BankConfig& config) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::CreateBankRequest request;
+  request.set_name(name);
+  *request.mutable_config() = config;
+  v1::Bank bank;
+  absl::Status status = FromGrpc(stub_->CreateBank(&context, request, &bank));
+  if (!status.ok()) return status;
+  return bank;
+}
+
+absl::StatusOr<v1::Bank> MemoryClient::GetBank(const std::string& name) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::GetBankRequest request;
+  request.set_name(name);
+  v1::Bank bank;
+  absl::Status status = FromGrpc(stub_->GetBank(&context, request, &bank));
+  if (!status.ok()) return status;
+  return bank;
+}
+
+absl::StatusOr<std::vector<v1::Bank>> MemoryClient::ListBanks() {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::ListBanksResponse response;
+  absl::Status status = FromGrpc(stub_->ListBanks(&context, {}, &response));
+  if (!status.ok()) return status;
+  return std::vector<v1::Bank>(response.banks().begin(),
+                               response.banks().end());
+}
+
+absl::Status MemoryClient::DeleteBank(const std::string& name) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::DeleteBankRequest request;
+  request.set_name(name);
+  v1::DeleteBankResponse response;
+  return FromGrpc(stub_->DeleteBank(&context, request, &response));
+}
+
+absl::StatusOr<std::vector<uint64_t>> MemoryClient::Store(
+    const std::string& bank, size_t dim, absl::Span<const float> values,
+    absl::Span<const uint64_t> ids, const ProgressCallback& progress) {
+  if (dim == 0 || values.size() % dim != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "values: expected a multiple of dim ", dim, ", got ", values.size()));
+  }
+  const size_t rows = values.size() / dim;
+  if (!ids.empty() && ids.size() != rows) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ids: expected one per pattern (", rows, "), got ", ids.size()));
+  }
+  grpc::ClientContext context;
+  // One stream for the whole upload: its deadline scales with the size.
+  const size_t per_request = RowsPerRequest(dim);
+  const size_t requests =
+      std::max<size_t>(1, (rows + per_request - 1) / per_request);
+  context.set_deadline(std::chrono::system_clock::now() +
+                       absl::ToChronoMilliseconds(
+                           options_.timeout * static_cast<double>(requests)));
+  v1::StoreResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::StoreRequest>> writer =
+      stub_->StoreStream(&context, &response);
+  for (size_t first = 0; first < rows || first == 0; first += per_request) {
+    const size_t count = std::min(per_request, rows - first);
+    v1::StoreRequest request;
+    request.set_bank(bank);
+    for (size_t r = first; r < first + count; ++r) {
+      v1::Pattern* pattern = request.add_patterns();
+      if (!ids.empty()) pattern->set_id(ids[r]);
+      pattern->mutable_values()->Assign(
+          values.begin() + static_cast<std::ptrdiff_t>(r * dim),
+          values.begin() + static_cast<std::ptrdiff_t>((r + 1) * dim));
+    }
+    if (!writer->Write(request)) break;  // the server ended the stream
+    if (progress) progress(first + count, rows);
+    if (rows == 0) break;
+  }
+  writer->WritesDone();
+  absl::Status status = FromGrpc(writer->Finish());
+  if (!status.ok()) return status;
+  return std::vector<uint64_t>(response.ids().begin(), response.ids().end());
+}
+
+absl::StatusOr<std::vector<v1::Pattern>> MemoryClient::GetPatterns(
+    const std::string& bank, absl::Span<const uint64_t> ids) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::GetPatternsRequest request;
+  request.set_bank(bank);
+  request.mutable_ids()->Add(ids.begin(), ids.end());
+  v1::GetPatternsResponse response;
+  absl::Status status =
+      FromGrpc(stub_->GetPatterns(&context, request, &response));
+  if (!status.ok()) return status;
+  return std::vector<v1::Pattern>(response.patterns().begin(),
+                                  response.patterns().end());
+}
+
+absl::StatusOr<uint64_t> MemoryClient::Forget(const std::string& bank,
+                                              absl::Span<const uint64_t> ids) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::ForgetRequest request;
+  request.set_bank(bank);
+  request.mutable_ids()->Add(ids.begin(), ids.end());
+  v1::ForgetResponse response;
+  absl::Status status = FromGrpc(stub_->Forget(&context, request, &response));
+  if (!status.ok()) return status;
+  return response.forgotten();
+}
+
+absl::StatusOr<std::vector<v1::Retrieval>> MemoryClient::Retrieve(
+    const std::string& bank, size_t dim, absl::Span<const float> queries,
+    const v1::RetrieveOptions& options, size_t batch,
+    const ProgressCallback& progress) {
+  if (dim == 0 || queries.size() % dim != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "queries: expected a multiple of dim ", dim, ", got ", queries.size()));
+  }
+  const size_t rows = queries.size() / dim;
+  // Responses carry the pattern (dim floats) plus the matches per query.
+  const size_t per_request = std::max<size_t>(
+      1, std::min({batch, RowsPerRequest(dim + 3 * options.return_matches())}));
+  std::vector<v1::Retrieval> results;
+  results.reserve(rows);
+  for (size_t first = 0; first < rows || first == 0; first += per_request) {
+    const size_t count = std::min(per_request, rows - first);
+    grpc::ClientContext context;
+    Prepare(&context);
+    v1::RetrieveRequest request;
+    request.set_bank(bank);
+    *request.mutable_options() = options;
+    for (size_t r = first; r < first + count; ++r) {
+      request.add_queries()->mutable_values()->Assign(
+          queries.begin() + static_cast<std::ptrdiff_t>(r * dim),
+          queries.begin() + static_cast<std::ptrdiff_t>((r + 1) * dim));
+    }
+    v1::RetrieveResponse response;
+    absl::Status status =
+        FromGrpc(stub_->Retrieve(&context, request, &response));
+    if (!status.ok()) {
+      if (first == 0 || status.message().empty()) return status;
+      return absl::Status(
+          status.code(),
+          absl::StrCat("queries from row ", first, ": ", status.message()));
+    }
+    for (v1::Retrieval& result : *response.mutable_results()) {
+      results.push_back(std::move(result));
+    }
+    if (progress) progress(first + count, rows);
+    if (rows == 0) break;
+  }
+  return results;
+}
+
+absl::StatusOr<v1::TrainResult> MemoryClient::Train(
+    const std::string& bank, const v1::TrainOptions& options,
+    const std::function<void(const v1::TrainProgress&)>& on_progress) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::TrainRequest request;
+  request.set_bank(bank);
+  *request.mutable_options() = options;
+  std::unique_ptr<grpc::ClientReader<v1::TrainProgress>> reader =
+      stub_->Train(&context, request);
+  v1::TrainProgress message;
+  v1::TrainResult result;
+  while (reader->Read(&message)) {
+    if (on_progress) on_progress(message);
+    if (message.done()) result = message.result();
+  }
+  absl::Status status = FromGrpc(reader->Finish());
+  if (!status.ok()) return status;
+  return result;
+}
+
+absl::StatusOr<bool> MemoryClient::Health(const std::string& service) {
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  grpc::ClientContext context;
+  Prepare(&context);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  absl::Status status = FromGrpc(health->Check(&context, request, &response));
+  if (!status.ok()) return status;
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
+}  // namespace hopfield::client

@@ -1,0 +1,108 @@
+// File: memory_client.h
+//
+// MemoryClient: a C++ client for hopfield.v1.MemoryService. It owns the
+// stub, gives every call a deadline, returns absl::StatusOr (the server's
+// gRPC code, one to one), and splits large Store and Retrieve calls into
+// requests under the message-size limit.
+//
+//   ClientOptions options;
+//   options.target = "127.0.0.1:50051";
+//   MemoryClient client(options);
+//   HOPFIELD_ASSIGN_OR_RETURN(v1::Bank bank, client.CreateBank("faces",
+//   config)); HOPFIELD_ASSIGN_OR_RETURN(std::vector<uint64_t> ids,
+//                             client.Store("faces", 784, values));
+#ifndef HOPFIELD_CLIENT_MEMORY_CLIENT_H_
+#define HOPFIELD_CLIENT_MEMORY_CLIENT_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "grpcpp/grpcpp.h"
+
+#include "hopfield/v1/memory_service.grpc.pb.h"
+
+namespace hopfield::client {
+
+struct ClientOptions {
+  // host:port of hopfieldd.
+  std::string target = "127.0.0.1:50051";
+  // Deadline of each RPC (each request of a split call has its own).
+  absl::Duration timeout = absl::Seconds(60);
+  // The server's message limit; split calls keep each request at most
+  // ~3/4 of it.
+  int max_message_bytes = 64 << 20;
+};
+
+// Called after each request of a split call with (done, total) items.
+using ProgressCallback = std::function<void(uint64_t done, uint64_t total)>;
+
+// Thread-safe: any number of concurrent calls.
+class MemoryClient {
+ public:
+  // Connects lazily to options.target over plaintext.
+  explicit MemoryClient(const ClientOptions& options);
+  // Uses an existing channel (in-process servers, custom credentials).
+  MemoryClient(std::shared_ptr<grpc::Channel> channel,
+               const ClientOptions& options);
+  MemoryClient(const MemoryClient&) = delete;
+  MemoryClient& operator=(const MemoryClient&) = delete;
+
+  absl::StatusOr<v1::Bank> CreateBank(const std::string& name,
+                                      const v1::BankConfig& config);
+  absl::StatusOr<v1::Bank> GetBank(const std::string& name);
+  absl::StatusOr<std::vector<v1::Bank>> ListBanks();
+  absl::Status DeleteBank(const std::string& name);
+
+  // Stores rows of `values` (dim floats each) with `ids` (empty, or one per
+  // row; 0 = assign). Split into requests under the message limit, sent in
+  // order over one StoreStream; each request is all or nothing. Returns the
+  // ids in row order.
+  absl::StatusOr<std::vector<uint64_t>> Store(
+      const std::string& bank, size_t dim, absl::Span<const float> values,
+      absl::Span<const uint64_t> ids = {},
+      const ProgressCallback& progress = {});
+
+  absl::StatusOr<std::vector<v1::Pattern>> GetPatterns(
+      const std::string& bank, absl::Span<const uint64_t> ids);
+  // Returns how many of `ids` were stored.
+  absl::StatusOr<uint64_t> Forget(const std::string& bank,
+                                  absl::Span<const uint64_t> ids);
+
+  // Retrieves rows of `queries` (dim floats each), split into requests under
+  // the message limit (and at most `batch` queries per request). Results in
+  // query order.
+  absl::StatusOr<std::vector<v1::Retrieval>> Retrieve(
+      const std::string& bank, size_t dim, absl::Span<const float> queries,
+      const v1::RetrieveOptions& options = {}, size_t batch = 256,
+      const ProgressCallback& progress = {});
+
+  // Runs Train, calling `on_progress` for each streamed message; returns the
+  // final result.
+  absl::StatusOr<v1::TrainResult> Train(
+      const std::string& bank, const v1::TrainOptions& options,
+      const std::function<void(const v1::TrainProgress&)>& on_progress = {});
+
+  // grpc.health.v1 Check of `service` ("" = the whole server): true when
+  // SERVING.
+  absl::StatusOr<bool> Health(const std::string& service = "");
+
+ private:
+  void Prepare(grpc::ClientContext* context) const;
+  // Rows of `dim` floats that fit in one request.
+  size_t RowsPerRequest(size_t dim) const;
+
+  const ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::MemoryService::Stub> stub_;
+};
+
+}  // namespace hopfield::client
+
+#endif  // HOPFIELD_CLIENT_MEMORY_CLIENT_H_
