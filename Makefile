@@ -12,10 +12,9 @@ SHELL := /bin/bash
 APT_PACKAGES := cmake ninja-build pkg-config g++ clang clang-format clang-tidy \
   libabsl-dev libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
-  grpc-proto zlib1g-dev dataset-fashion-mnist
+  grpc-proto python3-grpcio python3-protobuf zlib1g-dev dataset-fashion-mnist
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-DATA_DIR ?= ./hopfield-data
 JOBS ?= $(shell nproc)
 
 .PHONY: deps build build-dev run test asan tsan tidy format format-check \
@@ -42,17 +41,11 @@ build-dev: deps
 	cmake --preset dev
 	cmake --build --preset dev -j $(JOBS)
 
-# The gRPC server (hopfieldd) lands with issue 3; until then this builds
-# everything and says so instead of pretending to serve.
+# Serves on 127.0.0.1:50051 until Ctrl-C / SIGTERM. Banks live in memory
+# for now (durability lands with the storage work).
+LISTEN ?= 127.0.0.1:50051
 run: build
-	@if [ -x build/release/server/hopfieldd ]; then \
-	  exec build/release/server/hopfieldd --data_dir=$(DATA_DIR); \
-	else \
-	  echo "hopfieldd is not part of this build yet: the gRPC service arrives with"; \
-	  echo "issue 3. The engine is built (build/release/core) and benchmarked by"; \
-	  echo "'make bench'; see README.md."; \
-	  exit 2; \
-	fi
+	exec build/release/server/hopfieldd --listen=$(LISTEN) --access_log
 
 test: build-dev
 	ctest --preset dev -j $(JOBS)

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 
@@ -31,6 +32,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   server->service_ =
       std::make_unique<MemoryService>(server->registry_.get(), service_options);
 
+  // Touch the generated grpc.health.v1 messages so the linker keeps their
+  // descriptors: reflection can then resolve the health service it lists
+  // (the default health service itself does not use them).
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
