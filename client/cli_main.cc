@@ -299,7 +299,9 @@ int Retrieve(MemoryClient& client, const std::string& bank,
   }
   std::mt19937_64 rng(absl::GetFlag(FLAGS_seed));
   std::bernoulli_distribution drop(mask);
-  std::normal_distribution<float> gaussian(0.0f, static_cast<float>(noise));
+  // (σ must be positive even when unused: σ = 0 is undefined behaviour.)
+  std::normal_distribution<float> gaussian(
+      0.0f, noise > 0 ? static_cast<float>(noise) : 1.0f);
   for (float& v : rows->values) {
     if (mask > 0 && drop(rng)) v = 0.0f;
     if (noise > 0) v += gaussian(rng);
