@@ -226,6 +226,15 @@ absl::StatusOr<v1::TrainResult> MemoryClient::Train(
   return result;
 }
 
+absl::Status MemoryClient::Ping(size_t payload_bytes) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::PingRequest request;
+  request.set_payload(std::string(payload_bytes, 'x'));
+  v1::PingResponse response;
+  return FromGrpc(stub_->Ping(&context, request, &response));
+}
+
 absl::StatusOr<bool> MemoryClient::Health(const std::string& service) {
   auto health = grpc::health::v1::Health::NewStub(channel_);
   grpc::ClientContext context;

@@ -89,6 +89,10 @@ class MemoryClient {
       const std::string& bank, const v1::TrainOptions& options,
       const std::function<void(const v1::TrainProgress&)>& on_progress = {});
 
+  // Round trip of a Ping carrying `payload_bytes` bytes (the transport
+  // baseline).
+  absl::Status Ping(size_t payload_bytes = 0);
+
   // grpc.health.v1 Check of `service` ("" = the whole server): true when
   // SERVING.
   absl::StatusOr<bool> Health(const std::string& service = "");

@@ -315,4 +315,12 @@ grpc::ServerWriteReactor<v1::TrainProgress>* MemoryService::Train(
   return new UnimplementedTrainReactor(ToGrpcStatus(status));
 }
 
+grpc::ServerUnaryReactor* MemoryService::Ping(
+    grpc::CallbackServerContext* context, const v1::PingRequest* request,
+    v1::PingResponse* response) {
+  const absl::Time start = absl::Now();
+  response->set_payload(request->payload());
+  return Finish("Ping", context, "", absl::OkStatus(), start);
+}
+
 }  // namespace hopfield::server

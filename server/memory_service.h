@@ -69,6 +69,9 @@ class MemoryService final : public v1::MemoryService::CallbackService {
   grpc::ServerWriteReactor<v1::TrainProgress>* Train(
       grpc::CallbackServerContext* context,
       const v1::TrainRequest* request) override;
+  grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context,
+                                 const v1::PingRequest* request,
+                                 v1::PingResponse* response) override;
 
   // Applies one StoreRequest (all or nothing): appends the ids to `ids` and
   // sets `pattern_count`. Shared by Store and StoreStream.

@@ -368,6 +368,15 @@ TEST_F(MemoryServiceTest, TrainIsUnimplementedForKnownBanks) {
   }
 }
 
+TEST_F(MemoryServiceTest, PingEchoesItsPayload) {
+  grpc::ClientContext context;
+  v1::PingRequest request;
+  request.set_payload(std::string("\0hop\xff", 5));
+  v1::PingResponse response;
+  ASSERT_TRUE(stub_->Ping(&context, request, &response).ok());
+  EXPECT_EQ(response.payload(), request.payload());
+}
+
 TEST_F(MemoryServiceTest, HealthReportsServing) {
   auto health = grpc::health::v1::Health::NewStub(channel_);
   for (const char* service : {"", kServiceName}) {

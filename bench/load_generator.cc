@@ -1,0 +1,281 @@
+// load_generator: hopfieldd end to end over loopback, db_bench-style.
+//
+//   ping       Ping with --payload_bytes: the transport round trip, the
+//   baseline retrieve   Retrieve of one masked Fashion-MNIST image per call
+//   (bank of --patterns images) inprocess  the same retrievals through core in
+//   this process: the engine's share store      StoreStream of --patterns
+//   images in messages of --batch, into a fresh bank
+//
+// --scenarios picks and orders them (default: store,ping,retrieve,inprocess,
+// all in one run, so their ratios are comparable). Each latency scenario runs
+// --concurrency closed-loop clients for --duration_seconds (or paced to --qps
+// in total) and prints calls, errors, QPS and p50/p99/p99.9 latency.
+//
+//   hopfieldd --listen=127.0.0.1:50051 &
+//   build/release/bench/load_generator --target=127.0.0.1:50051
+//   --patterns=60000
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+#include "bench/fashion_mnist.h"
+#include "client/memory_client.h"
+#include "core/memory_bank.h"
+#include "core/retriever.h"
+
+ABSL_FLAG(std::string, target, "127.0.0.1:50051", "hopfieldd address");
+ABSL_FLAG(std::string, scenarios, "store,ping,retrieve,inprocess",
+          "comma-separated scenarios, run in this order");
+ABSL_FLAG(int, concurrency, 1, "closed-loop clients per latency scenario");
+ABSL_FLAG(double, duration_seconds, 10, "length of each latency scenario");
+ABSL_FLAG(double, qps, 0, "total request rate (0 = as fast as the clients go)");
+ABSL_FLAG(int, patterns, 60000, "Fashion-MNIST images in the bank");
+ABSL_FLAG(int, batch, 1000, "store: patterns per StoreStream message");
+ABSL_FLAG(int, payload_bytes, 3136,
+          "ping: payload size (3136 = one 784-float vector)");
+ABSL_FLAG(double, mask_fraction, 0.5, "retrieve: pixels zeroed in each query");
+
+namespace hopfield::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Report {
+  std::string name;
+  uint64_t calls = 0;
+  uint64_t errors = 0;
+  double seconds = 0;
+  std::vector<double> latencies_ms;
+  std::string first_error;
+};
+
+double Percentile(std::vector<double>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  const size_t index =
+      std::min(sorted.size() - 1,
+               static_cast<size_t>(p * static_cast<double>(sorted.size())));
+  return sorted[index];
+}
+
+void Print(Report& report) {
+  std::sort(report.latencies_ms.begin(), report.latencies_ms.end());
+  std::printf(
+      "%-10s calls=%-8llu errors=%-4llu qps=%-9.1f p50=%.3fms p99=%.3fms "
+      "p99.9=%.3fms\n",
+      report.name.c_str(), static_cast<unsigned long long>(report.calls),
+      static_cast<unsigned long long>(report.errors),
+      static_cast<double>(report.calls) / report.seconds,
+      Percentile(report.latencies_ms, 0.50),
+      Percentile(report.latencies_ms, 0.99),
+      Percentile(report.latencies_ms, 0.999));
+  if (!report.first_error.empty())
+    std::printf("  first error: %s\n", report.first_error.c_str());
+  std::fflush(stdout);
+}
+
+// Runs `call(client_index, call_index)` from --concurrency threads for
+// --duration_seconds, optionally paced to --qps in total.
+template <typename Call>
+Report RunLoad(const std::string& name, const Call& call) {
+  const int clients = std::max(1, absl::GetFlag(FLAGS_concurrency));
+  const auto duration =
+      std::chrono::duration<double>(absl::GetFlag(FLAGS_duration_seconds));
+  const double qps = absl::GetFlag(FLAGS_qps);
+  std::vector<Report> parts(static_cast<size_t>(clients));
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point end =
+      start + std::chrono::duration_cast<Clock::duration>(duration);
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      Report& part = parts[static_cast<size_t>(c)];
+      const auto interval = qps > 0
+                                ? std::chrono::duration<double>(clients / qps)
+                                : std::chrono::duration<double>(0);
+      Clock::time_point next = Clock::now();
+      for (uint64_t i = 0; Clock::now() < end; ++i) {
+        if (qps > 0) {
+          std::this_thread::sleep_until(next);
+          next += std::chrono::duration_cast<Clock::duration>(interval);
+        }
+        const Clock::time_point t0 = Clock::now();
+        const absl::Status status = call(c, i);
+        const double ms =
+            std::chrono::duration<double, std::milli>(Clock::now() - t0)
+                .count();
+        ++part.calls;
+        part.latencies_ms.push_back(ms);
+        if (!status.ok()) {
+          ++part.errors;
+          if (part.first_error.empty()) part.first_error = status.ToString();
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  Report total;
+  total.name = name;
+  total.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  for (Report& part : parts) {
+    total.calls += part.calls;
+    total.errors += part.errors;
+    total.latencies_ms.insert(total.latencies_ms.end(),
+                              part.latencies_ms.begin(),
+                              part.latencies_ms.end());
+    if (total.first_error.empty()) total.first_error = part.first_error;
+  }
+  return total;
+}
+
+int Main() {
+  const std::vector<std::string> scenarios =
+      absl::StrSplit(absl::GetFlag(FLAGS_scenarios), ',', absl::SkipEmpty());
+  client::ClientOptions options;
+  options.target = absl::GetFlag(FLAGS_target);
+  options.timeout = absl::Seconds(600);
+  client::MemoryClient client(options);
+  absl::StatusOr<bool> serving = client.Health();
+  if (!serving.ok() || !*serving) {
+    std::fprintf(
+        stderr, "hopfieldd at %s is not serving: %s\n", options.target.c_str(),
+        serving.ok() ? "NOT_SERVING" : serving.status().ToString().c_str());
+    return 1;
+  }
+  absl::StatusOr<FashionMnist> images =
+      LoadFashionMnist("train", absl::GetFlag(FLAGS_patterns));
+  if (!images.ok()) {
+    std::fprintf(stderr, "%s\n", images.status().ToString().c_str());
+    return 1;
+  }
+  const auto dim = static_cast<size_t>(images->dim);
+  // Queries: masked copies of stored images (the U-Hop corruption).
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int> pick(0, images->count - 1);
+  std::bernoulli_distribution drop(absl::GetFlag(FLAGS_mask_fraction));
+  constexpr int kQueries = 512;
+  std::vector<float> queries;
+  for (int q = 0; q < kQueries; ++q) {
+    const size_t source = static_cast<size_t>(pick(rng));
+    for (size_t j = 0; j < dim; ++j) {
+      queries.push_back(drop(rng) ? 0.0f : images->pixels[source * dim + j]);
+    }
+  }
+  auto query = [&](uint64_t i) {
+    return absl::MakeConstSpan(queries).subspan((i % kQueries) * dim, dim);
+  };
+  const std::string bank = absl::StrCat("loadgen-", getpid());
+  std::printf(
+      "target=%s patterns=%d dim=%zu concurrency=%d duration=%.0fs qps=%s\n",
+      options.target.c_str(), images->count, dim,
+      absl::GetFlag(FLAGS_concurrency), absl::GetFlag(FLAGS_duration_seconds),
+      absl::GetFlag(FLAGS_qps) > 0
+          ? absl::StrCat(absl::GetFlag(FLAGS_qps)).c_str()
+          : "unpaced");
+  bool bank_loaded = false;
+  auto load_bank = [&]() -> absl::Status {
+    if (bank_loaded) return absl::OkStatus();
+    v1::BankConfig config;
+    config.set_dim(static_cast<uint32_t>(dim));
+    absl::StatusOr<v1::Bank> created = client.CreateBank(bank, config);
+    if (!created.ok()) return created.status();
+    const Clock::time_point t0 = Clock::now();
+    // Messages of --batch patterns: the StoreStream the CLI would send.
+    client::ClientOptions store_options = options;
+    store_options.max_message_bytes = static_cast<int>(
+        std::max<size_t>(1024, static_cast<size_t>(absl::GetFlag(FLAGS_batch)) *
+                                   (dim * 4 + 16) * 4 / 3));
+    client::MemoryClient store_client(store_options);
+    absl::StatusOr<std::vector<uint64_t>> ids =
+        store_client.Store(bank, dim, images->pixels);
+    if (!ids.ok()) return ids.status();
+    const double seconds =
+        std::chrono::duration<double>(Clock::now() - t0).count();
+    std::printf(
+        "%-10s patterns=%zu seconds=%.2f patterns_per_second=%.0f (batch %d)\n",
+        "store", ids->size(), seconds,
+        static_cast<double>(ids->size()) / seconds, absl::GetFlag(FLAGS_batch));
+    std::fflush(stdout);
+    bank_loaded = true;
+    return absl::OkStatus();
+  };
+
+  for (const std::string& scenario : scenarios) {
+    if (scenario == "store") {
+      if (absl::Status s = load_bank(); !s.ok()) {
+        std::fprintf(stderr, "store: %s\n", s.ToString().c_str());
+        return 1;
+      }
+    } else if (scenario == "ping") {
+      const auto bytes =
+          static_cast<size_t>(absl::GetFlag(FLAGS_payload_bytes));
+      Report report =
+          RunLoad("ping", [&](int, uint64_t) { return client.Ping(bytes); });
+      Print(report);
+    } else if (scenario == "retrieve") {
+      if (absl::Status s = load_bank(); !s.ok()) {
+        std::fprintf(stderr, "store: %s\n", s.ToString().c_str());
+        return 1;
+      }
+      v1::RetrieveOptions retrieve;
+      retrieve.set_omit_pattern(true);
+      Report report =
+          RunLoad("retrieve", [&](int c, uint64_t i) -> absl::Status {
+            return client
+                .Retrieve(bank, dim, query(i + static_cast<uint64_t>(c) * 7919),
+                          retrieve)
+                .status();
+          });
+      Print(report);
+    } else if (scenario == "inprocess") {
+      BankOptions bank_options;
+      bank_options.dim = static_cast<uint32_t>(dim);
+      auto local = MemoryBank::Create("inprocess", bank_options).value();
+      for (size_t first = 0; first < static_cast<size_t>(images->count);
+           first += 1000) {
+        const size_t count =
+            std::min<size_t>(1000, static_cast<size_t>(images->count) - first);
+        std::vector<PatternId> ids(count);
+        for (size_t r = 0; r < count; ++r) ids[r] = first + r + 1;
+        (void)local->Add(ids, absl::MakeConstSpan(images->pixels)
+                                  .subspan(first * dim, count * dim));
+      }
+      RetrieveOptions retrieve;
+      retrieve.omit_pattern = true;
+      Report report =
+          RunLoad("inprocess", [&](int c, uint64_t i) -> absl::Status {
+            return Retriever::Retrieve(
+                       *local, query(i + static_cast<uint64_t>(c) * 7919),
+                       retrieve)
+                .status();
+          });
+      Print(report);
+    } else {
+      std::fprintf(stderr, "unknown scenario \"%s\"\n", scenario.c_str());
+      return 2;
+    }
+  }
+  if (bank_loaded) (void)client.DeleteBank(bank);
+  return 0;
+}
+
+}  // namespace
+}  // namespace hopfield::bench
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "load generator for hopfieldd (see the header of load_generator.cc)");
+  absl::ParseCommandLine(argc, argv);
+  return hopfield::bench::Main();
+}
