@@ -8,8 +8,10 @@
 //
 // --scenarios picks and orders them (default: store,ping,retrieve,inprocess,
 // all in one run, so their ratios are comparable). Each latency scenario runs
-// --concurrency closed-loop clients for --duration_seconds (or paced to --qps
-// in total) and prints calls, errors, QPS and p50/p99/p99.9 latency.
+// --concurrency closed-loop clients for --duration_seconds or --calls calls
+// each (or paced to --qps in total) and prints calls, errors, QPS and
+// p50/p99/p99.9 latency. With --calls, retrieve and inprocess send the same
+// query sequence.
 //
 //   hopfieldd --listen=127.0.0.1:50051 &
 //   build/release/bench/load_generator --target=127.0.0.1:50051
@@ -41,6 +43,10 @@ ABSL_FLAG(std::string, scenarios, "store,ping,retrieve,inprocess",
 ABSL_FLAG(int, concurrency, 1, "closed-loop clients per latency scenario");
 ABSL_FLAG(double, duration_seconds, 10, "length of each latency scenario");
 ABSL_FLAG(double, qps, 0, "total request rate (0 = as fast as the clients go)");
+ABSL_FLAG(
+    int, calls, 0,
+    "calls per client instead of --duration_seconds, so scenarios see the "
+    "same query sequence (paired comparisons)");
 ABSL_FLAG(int, patterns, 60000, "Fashion-MNIST images in the bank");
 ABSL_FLAG(int, batch, 1000, "store: patterns per StoreStream message");
 ABSL_FLAG(int, payload_bytes, 3136,
@@ -105,7 +111,9 @@ Report RunLoad(const std::string& name, const Call& call) {
                                 ? std::chrono::duration<double>(clients / qps)
                                 : std::chrono::duration<double>(0);
       Clock::time_point next = Clock::now();
-      for (uint64_t i = 0; Clock::now() < end; ++i) {
+      const auto calls =
+          static_cast<uint64_t>(std::max(0, absl::GetFlag(FLAGS_calls)));
+      for (uint64_t i = 0; calls > 0 ? i < calls : Clock::now() < end; ++i) {
         if (qps > 0) {
           std::this_thread::sleep_until(next);
           next += std::chrono::duration_cast<Clock::duration>(interval);

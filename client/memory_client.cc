@@ -29,8 +29,8 @@ MemoryClient::MemoryClient(const ClientOptions& options)
     : MemoryClient(MakeChannel(options), options) {}
 
 MemoryClient::MemoryClient(std::shared_ptr<grpc::Channel> channel,
-                           const ClientOptions& options)
-    : options_(options),
+                           ClientOptions options)
+    : options_(std::move(options)),
       channel_(std::move(channel)),
       stub_(v1::MemoryService::NewStub(channel_)) {}
 
@@ -172,7 +172,8 @@ absl::StatusOr<std::vector<v1::Retrieval>> MemoryClient::Retrieve(
   const size_t rows = queries.size() / dim;
   // Responses carry the pattern (dim floats) plus the matches per query.
   const size_t per_request = std::max<size_t>(
-      1, std::min({batch, RowsPerRequest(dim + 3 * options.return_matches())}));
+      1, std::min({batch, RowsPerRequest(dim + size_t{3} *
+                                                   options.return_matches())}));
   std::vector<v1::Retrieval> results;
   results.reserve(rows);
   for (size_t first = 0; first < rows || first == 0; first += per_request) {

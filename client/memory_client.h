@@ -49,8 +49,7 @@ class MemoryClient {
   // Connects lazily to options.target over plaintext.
   explicit MemoryClient(const ClientOptions& options);
   // Uses an existing channel (in-process servers, custom credentials).
-  MemoryClient(std::shared_ptr<grpc::Channel> channel,
-               const ClientOptions& options);
+  MemoryClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options);
   MemoryClient(const MemoryClient&) = delete;
   MemoryClient& operator=(const MemoryClient&) = delete;
 

@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <array>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -46,9 +47,9 @@ absl::StatusOr<PatternMatrix> ReadIdx(const std::string& path) {
   if (file == nullptr) {
     return absl::NotFoundError(absl::StrCat("cannot open ", path));
   }
-  uint8_t magic[4];
-  if (!ReadExactly(file.get(), magic, 4) || magic[0] != 0 || magic[1] != 0 ||
-      magic[3] == 0) {
+  std::array<uint8_t, 4> magic{};
+  if (!ReadExactly(file.get(), magic.data(), 4) || magic[0] != 0 ||
+      magic[1] != 0 || magic[3] == 0) {
     return absl::DataLossError(absl::StrCat(path, ": not an IDX file"));
   }
   const uint8_t type = magic[2];
@@ -59,11 +60,11 @@ absl::StatusOr<PatternMatrix> ReadIdx(const std::string& path) {
   }
   std::vector<uint32_t> shape;
   for (int i = 0; i < magic[3]; ++i) {
-    uint8_t be[4];
-    if (!ReadExactly(file.get(), be, 4)) {
+    std::array<uint8_t, 4> be{};
+    if (!ReadExactly(file.get(), be.data(), 4)) {
       return absl::DataLossError(absl::StrCat(path, ": truncated header"));
     }
-    shape.push_back(BigEndian32(be));
+    shape.push_back(BigEndian32(be.data()));
   }
   PatternMatrix matrix;
   matrix.rows = shape[0];
@@ -140,18 +141,19 @@ absl::StatusOr<PatternMatrix> ReadCsv(const std::string& path) {
 absl::StatusOr<PatternMatrix> ReadNpy(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  char magic[8];
-  if (!in.read(magic, 8) || std::memcmp(magic, "\x93NUMPY", 6) != 0) {
+  std::array<char, 8> magic{};
+  if (!in.read(magic.data(), 8) ||
+      std::memcmp(magic.data(), "\x93NUMPY", 6) != 0) {
     return absl::DataLossError(absl::StrCat(path, ": not a .npy file"));
   }
   size_t header_length = 0;
   if (magic[6] == 1) {
-    unsigned char len[2];
-    in.read(reinterpret_cast<char*>(len), 2);
+    std::array<unsigned char, 2> len{};
+    in.read(reinterpret_cast<char*>(len.data()), 2);
     header_length = len[0] | (size_t{len[1]} << 8);
   } else {
-    unsigned char len[4];
-    in.read(reinterpret_cast<char*>(len), 4);
+    std::array<unsigned char, 4> len{};
+    in.read(reinterpret_cast<char*>(len.data()), 4);
     header_length = len[0] | (size_t{len[1]} << 8) | (size_t{len[2]} << 16) |
                     (size_t{len[3]} << 24);
   }

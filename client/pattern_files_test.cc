@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <array>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -31,9 +32,9 @@ void WriteBytes(const std::string& path, const std::string& bytes) {
 
 std::string IdxBytes() {
   // magic 0x00000803 (ubyte, 3 dims), shape 2 x 1 x 2, pixels.
-  const unsigned char bytes[] = {0, 0, 8, 3, 0, 0, 0, 2,   0,  0,
-                                 0, 1, 0, 0, 0, 2, 0, 255, 51, 102};
-  return std::string(reinterpret_cast<const char*>(bytes), sizeof(bytes));
+  const std::array<unsigned char, 20> bytes = {
+      0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2, 0, 255, 51, 102};
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
 }
 
 TEST(PatternFilesTest, ReadsPlainAndGzipIdx) {
@@ -87,10 +88,10 @@ std::string Npy(const std::string& descr, const std::string& shape,
 
 TEST(PatternFilesTest, ReadsNpy) {
   const std::string path = TempPath("a.npy");
-  const float values[] = {1.5f, -2.0f, 3.0f, 4.0f, 5.0f, 6.0f};
+  const std::array<float, 6> values = {1.5f, -2.0f, 3.0f, 4.0f, 5.0f, 6.0f};
   WriteBytes(path, Npy("<f4", "(2, 3)",
-                       std::string(reinterpret_cast<const char*>(values),
-                                   sizeof(values))));
+                       std::string(reinterpret_cast<const char*>(values.data()),
+                                   values.size() * sizeof(float))));
   HOPFIELD_ASSERT_OK_AND_ASSIGN(PatternMatrix m, ReadPatternFile(path));
   EXPECT_EQ(m.rows, 2u);
   EXPECT_EQ(m.cols, 3u);

@@ -25,7 +25,7 @@ absl::StatusOr<std::shared_ptr<MemoryBank>> BankRegistry::Create(
         absl::StrCat("cannot create bank \"", name, "\": the limit is ",
                      options_.max_banks, " banks"));
   }
-  banks_.emplace(std::string(name), bank);
+  banks_.emplace(name, bank);
   return bank;
 }
 

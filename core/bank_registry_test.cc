@@ -65,6 +65,7 @@ TEST(BankRegistryTest, ConcurrentWritersAndReaders) {
   BankRegistry registry;
   ASSERT_THAT(registry.Create("shared", Dim(4)), IsOk());
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&registry, t] {
       for (int i = 0; i < 50; ++i) {

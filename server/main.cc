@@ -1,10 +1,11 @@
 // hopfieldd: the hopfield associative-memory server. Flags are defined here
 // and only here; run `hopfieldd --helpfull` for all of them. Every flag can
 // come from the environment with --tryfromenv=listen,... (FLAGS_listen=...).
-#include <signal.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -59,7 +60,7 @@ bool WriteFileAtomically(const std::string& path, const std::string& contents) {
 
 // Self-pipe: the handler writes the signal number, main() reads it. Works
 // whichever thread the kernel picks to run the handler.
-int g_signal_pipe[2] = {-1, -1};
+std::array<int, 2> g_signal_pipe = {-1, -1};
 
 void OnShutdownSignal(int signal_number) {
   const char byte = static_cast<char>(signal_number);
@@ -67,7 +68,7 @@ void OnShutdownSignal(int signal_number) {
 }
 
 bool InstallShutdownHandlers() {
-  if (::pipe(g_signal_pipe) != 0) return false;
+  if (::pipe(g_signal_pipe.data()) != 0) return false;
   struct sigaction action = {};
   action.sa_handler = OnShutdownSignal;
   sigemptyset(&action.sa_mask);

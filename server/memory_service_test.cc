@@ -379,7 +379,8 @@ TEST_F(MemoryServiceTest, PingEchoesItsPayload) {
 
 TEST_F(MemoryServiceTest, HealthReportsServing) {
   auto health = grpc::health::v1::Health::NewStub(channel_);
-  for (const char* service : {"", kServiceName}) {
+  for (const std::string& service :
+       {std::string(), std::string(kServiceName)}) {
     grpc::ClientContext context;
     grpc::health::v1::HealthCheckRequest request;
     request.set_service(service);

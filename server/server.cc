@@ -63,7 +63,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       server->server_->GetHealthCheckService();
   // Nothing to load yet: ready as soon as the port is bound.
   health->SetServingStatus("", true);
-  health->SetServingStatus(kServiceName, true);
+  health->SetServingStatus(std::string(kServiceName), true);
   return server;
 }
 

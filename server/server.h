@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 
@@ -24,7 +25,7 @@
 namespace hopfield::server {
 
 // The name health reports the service under.
-inline constexpr char kServiceName[] = "hopfield.v1.MemoryService";
+inline constexpr absl::string_view kServiceName = "hopfield.v1.MemoryService";
 
 // Thread-safe. Not copyable.
 class Server {
