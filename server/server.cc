@@ -42,6 +42,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(),
                            &server->port_);
   builder.RegisterService(server->service_.get());
+  server->reflection_v1_ =
+      std::make_unique<ReflectionV1Service>(std::vector<std::string>{
+          std::string(kServiceName), "grpc.health.v1.Health",
+          "grpc.reflection.v1alpha.ServerReflection",
+          "grpc.reflection.v1.ServerReflection"});
+  builder.RegisterService(server->reflection_v1_.get());
   builder.SetMaxReceiveMessageSize(config.max_message_bytes);
   builder.SetMaxSendMessageSize(config.max_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,

@@ -3,7 +3,8 @@
 // Server: hopfieldd's gRPC server. Owns the bank registry, the
 // MemoryService, the standard health service (overall "" and
 // "hopfield.v1.MemoryService": NOT_SERVING until ready and while draining)
-// and server reflection (grpc.reflection.v1alpha).
+// and server reflection (grpc.reflection.v1alpha from the library, v1 from
+// ReflectionV1Service).
 //
 //   HOPFIELD_ASSIGN_OR_RETURN(auto server, Server::Start(config));
 //   ... server->port() ...
@@ -20,6 +21,7 @@
 
 #include "core/bank_registry.h"
 #include "server/memory_service.h"
+#include "server/reflection_v1.h"
 #include "server/server_config.h"
 
 namespace hopfield::server {
@@ -55,6 +57,7 @@ class Server {
 
   std::unique_ptr<BankRegistry> registry_;
   std::unique_ptr<MemoryService> service_;
+  std::unique_ptr<ReflectionV1Service> reflection_v1_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   bool shut_down_ = false;

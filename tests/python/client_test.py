@@ -19,6 +19,8 @@ from hopfield.v1 import memory_service_pb2 as pb
 from hopfield.v1 import memory_service_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1 import reflection_pb2 as reflection_v1_pb2
+from grpc_reflection.v1 import reflection_pb2_grpc as reflection_v1_pb2_grpc
 
 
 class Server:
@@ -230,18 +232,31 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(raised.exception.code(), grpc.StatusCode.NOT_FOUND)
 
     def test_reflection(self):
-        reflection = reflection_pb2_grpc.ServerReflectionStub(self.server.channel)
-        def ask(**request):
-            return list(reflection.ServerReflectionInfo(
-                iter([reflection_pb2.ServerReflectionRequest(**request)]), timeout=10))[0]
-        services = {s.name for s in ask(list_services="").list_services_response.service}
-        self.assertIn("hopfield.v1.MemoryService", services)
-        self.assertIn("grpc.health.v1.Health", services)
-        # Every listed service resolves to a file (tools that walk the list,
-        # like buf curl --list-methods, need this).
-        for service in services:
-            answer = ask(file_containing_symbol=service)
-            self.assertTrue(answer.HasField("file_descriptor_response"), service)
+        from google.protobuf import descriptor_pb2
+        for version, module, stub_module in [
+                ("v1alpha", reflection_pb2, reflection_pb2_grpc),
+                ("v1", reflection_v1_pb2, reflection_v1_pb2_grpc)]:
+            reflection = stub_module.ServerReflectionStub(self.server.channel)
+            def ask(**request):
+                return list(reflection.ServerReflectionInfo(
+                    iter([module.ServerReflectionRequest(**request)]), timeout=10))[0]
+            services = {s.name for s in ask(list_services="").list_services_response.service}
+            self.assertIn("hopfield.v1.MemoryService", services, version)
+            self.assertIn("grpc.health.v1.Health", services, version)
+            # Every listed service resolves to a file (tools that walk the
+            # list, like buf curl --list-methods, need this).
+            for service in services:
+                answer = ask(file_containing_symbol=service)
+                self.assertTrue(answer.HasField("file_descriptor_response"),
+                                f"{version} {service}")
+            files = ask(file_by_filename="hopfield/v1/memory_service.proto")
+            first = descriptor_pb2.FileDescriptorProto.FromString(
+                files.file_descriptor_response.file_descriptor_proto[0])
+            self.assertEqual(first.package, "hopfield.v1", version)
+            self.assertIn("MemoryService", [s.name for s in first.service])
+            missing = ask(file_containing_symbol="no.such.Symbol")
+            self.assertEqual(missing.error_response.error_code,
+                             grpc.StatusCode.NOT_FOUND.value[0], version)
 
     def test_oversized_message_is_resource_exhausted(self):
         server = Server("--max_message_bytes=65536")
