@@ -213,6 +213,32 @@ class ClientTest(unittest.TestCase):
                 options=pb.RetrieveOptions(beta=1, max_iterations=100)), timeout=0.02)
         self.assertEqual(raised.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
 
+    def test_cancelled_retrieve_leaves_the_server_healthy(self):
+        self.create("py-cancel", 256)
+        rows = [[math.cos(i * 0.11 + j) for j in range(256)] for i in range(4000)]
+        self.stub.StoreStream(iter(pb.StoreRequest(bank="py-cancel", patterns=[
+            pb.Pattern(values=r) for r in rows[k:k + 500]]) for k in range(0, 4000, 500)),
+            timeout=60)
+        # 4,000 queries x 4,000 patterns x 256 dims: well over 100 ms of work,
+        # cancelled 10 ms in (retried in case a run finishes first).
+        request = pb.RetrieveRequest(
+            bank="py-cancel", queries=[pb.Query(values=r) for r in rows],
+            options=pb.RetrieveOptions(beta=1, max_iterations=100, omit_pattern=True))
+        for _ in range(5):
+            call = self.stub.Retrieve.future(request, timeout=60)
+            time.sleep(0.01)
+            if call.cancel():
+                break
+        else:
+            self.fail("every Retrieve finished before it could be cancelled")
+        with self.assertRaises(grpc.FutureCancelledError):
+            call.result()
+        self.assertEqual(call.code(), grpc.StatusCode.CANCELLED)
+        # The server dropped the work and still answers.
+        ok = self.stub.Retrieve(pb.RetrieveRequest(
+            bank="py-cancel", queries=[pb.Query(values=rows[0])]), timeout=10)
+        self.assertEqual(len(ok.results), 1)
+
     def test_train_is_unimplemented(self):
         self.create("py-train", 2)
         with self.assertRaises(grpc.RpcError) as raised:
