@@ -190,6 +190,7 @@ void PrintBank(const v1::Bank& bank) {
             << " memory_bytes=" << bank.memory_bytes()
             << " min_separation=" << bank.min_separation()
             << " capacity_utilization=" << bank.capacity_utilization()
+            << " separation_pending=" << bank.separation_pending()
             << " feature_map_version=" << bank.feature_map_version() << "\n";
 }
 

@@ -1,5 +1,6 @@
 #include "core/bank_registry.h"
 
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -8,12 +9,45 @@
 
 namespace hopfield {
 
-BankRegistry::BankRegistry(RegistryOptions options) : options_(options) {}
+BankRegistry::BankRegistry(RegistryOptions options) : options_(options) {
+  if (options_.separation_update == SeparationUpdate::kDeferred) {
+    refresher_ = std::thread([this] { RefreshLoop(); });
+  }
+}
+
+BankRegistry::~BankRegistry() {
+  {
+    std::lock_guard<std::mutex> lock(refresh_mu_);
+    stopping_.store(true);
+  }
+  refresh_wake_.notify_all();
+  if (refresher_.joinable()) refresher_.join();
+}
+
+void BankRegistry::RefreshLoop() {
+  std::unique_lock<std::mutex> lock(refresh_mu_);
+  while (!stopping_.load()) {
+    lock.unlock();
+    size_t refreshed = 0;
+    for (const std::shared_ptr<MemoryBank>& bank : List()) {
+      if (stopping_.load()) break;
+      refreshed += bank->RefreshSeparation(options_.refresh_batch, &stopping_);
+    }
+    lock.lock();
+    // Idle: poll again shortly (writers do not signal; a 20 ms nap costs
+    // nothing and bounds how stale statistics get after a burst of writes).
+    if (refreshed == 0) {
+      refresh_wake_.wait_for(lock, std::chrono::milliseconds(20),
+                             [this] { return stopping_.load(); });
+    }
+  }
+}
 
 absl::StatusOr<std::shared_ptr<MemoryBank>> BankRegistry::Create(
     absl::string_view name, const BankOptions& options) {
   HOPFIELD_ASSIGN_OR_RETURN(std::unique_ptr<MemoryBank> created,
-                            MemoryBank::Create(std::string(name), options));
+                            MemoryBank::Create(std::string(name), options,
+                                               options_.separation_update));
   std::shared_ptr<MemoryBank> bank = std::move(created);
   WriterLock lock(&mu_);
   if (banks_.find(name) != banks_.end()) {

@@ -1,5 +1,6 @@
 #include "core/bank_registry.h"
 
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -59,6 +60,25 @@ TEST(BankRegistryTest, DroppedBankOutlivesItsUsers) {
   ASSERT_THAT(bank->Add({0}, {1, 0}), IsOk());
   ASSERT_THAT(registry.Drop("a"), IsOk());
   EXPECT_THAT(Retriever::Retrieve(*bank, std::vector<float>{1, 0}), IsOk());
+}
+
+TEST(BankRegistryTest, BackgroundRefresherCatchesUp) {
+  RegistryOptions options;
+  options.separation_update = SeparationUpdate::kDeferred;
+  options.refresh_batch = 16;
+  BankRegistry registry(options);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto bank, registry.Create("deferred", Dim(8)));
+  std::vector<float> values;
+  for (int i = 0; i < 400 * 8; ++i) {
+    values.push_back(static_cast<float>((i * 7919) % 1009) - 500.0f);
+  }
+  ASSERT_THAT(bank->Add(std::vector<PatternId>(400, 0), values), IsOk());
+  // Polls until the refresher has processed everything (bounded wait).
+  for (int i = 0; i < 1000 && bank->Stats().separation_pending > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(bank->Stats().separation_pending, 0u);
+  EXPECT_TRUE(bank->Stats().min_separation.has_value());
 }
 
 TEST(BankRegistryTest, ConcurrentWritersAndReaders) {

@@ -16,9 +16,10 @@ namespace {
 
 // Block sizes of the nearest-neighbour update: targets per chunk and stored
 // columns per block, so a block of scores (kRowBlock x kTargetChunk floats,
-// 4 MiB) stays in cache.
+// 1 MiB) stays in cache, and a background refresh notices a stop request
+// after at most one block.
 constexpr Eigen::Index kTargetChunk = 256;
-constexpr Eigen::Index kRowBlock = 4096;
+constexpr Eigen::Index kRowBlock = 1024;
 constexpr uint64_t kMaxPatterns = std::numeric_limits<uint32_t>::max();
 
 }  // namespace
@@ -35,15 +36,16 @@ BankView MakeBankView(const float* patterns, Eigen::Index dim,
 }
 
 absl::StatusOr<std::unique_ptr<MemoryBank>> MemoryBank::Create(
-    std::string name, const BankOptions& options) {
+    std::string name, const BankOptions& options, SeparationUpdate update) {
   HOPFIELD_RETURN_IF_ERROR(ValidateBankName(name));
   HOPFIELD_RETURN_IF_ERROR(options.Validate());
   return std::unique_ptr<MemoryBank>(
-      new MemoryBank(std::move(name), options.Resolved()));
+      new MemoryBank(std::move(name), options.Resolved(), update));
 }
 
-MemoryBank::MemoryBank(std::string name, const BankOptions& options)
-    : name_(std::move(name)), options_(options) {}
+MemoryBank::MemoryBank(std::string name, const BankOptions& options,
+                       SeparationUpdate update)
+    : name_(std::move(name)), options_(options), update_(update) {}
 
 absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
     absl::Span<const PatternId> ids, absl::Span<const float> values) {
@@ -138,17 +140,17 @@ absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
   }
   nearest_score_.resize(ids_.size(), -std::numeric_limits<float>::infinity());
   nearest_id_.resize(ids_.size(), 0);
+  pending_.resize(ids_.size(), 0);
   next_id_ = next;
 
-  std::vector<Eigen::Index> recompute;
+  std::vector<Eigen::Index> targets;
   for (Eigen::Index c = 0; c < first_new; ++c) {
     if (removed.contains(nearest_id_[static_cast<size_t>(c)])) {
-      recompute.push_back(c);
+      targets.push_back(c);
     }
   }
-  for (Eigen::Index c = first_new; c < SizeLocked(); ++c)
-    recompute.push_back(c);
-  UpdateNearestLocked(recompute, first_new);
+  for (Eigen::Index c = first_new; c < SizeLocked(); ++c) targets.push_back(c);
+  UpdateOrMarkLocked(targets);
   RefreshSummaryLocked();
   return assigned;
 }
@@ -163,15 +165,44 @@ uint64_t MemoryBank::Remove(absl::Span<const PatternId> ids) {
     removed.insert(id);
   }
   if (removed.empty()) return 0;
-  std::vector<Eigen::Index> recompute;
+  std::vector<Eigen::Index> targets;
   for (Eigen::Index c = 0; c < SizeLocked(); ++c) {
     if (removed.contains(nearest_id_[static_cast<size_t>(c)])) {
-      recompute.push_back(c);
+      targets.push_back(c);
     }
   }
-  UpdateNearestLocked(recompute, SizeLocked());
+  UpdateOrMarkLocked(targets);
   RefreshSummaryLocked();
   return removed.size();
+}
+
+size_t MemoryBank::RefreshSeparation(size_t max_patterns,
+                                     const std::atomic<bool>* stop) {
+  std::vector<Eigen::Index> targets;
+  uint64_t generation = 0;
+  NearestUpdate update;
+  {
+    ReaderLock lock(&mu_);
+    if (pending_count_ == 0 || max_patterns == 0) return 0;
+    for (Eigen::Index c = 0; c < SizeLocked() && targets.size() < max_patterns;
+         ++c) {
+      if (pending_[static_cast<size_t>(c)] != 0) targets.push_back(c);
+    }
+    generation = layout_generation_;
+    if (!ComputeNearestLocked(targets, stop, &update)) return 0;
+  }
+  WriterLock lock(&mu_);
+  // Appends since the scoring leave these columns in place (the new columns
+  // are pending and will teach the targets about themselves); removals move
+  // columns, so the result would land on the wrong ones: drop it.
+  if (layout_generation_ != generation) return 0;
+  size_t refreshed = 0;
+  for (const Eigen::Index c : targets) {
+    if (pending_[static_cast<size_t>(c)] != 0) ++refreshed;
+  }
+  ApplyNearestLocked(targets, update);
+  RefreshSummaryLocked();
+  return refreshed;
 }
 
 absl::StatusOr<std::vector<float>> MemoryBank::Get(PatternId id) const {
@@ -215,6 +246,7 @@ BankStats MemoryBank::Stats() const {
   stats.pattern_count = ids_.size();
   stats.memory_bytes = MemoryBytesLocked();
   stats.min_separation = min_separation_;
+  stats.separation_pending = pending_count_;
   stats.max_norm = max_norm_;
   const double rule_norm =
       options_.similarity == Similarity::kCosine ? 1.0 : max_norm_;
@@ -266,6 +298,8 @@ void MemoryBank::RemoveColumnLocked(Eigen::Index column) {
   const auto col = static_cast<size_t>(column);
   const size_t last = ids_.size() - 1;
   column_of_.erase(ids_[col]);
+  ++layout_generation_;
+  if (pending_[col] != 0) --pending_count_;
   if (col != last) {
     std::copy_n(values_.begin() + static_cast<std::ptrdiff_t>(last * dim), dim,
                 values_.begin() + static_cast<std::ptrdiff_t>(col * dim));
@@ -273,6 +307,7 @@ void MemoryBank::RemoveColumnLocked(Eigen::Index column) {
     ids_[col] = ids_[last];
     nearest_score_[col] = nearest_score_[last];
     nearest_id_[col] = nearest_id_[last];
+    pending_[col] = pending_[last];
     column_of_[ids_[col]] = column;
   }
   values_.resize(last * dim);
@@ -280,68 +315,109 @@ void MemoryBank::RemoveColumnLocked(Eigen::Index column) {
   ids_.pop_back();
   nearest_score_.pop_back();
   nearest_id_.pop_back();
+  pending_.pop_back();
 }
 
-void MemoryBank::UpdateNearestLocked(const std::vector<Eigen::Index>& columns,
-                                     Eigen::Index first_new) {
+bool MemoryBank::ComputeNearestLocked(const std::vector<Eigen::Index>& targets,
+                                      const std::atomic<bool>* stop,
+                                      NearestUpdate* out) const {
   const Eigen::Index size = SizeLocked();
   const Eigen::Index dim = options_.dim;
   const bool cosine = options_.similarity == Similarity::kCosine;
   const Eigen::Map<const Eigen::MatrixXf> patterns(values_.data(), dim, size);
   const Eigen::Map<const Eigen::VectorXf> inverse_norms(inverse_norms_.data(),
                                                         size);
-  std::vector<char> recomputed(static_cast<size_t>(size), 0);
-  for (const Eigen::Index c : columns) recomputed[static_cast<size_t>(c)] = 1;
-
-  Eigen::MatrixXf targets;
+  constexpr float kNone = -std::numeric_limits<float>::infinity();
+  NearestUpdate& update = *out;
+  update.target_score.assign(targets.size(), kNone);
+  update.target_id.assign(targets.size(), 0);
+  update.row_score.assign(static_cast<size_t>(size), kNone);
+  update.row_id.assign(static_cast<size_t>(size), 0);
+  Eigen::MatrixXf chunk_patterns;
   Eigen::MatrixXf scores;
-  for (size_t chunk = 0; chunk < columns.size();
+  for (size_t chunk = 0; chunk < targets.size();
        chunk += static_cast<size_t>(kTargetChunk)) {
     const size_t count =
-        std::min(columns.size() - chunk, static_cast<size_t>(kTargetChunk));
+        std::min(targets.size() - chunk, static_cast<size_t>(kTargetChunk));
     const auto t = static_cast<Eigen::Index>(count);
-    targets.resize(dim, t);
+    chunk_patterns.resize(dim, t);
     Eigen::VectorXf target_scale(t);
     for (Eigen::Index k = 0; k < t; ++k) {
-      const Eigen::Index c = columns[chunk + static_cast<size_t>(k)];
-      targets.col(k) = patterns.col(c);
+      const Eigen::Index c = targets[chunk + static_cast<size_t>(k)];
+      chunk_patterns.col(k) = patterns.col(c);
       target_scale[k] = cosine ? inverse_norms[c] : 1.0f;
     }
-    std::vector<float> best(count, -std::numeric_limits<float>::infinity());
-    std::vector<PatternId> best_id(count, 0);
     for (Eigen::Index row = 0; row < size; row += kRowBlock) {
+      if (stop != nullptr && stop->load(std::memory_order_relaxed)) {
+        return false;
+      }
       const Eigen::Index rows = std::min(kRowBlock, size - row);
-      scores.noalias() = patterns.middleCols(row, rows).transpose() * targets;
+      scores.noalias() =
+          patterns.middleCols(row, rows).transpose() * chunk_patterns;
       if (cosine) {
         scores = inverse_norms.segment(row, rows).asDiagonal() * scores *
                  target_scale.asDiagonal();
       }
       for (Eigen::Index k = 0; k < t; ++k) {
-        const Eigen::Index target = columns[chunk + static_cast<size_t>(k)];
-        const bool target_is_new = target >= first_new;
+        const size_t kk = chunk + static_cast<size_t>(k);
+        const Eigen::Index target = targets[kk];
+        const PatternId target_id = ids_[static_cast<size_t>(target)];
         for (Eigen::Index r = 0; r < rows; ++r) {
           const Eigen::Index other = row + r;
           if (other == target) continue;
           const float score = scores(r, k);
-          if (score > best[static_cast<size_t>(k)]) {
-            best[static_cast<size_t>(k)] = score;
-            best_id[static_cast<size_t>(k)] = ids_[static_cast<size_t>(other)];
-          }
-          // A new pattern may become the nearest of a stored one whose own
-          // neighbour list is otherwise still valid.
           const auto o = static_cast<size_t>(other);
-          if (target_is_new && recomputed[o] == 0 &&
-              score > nearest_score_[o]) {
-            nearest_score_[o] = score;
-            nearest_id_[o] = ids_[static_cast<size_t>(target)];
+          if (score > update.target_score[kk]) {
+            update.target_score[kk] = score;
+            update.target_id[kk] = ids_[o];
+          }
+          if (score > update.row_score[o]) {
+            update.row_score[o] = score;
+            update.row_id[o] = target_id;
           }
         }
       }
     }
-    for (size_t k = 0; k < count; ++k) {
-      const auto c = static_cast<size_t>(columns[chunk + k]);
-      nearest_score_[c] = best[k];
-      nearest_id_[c] = best_id[k];
+  }
+  return true;
+}
+
+void MemoryBank::ApplyNearestLocked(const std::vector<Eigen::Index>& targets,
+                                    const NearestUpdate& update) {
+  std::vector<char> is_target(update.row_score.size(), 0);
+  for (size_t k = 0; k < targets.size(); ++k) {
+    const auto c = static_cast<size_t>(targets[k]);
+    is_target[c] = 1;
+    nearest_score_[c] = update.target_score[k];
+    nearest_id_[c] = update.target_id[k];
+    if (pending_[c] != 0) {
+      pending_[c] = 0;
+      --pending_count_;
+    }
+  }
+  // The targets may be nearer to other up-to-date columns than their current
+  // nearest neighbours (a pending column learns everything when processed).
+  for (size_t o = 0; o < update.row_score.size(); ++o) {
+    if (is_target[o] == 0 && pending_[o] == 0 &&
+        update.row_score[o] > nearest_score_[o]) {
+      nearest_score_[o] = update.row_score[o];
+      nearest_id_[o] = update.row_id[o];
+    }
+  }
+}
+
+void MemoryBank::UpdateOrMarkLocked(const std::vector<Eigen::Index>& targets) {
+  if (update_ == SeparationUpdate::kSynchronous) {
+    NearestUpdate update;
+    ComputeNearestLocked(targets, nullptr, &update);
+    ApplyNearestLocked(targets, update);
+    return;
+  }
+  for (const Eigen::Index c : targets) {
+    char& pending = pending_[static_cast<size_t>(c)];
+    if (pending == 0) {
+      pending = 1;
+      ++pending_count_;
     }
   }
 }
@@ -361,12 +437,17 @@ void MemoryBank::RefreshSummaryLocked() {
   }
   double min_separation = std::numeric_limits<double>::infinity();
   for (Eigen::Index c = 0; c < size; ++c) {
+    if (pending_[static_cast<size_t>(c)] != 0) continue;
     min_separation = std::min(
         min_separation,
         SelfScoreLocked(c) -
             static_cast<double>(nearest_score_[static_cast<size_t>(c)]));
   }
-  min_separation_ = min_separation;
+  if (std::isfinite(min_separation)) {
+    min_separation_ = min_separation;
+  } else {
+    min_separation_.reset();  // nothing processed yet
+  }
 }
 
 double MemoryBank::SelfScoreLocked(Eigen::Index column) const {
@@ -381,7 +462,7 @@ uint64_t MemoryBank::MemoryBytesLocked() const {
          inverse_norms_.capacity() * sizeof(float) +
          ids_.capacity() * sizeof(PatternId) +
          nearest_score_.capacity() * sizeof(float) +
-         nearest_id_.capacity() * sizeof(PatternId) +
+         nearest_id_.capacity() * sizeof(PatternId) + pending_.capacity() +
          column_of_.capacity() *
              (sizeof(std::pair<PatternId, Eigen::Index>) + 1);
 }

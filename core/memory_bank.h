@@ -10,10 +10,13 @@
 // implementation detail (removal moves the last column into the hole); ids
 // are the stable names.
 //
-// Separation is kept up to date incrementally: adding n patterns to a bank of
-// M costs one blocked matrix product of O(n·M·dim) (each new pattern against
-// every stored one), never a recomputation over all pairs; removing a pattern
-// rescans only the patterns whose nearest neighbour it was.
+// Separation is kept up to date incrementally: processing n new patterns in a
+// bank of M costs one blocked matrix product of O(n·M·dim) (each new pattern
+// against every stored one), never a recomputation over all pairs; removing a
+// pattern rescans only the patterns whose nearest neighbour it was. With
+// SeparationUpdate::kSynchronous that work happens inside Add and Remove; with
+// kDeferred they only mark patterns pending (Add is then O(n·dim)) and
+// RefreshSeparation, called by a background worker, catches up.
 //
 //   HOPFIELD_ASSIGN_OR_RETURN(auto bank, MemoryBank::Create("faces", options));
 //   HOPFIELD_ASSIGN_OR_RETURN(std::vector<PatternId> ids,
@@ -21,6 +24,7 @@
 #ifndef HOPFIELD_CORE_MEMORY_BANK_H_
 #define HOPFIELD_CORE_MEMORY_BANK_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -41,6 +45,15 @@ namespace hopfield {
 
 // Stable name of a stored pattern. 0 is reserved for "assign one".
 using PatternId = uint64_t;
+
+// When a bank brings its separation statistics up to date.
+enum class SeparationUpdate {
+  // Inside Add/Remove: statistics are always exact; Add costs O(n·M·dim).
+  kSynchronous,
+  // In RefreshSeparation: Add costs O(n·dim); until the refresh catches up,
+  // Δ_min covers the processed patterns only (an upper bound).
+  kDeferred,
+};
 
 // Read-only view of a bank's contents, valid only while the bank's reader
 // lock is held (inside `MemoryBank::WithReader`) or, for views built by hand
@@ -76,8 +89,12 @@ struct BankStats {
   uint64_t pattern_count = 0;
   // Bytes held for patterns, norms, ids, separation and the id index.
   uint64_t memory_bytes = 0;
-  // Δ_min (empty when fewer than two patterns are stored).
+  // Δ_min over the patterns whose statistics are up to date (empty when
+  // fewer than two patterns are stored or none is processed yet).
   std::optional<double> min_separation;
+  // Patterns whose separation statistics still await RefreshSeparation
+  // (always 0 under SeparationUpdate::kSynchronous).
+  uint64_t separation_pending = 0;
   double max_norm = 0.0;
   // β a retrieval with the bank's defaults uses (the automatic rule when the
   // bank's β is 0).
@@ -98,7 +115,8 @@ class MemoryBank {
   // Errors: INVALID_ARGUMENT if `name` breaks ValidateBankName or `options`
   // fails BankOptions::Validate().
   static absl::StatusOr<std::unique_ptr<MemoryBank>> Create(
-      std::string name, const BankOptions& options);
+      std::string name, const BankOptions& options,
+      SeparationUpdate update = SeparationUpdate::kSynchronous);
 
   MemoryBank(const MemoryBank&) = delete;
   MemoryBank& operator=(const MemoryBank&) = delete;
@@ -122,6 +140,17 @@ class MemoryBank {
   // Removes the patterns with these ids; ids not stored are skipped. Returns
   // how many were removed.
   uint64_t Remove(absl::Span<const PatternId> ids);
+
+  // Brings the separation statistics of up to `max_patterns` pending patterns
+  // up to date (each scored against every stored pattern, which in turn learn
+  // of it). The scoring runs under the reader lock, so retrievals proceed;
+  // the result is applied under a short writer lock, or dropped when a
+  // removal moved columns meanwhile (the patterns stay pending). Returns the
+  // number of patterns brought up to date; 0 when none is pending. A set
+  // `stop` (polled between blocks of patterns) abandons the work: returns 0
+  // and leaves everything pending.
+  size_t RefreshSeparation(size_t max_patterns,
+                           const std::atomic<bool>* stop = nullptr);
 
   // Copies pattern `id` into a new vector.
   // Errors: NOT_FOUND naming the id.
@@ -158,7 +187,18 @@ class MemoryBank {
   }
 
  private:
-  MemoryBank(std::string name, const BankOptions& options);
+  MemoryBank(std::string name, const BankOptions& options,
+             SeparationUpdate update);
+
+  // Nearest-neighbour scores computed for some target columns: each target's
+  // best (score, id) over all other columns, and for every column the best
+  // score any target gave it.
+  struct NearestUpdate {
+    std::vector<float> target_score;
+    std::vector<PatternId> target_id;
+    std::vector<float> row_score;
+    std::vector<PatternId> row_id;
+  };
 
   BankView ViewLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   Eigen::Index SizeLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
@@ -167,11 +207,19 @@ class MemoryBank {
   // Moves the last column into `column` and shrinks by one.
   void RemoveColumnLocked(Eigen::Index column)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Recomputes the nearest neighbour of each column in `columns` against all
-  // columns, and lets the columns in [first_new, size) update every other
-  // column's nearest neighbour (one blocked matrix product).
-  void UpdateNearestLocked(const std::vector<Eigen::Index>& columns,
-                           Eigen::Index first_new)
+  // Scores the `targets` against all columns (one blocked matrix product).
+  // Returns false if `stop` was set meanwhile (the update is then partial).
+  bool ComputeNearestLocked(const std::vector<Eigen::Index>& targets,
+                            const std::atomic<bool>* stop,
+                            NearestUpdate* out) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Sets the targets' nearest neighbours and lets them improve every other
+  // up-to-date column's; clears the targets' pending marks.
+  void ApplyNearestLocked(const std::vector<Eigen::Index>& targets,
+                          const NearestUpdate& update)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Brings `targets` up to date now (synchronous mode) or marks them pending.
+  void UpdateOrMarkLocked(const std::vector<Eigen::Index>& targets)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RefreshSummaryLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   double SelfScoreLocked(Eigen::Index column) const
@@ -181,6 +229,7 @@ class MemoryBank {
   // Immutable after construction.
   const std::string name_;
   const BankOptions options_;
+  const SeparationUpdate update_;
 
   mutable Mutex mu_;
   // Guarded by mu_.
@@ -193,6 +242,12 @@ class MemoryBank {
   // Per column: max over other columns of the similarity, and its id.
   std::vector<float> nearest_score_ ABSL_GUARDED_BY(mu_);
   std::vector<PatternId> nearest_id_ ABSL_GUARDED_BY(mu_);
+  // 1 for columns whose nearest neighbour awaits RefreshSeparation.
+  std::vector<char> pending_ ABSL_GUARDED_BY(mu_);
+  size_t pending_count_ ABSL_GUARDED_BY(mu_) = 0;
+  // Bumped whenever columns move or change (removal, replacement), so a
+  // refresh computed before that is not applied to the wrong columns.
+  uint64_t layout_generation_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<double> min_separation_ ABSL_GUARDED_BY(mu_);
   double max_norm_ ABSL_GUARDED_BY(mu_) = 0.0;
   PatternId next_id_ ABSL_GUARDED_BY(mu_) = 1;

@@ -141,6 +141,7 @@ void BankToProto(const MemoryBank& bank, v1::Bank* out) {
       static_cast<float>(stats.min_separation.value_or(0.0)));
   out->set_capacity_utilization(static_cast<float>(stats.capacity_utilization));
   out->set_effective_beta(static_cast<float>(stats.effective_beta));
+  out->set_separation_pending(stats.separation_pending);
 }
 
 absl::StatusOr<RetrieveOptions> RetrieveOptionsFromProto(

@@ -21,8 +21,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     return absl::InvalidArgumentError("max_banks must be >= 1, got 0");
   }
   std::unique_ptr<Server> server(new Server);
-  server->registry_ =
-      std::make_unique<BankRegistry>(RegistryOptions{config.max_banks});
+  RegistryOptions registry_options;
+  registry_options.max_banks = config.max_banks;
+  // Store stays O(patterns x dim); exact separation statistics catch up in
+  // the background (Bank.separation_pending says how far behind they are).
+  registry_options.separation_update = SeparationUpdate::kDeferred;
+  server->registry_ = std::make_unique<BankRegistry>(registry_options);
   MemoryServiceOptions service_options;
   service_options.retrieve_threads =
       config.retrieve_threads > 0
