@@ -31,6 +31,7 @@ void BankRegistry::RefreshLoop() {
     size_t refreshed = 0;
     for (const std::shared_ptr<MemoryBank>& bank : List()) {
       if (stopping_.load()) break;
+      if (bank->WrittenWithin(options_.refresh_quiet_period)) continue;
       refreshed += bank->RefreshSeparation(options_.refresh_batch, &stopping_);
     }
     lock.lock();

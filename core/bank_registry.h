@@ -13,6 +13,7 @@
 #define HOPFIELD_CORE_BANK_REGISTRY_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -46,6 +47,10 @@ struct RegistryOptions {
   // wait): 256 x 60,000 x 784 is ~0.25 s here. Larger turns use the matrix
   // product better. Default: 256.
   size_t refresh_batch = 256;
+  // The refresher skips a bank written within this period, so bulk ingest
+  // runs at full speed and the statistics catch up right after it.
+  // Default: 200 ms.
+  std::chrono::milliseconds refresh_quiet_period{200};
 };
 
 // Thread-safe: any number of concurrent callers.

@@ -66,6 +66,7 @@ TEST(BankRegistryTest, BackgroundRefresherCatchesUp) {
   RegistryOptions options;
   options.separation_update = SeparationUpdate::kDeferred;
   options.refresh_batch = 16;
+  options.refresh_quiet_period = std::chrono::milliseconds(0);
   BankRegistry registry(options);
   HOPFIELD_ASSERT_OK_AND_ASSIGN(auto bank, registry.Create("deferred", Dim(8)));
   std::vector<float> values;

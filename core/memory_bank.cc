@@ -141,6 +141,7 @@ absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
   nearest_score_.resize(ids_.size(), -std::numeric_limits<float>::infinity());
   nearest_id_.resize(ids_.size(), 0);
   pending_.resize(ids_.size(), 0);
+  NoteWrite();
   next_id_ = next;
 
   std::vector<Eigen::Index> targets;
@@ -165,6 +166,7 @@ uint64_t MemoryBank::Remove(absl::Span<const PatternId> ids) {
     removed.insert(id);
   }
   if (removed.empty()) return 0;
+  NoteWrite();
   std::vector<Eigen::Index> targets;
   for (Eigen::Index c = 0; c < SizeLocked(); ++c) {
     if (removed.contains(nearest_id_[static_cast<size_t>(c)])) {
@@ -174,6 +176,22 @@ uint64_t MemoryBank::Remove(absl::Span<const PatternId> ids) {
   UpdateOrMarkLocked(targets);
   RefreshSummaryLocked();
   return removed.size();
+}
+
+void MemoryBank::NoteWrite() {
+  last_write_nanos_.store(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::steady_clock::now().time_since_epoch())
+          .count(),
+      std::memory_order_relaxed);
+}
+
+bool MemoryBank::WrittenWithin(std::chrono::nanoseconds period) const {
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  return now - last_write_nanos_.load(std::memory_order_relaxed) <
+         period.count();
 }
 
 size_t MemoryBank::RefreshSeparation(size_t max_patterns,

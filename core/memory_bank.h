@@ -25,6 +25,7 @@
 #define HOPFIELD_CORE_MEMORY_BANK_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -152,6 +153,11 @@ class MemoryBank {
   size_t RefreshSeparation(size_t max_patterns,
                            const std::atomic<bool>* stop = nullptr);
 
+  // True if Add or Remove changed the bank within the last `period` (steady
+  // clock). The background refresher leaves such banks alone, so a bulk
+  // ingest is not slowed by refresh turns that make its writes wait.
+  bool WrittenWithin(std::chrono::nanoseconds period) const;
+
   // Copies pattern `id` into a new vector.
   // Errors: NOT_FOUND naming the id.
   absl::StatusOr<std::vector<float>> Get(PatternId id) const;
@@ -222,6 +228,7 @@ class MemoryBank {
   void UpdateOrMarkLocked(const std::vector<Eigen::Index>& targets)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RefreshSummaryLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void NoteWrite();
   double SelfScoreLocked(Eigen::Index column) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   uint64_t MemoryBytesLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -251,6 +258,8 @@ class MemoryBank {
   std::optional<double> min_separation_ ABSL_GUARDED_BY(mu_);
   double max_norm_ ABSL_GUARDED_BY(mu_) = 0.0;
   PatternId next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  // Steady-clock time of the last Add/Remove, in nanoseconds (lock-free).
+  std::atomic<int64_t> last_write_nanos_{0};
 };
 
 }  // namespace hopfield
