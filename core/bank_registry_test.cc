@@ -69,9 +69,9 @@ TEST(BankRegistryTest, BackgroundRefresherCatchesUp) {
   options.refresh_quiet_period = std::chrono::milliseconds(0);
   BankRegistry registry(options);
   HOPFIELD_ASSERT_OK_AND_ASSIGN(auto bank, registry.Create("deferred", Dim(8)));
-  std::vector<float> values;
-  for (int i = 0; i < 400 * 8; ++i) {
-    values.push_back(static_cast<float>((i * 7919) % 1009) - 500.0f);
+  std::vector<float> values(size_t{400} * 8);
+  for (size_t i = 0; i < values.size(); ++i) {
+    values[i] = static_cast<float>((i * 7919) % 1009) - 500.0f;
   }
   ASSERT_THAT(bank->Add(std::vector<PatternId>(400, 0), values), IsOk());
   // Polls until the refresher has processed everything (bounded wait).
