@@ -42,10 +42,13 @@ build-dev: deps
 	cmake --build --preset dev -j $(JOBS)
 
 # Serves on 127.0.0.1:50051 until Ctrl-C / SIGTERM. Banks live in memory
-# for now (durability lands with the storage work).
+# for now (durability lands with the storage work). glibc.malloc.hugetlb=1
+# backs the large pattern buffers with transparent huge pages: ~12% faster
+# retrieval and refresh at 60k x 784 (bench/README.md).
 LISTEN ?= 127.0.0.1:50051
 run: build
-	exec build/release/server/hopfieldd --listen=$(LISTEN) --access_log
+	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 exec build/release/server/hopfieldd \
+	  --listen=$(LISTEN) --access_log
 
 test: build-dev
 	ctest --preset dev -j $(JOBS)
