@@ -112,7 +112,8 @@ absl::StatusOr<std::vector<uint64_t>> MemoryClient::Store(
   v1::StoreResponse response;
   std::unique_ptr<grpc::ClientWriter<v1::StoreRequest>> writer =
       stub_->StoreStream(&context, &response);
-  for (size_t first = 0; first < rows || first == 0; first += per_request) {
+  size_t first = 0;
+  do {
     const size_t count = std::min(per_request, rows - first);
     v1::StoreRequest request;
     request.set_bank(bank);
@@ -125,8 +126,8 @@ absl::StatusOr<std::vector<uint64_t>> MemoryClient::Store(
     }
     if (!writer->Write(request)) break;  // the server ended the stream
     if (progress) progress(first + count, rows);
-    if (rows == 0) break;
-  }
+    first += count;
+  } while (first < rows);
   writer->WritesDone();
   absl::Status status = FromGrpc(writer->Finish());
   if (!status.ok()) return status;
@@ -176,7 +177,8 @@ absl::StatusOr<std::vector<v1::Retrieval>> MemoryClient::Retrieve(
                                                    options.return_matches())}));
   std::vector<v1::Retrieval> results;
   results.reserve(rows);
-  for (size_t first = 0; first < rows || first == 0; first += per_request) {
+  size_t first = 0;
+  do {
     const size_t count = std::min(per_request, rows - first);
     grpc::ClientContext context;
     Prepare(&context);
@@ -201,8 +203,8 @@ absl::StatusOr<std::vector<v1::Retrieval>> MemoryClient::Retrieve(
       results.push_back(std::move(result));
     }
     if (progress) progress(first + count, rows);
-    if (rows == 0) break;
-  }
+    first += count;
+  } while (first < rows);
   return results;
 }
 

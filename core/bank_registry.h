@@ -40,7 +40,7 @@ struct RegistryOptions {
   // Default: 1024. REQUIRES: >= 1.
   uint32_t max_banks = 1024;
   // How the banks keep their separation statistics. kDeferred makes Store
-  // O(n·dim) and starts the background refresher. Default: kSynchronous.
+  // O(n·dim + M) and starts the background refresher. Default: kSynchronous.
   SeparationUpdate separation_update = SeparationUpdate::kSynchronous;
   // Patterns the refresher processes per bank per turn. A turn scores them
   // against the whole bank under the reader lock (retrievals proceed, writers

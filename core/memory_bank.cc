@@ -145,7 +145,7 @@ absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
   next_id_ = next;
 
   std::vector<Eigen::Index> targets;
-  for (Eigen::Index c = 0; c < first_new; ++c) {
+  for (Eigen::Index c = 0; c < first_new && !removed.empty(); ++c) {
     if (removed.contains(nearest_id_[static_cast<size_t>(c)])) {
       targets.push_back(c);
     }

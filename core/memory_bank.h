@@ -15,7 +15,8 @@
 // against every stored one), never a recomputation over all pairs; removing a
 // pattern rescans only the patterns whose nearest neighbour it was. With
 // SeparationUpdate::kSynchronous that work happens inside Add and Remove; with
-// kDeferred they only mark patterns pending (Add is then O(n·dim)) and
+// kDeferred they only mark patterns pending (Add is then O(n·dim) plus an
+// O(M) pass over per-pattern scalars for the summary statistics) and
 // RefreshSeparation, called by a background worker, catches up.
 //
 //   HOPFIELD_ASSIGN_OR_RETURN(auto bank, MemoryBank::Create("faces", options));
@@ -51,7 +52,7 @@ using PatternId = uint64_t;
 enum class SeparationUpdate {
   // Inside Add/Remove: statistics are always exact; Add costs O(n·M·dim).
   kSynchronous,
-  // In RefreshSeparation: Add costs O(n·dim); until the refresh catches up,
+  // In RefreshSeparation: Add costs O(n·dim + M); until the refresh catches up,
   // Δ_min covers the processed patterns only (an upper bound).
   kDeferred,
 };

@@ -20,7 +20,7 @@
 // function if it is not OK.
 #define HOPFIELD_RETURN_IF_ERROR(expr)                \
   do {                                                \
-    const ::absl::Status hopfield_status_ = (expr);   \
+    ::absl::Status hopfield_status_ = (expr);         \
     if (ABSL_PREDICT_FALSE(!hopfield_status_.ok())) { \
       return hopfield_status_;                        \
     }                                                 \

@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 
 #include "core/retriever.h"
+#include "core/status_macros.h"
 #include "server/logging.h"
 #include "server/proto_conversion.h"
 #include "server/status_conversion.h"
@@ -26,13 +27,6 @@ std::function<absl::Status()> CallWatch(grpc::CallbackServerContext* context) {
     }
     return absl::OkStatus();
   };
-}
-
-absl::Status NonEmptyIds(const google::protobuf::RepeatedField<uint64_t>& ids) {
-  if (ids.empty()) {
-    return absl::InvalidArgumentError("ids: empty list, expected >= 1");
-  }
-  return absl::OkStatus();
 }
 
 // Reads a client stream of StoreRequests, applying each as it arrives.
@@ -145,13 +139,11 @@ grpc::ServerUnaryReactor* MemoryService::CreateBank(
     v1::Bank* response) {
   const absl::Time start = absl::Now();
   const absl::Status status = [&]() -> absl::Status {
-    absl::StatusOr<BankOptions> options =
-        BankOptionsFromProto(request->config());
-    if (!options.ok()) return options.status();
-    absl::StatusOr<std::shared_ptr<MemoryBank>> bank =
-        registry_->Create(request->name(), *options);
-    if (!bank.ok()) return bank.status();
-    BankToProto(**bank, response);
+    HOPFIELD_ASSIGN_OR_RETURN(const BankOptions options,
+                              BankOptionsFromProto(request->config()));
+    HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
+                              registry_->Create(request->name(), options));
+    BankToProto(*bank, response);
     return absl::OkStatus();
   }();
   return Finish("CreateBank", context, request->name(), status, start);
@@ -188,19 +180,16 @@ grpc::ServerUnaryReactor* MemoryService::DeleteBank(
 absl::Status MemoryService::ApplyStore(
     const v1::StoreRequest& request,
     google::protobuf::RepeatedField<uint64_t>* ids, uint64_t* pattern_count) {
-  absl::StatusOr<std::shared_ptr<MemoryBank>> bank =
-      registry_->Get(request.bank());
-  if (!bank.ok()) return bank.status();
+  HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
+                            registry_->Get(request.bank()));
   std::vector<PatternId> requested;
   std::vector<float> values;
-  absl::Status status =
-      FlattenPatterns(request.patterns(), (*bank)->dim(), &requested, &values);
-  if (!status.ok()) return status;
-  absl::StatusOr<std::vector<PatternId>> stored =
-      (*bank)->Add(requested, values);
-  if (!stored.ok()) return stored.status();
-  ids->Add(stored->begin(), stored->end());
-  *pattern_count = (*bank)->size();
+  HOPFIELD_RETURN_IF_ERROR(
+      FlattenPatterns(request.patterns(), bank->dim(), &requested, &values));
+  HOPFIELD_ASSIGN_OR_RETURN(const std::vector<PatternId> stored,
+                            bank->Add(requested, values));
+  ids->Add(stored.begin(), stored.end());
+  *pattern_count = bank->size();
   return absl::OkStatus();
 }
 
@@ -225,17 +214,13 @@ grpc::ServerUnaryReactor* MemoryService::GetPatterns(
     v1::GetPatternsResponse* response) {
   const absl::Time start = absl::Now();
   const absl::Status status = [&]() -> absl::Status {
-    absl::StatusOr<std::shared_ptr<MemoryBank>> bank =
-        registry_->Get(request->bank());
-    if (!bank.ok()) return bank.status();
-    absl::Status ids_ok = NonEmptyIds(request->ids());
-    if (!ids_ok.ok()) return ids_ok;
+    HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
+                              registry_->Get(request->bank()));
+    HOPFIELD_ASSIGN_OR_RETURN(const std::vector<PatternId> ids,
+                              IdsFromProto(request->ids()));
     std::vector<float> values;
-    const std::vector<PatternId> ids(request->ids().begin(),
-                                     request->ids().end());
-    absl::Status got = (*bank)->GetMany(ids, &values);
-    if (!got.ok()) return got;
-    const size_t dim = (*bank)->dim();
+    HOPFIELD_RETURN_IF_ERROR(bank->GetMany(ids, &values));
+    const size_t dim = bank->dim();
     for (size_t i = 0; i < ids.size(); ++i) {
       v1::Pattern* pattern = response->add_patterns();
       pattern->set_id(ids[i]);
@@ -253,14 +238,11 @@ grpc::ServerUnaryReactor* MemoryService::Forget(
     v1::ForgetResponse* response) {
   const absl::Time start = absl::Now();
   const absl::Status status = [&]() -> absl::Status {
-    absl::StatusOr<std::shared_ptr<MemoryBank>> bank =
-        registry_->Get(request->bank());
-    if (!bank.ok()) return bank.status();
-    absl::Status ids_ok = NonEmptyIds(request->ids());
-    if (!ids_ok.ok()) return ids_ok;
-    const std::vector<PatternId> ids(request->ids().begin(),
-                                     request->ids().end());
-    response->set_forgotten((*bank)->Remove(ids));
+    HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
+                              registry_->Get(request->bank()));
+    HOPFIELD_ASSIGN_OR_RETURN(const std::vector<PatternId> ids,
+                              IdsFromProto(request->ids()));
+    response->set_forgotten(bank->Remove(ids));
     return absl::OkStatus();
   }();
   return Finish("Forget", context, request->bank(), status, start);
@@ -271,30 +253,26 @@ grpc::ServerUnaryReactor* MemoryService::Retrieve(
     v1::RetrieveResponse* response) {
   const absl::Time start = absl::Now();
   const absl::Status status = [&]() -> absl::Status {
-    absl::StatusOr<std::shared_ptr<MemoryBank>> bank =
-        registry_->Get(request->bank());
-    if (!bank.ok()) return bank.status();
-    absl::StatusOr<RetrieveOptions> options =
-        RetrieveOptionsFromProto(request->options());
-    if (!options.ok()) return options.status();
-    options->threads = options_.retrieve_threads;
-    options->check_continue = CallWatch(context);
+    HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
+                              registry_->Get(request->bank()));
+    HOPFIELD_ASSIGN_OR_RETURN(RetrieveOptions options,
+                              RetrieveOptionsFromProto(request->options()));
+    options.threads = options_.retrieve_threads;
+    options.check_continue = CallWatch(context);
     std::vector<float> queries;
-    absl::Status flattened =
-        FlattenQueries(request->queries(), (*bank)->dim(), &queries);
-    if (!flattened.ok()) return flattened;
+    HOPFIELD_RETURN_IF_ERROR(
+        FlattenQueries(request->queries(), bank->dim(), &queries));
     if (request->queries_size() == 1) {
-      absl::StatusOr<RetrieveResult> result =
-          Retriever::Retrieve(**bank, queries, *options);
-      if (!result.ok()) return result.status();
-      RetrieveResultToProto(*result, response->add_results());
+      HOPFIELD_ASSIGN_OR_RETURN(const RetrieveResult result,
+                                Retriever::Retrieve(*bank, queries, options));
+      RetrieveResultToProto(result, response->add_results());
       return absl::OkStatus();
     }
-    absl::StatusOr<std::vector<RetrieveResult>> results =
-        Retriever::RetrieveBatch(**bank, queries, *options);
-    if (!results.ok()) return results.status();
-    response->mutable_results()->Reserve(static_cast<int>(results->size()));
-    for (const RetrieveResult& result : *results) {
+    HOPFIELD_ASSIGN_OR_RETURN(
+        const std::vector<RetrieveResult> results,
+        Retriever::RetrieveBatch(*bank, queries, options));
+    response->mutable_results()->Reserve(static_cast<int>(results.size()));
+    for (const RetrieveResult& result : results) {
       RetrieveResultToProto(result, response->add_results());
     }
     return absl::OkStatus();

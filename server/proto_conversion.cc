@@ -4,6 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 
+#include "core/status_macros.h"
+
 namespace hopfield::server {
 namespace {
 
@@ -93,18 +95,16 @@ v1::SearchMode SearchModeToProto(SearchMode search) {
 absl::StatusOr<BankOptions> BankOptionsFromProto(const v1::BankConfig& config) {
   BankOptions options;  // defaults
   options.dim = config.dim();
-  absl::StatusOr<Similarity> similarity =
-      SimilarityFromProto(config.similarity());
-  if (!similarity.ok()) return similarity.status();
-  options.similarity = *similarity;
-  absl::StatusOr<std::optional<Separation>> separation =
-      SeparationFromProto(config.separation(), "config.separation");
-  if (!separation.ok()) return separation.status();
-  options.separation = separation->value_or(Separation::kSoftmax);
-  absl::StatusOr<std::optional<SearchMode>> search =
-      SearchModeFromProto(config.search(), "config.search");
-  if (!search.ok()) return search.status();
-  options.search = search->value_or(SearchMode::kAuto);
+  HOPFIELD_ASSIGN_OR_RETURN(options.similarity,
+                            SimilarityFromProto(config.similarity()));
+  HOPFIELD_ASSIGN_OR_RETURN(
+      const std::optional<Separation> separation,
+      SeparationFromProto(config.separation(), "config.separation"));
+  options.separation = separation.value_or(Separation::kSoftmax);
+  HOPFIELD_ASSIGN_OR_RETURN(
+      const std::optional<SearchMode> search,
+      SearchModeFromProto(config.search(), "config.search"));
+  options.search = search.value_or(SearchMode::kAuto);
   if (config.entmax_alpha() != 0.0f)
     options.entmax_alpha = config.entmax_alpha();
   options.beta = config.beta();
@@ -149,14 +149,11 @@ absl::StatusOr<RetrieveOptions> RetrieveOptionsFromProto(
   RetrieveOptions out;
   out.beta = options.beta();
   out.max_iterations = options.max_iterations();
-  absl::StatusOr<std::optional<Separation>> separation =
-      SeparationFromProto(options.separation(), "options.separation");
-  if (!separation.ok()) return separation.status();
-  out.separation = *separation;
-  absl::StatusOr<std::optional<SearchMode>> search =
-      SearchModeFromProto(options.search(), "options.search");
-  if (!search.ok()) return search.status();
-  out.search = *search;
+  HOPFIELD_ASSIGN_OR_RETURN(
+      out.separation,
+      SeparationFromProto(options.separation(), "options.separation"));
+  HOPFIELD_ASSIGN_OR_RETURN(
+      out.search, SearchModeFromProto(options.search(), "options.search"));
   out.top_k = options.top_k();
   out.return_matches = options.return_matches();
   out.omit_pattern = options.omit_pattern();
@@ -210,6 +207,14 @@ absl::Status FlattenPatterns(
                    pattern.values().end());
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<PatternId>> IdsFromProto(
+    const google::protobuf::RepeatedField<uint64_t>& ids) {
+  if (ids.empty()) {
+    return absl::InvalidArgumentError("ids: empty list, expected >= 1");
+  }
+  return std::vector<PatternId>(ids.begin(), ids.end());
 }
 
 absl::Status FlattenQueries(

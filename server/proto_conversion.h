@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "google/protobuf/repeated_field.h"
 #include "google/protobuf/repeated_ptr_field.h"
 
 #include "core/bank_options.h"
@@ -45,6 +46,10 @@ void RetrieveResultToProto(const RetrieveResult& result, v1::Retrieval* out);
 absl::Status FlattenPatterns(
     const google::protobuf::RepeatedPtrField<v1::Pattern>& patterns,
     uint32_t dim, std::vector<PatternId>* ids, std::vector<float>* values);
+
+// The ids of a GetPatterns or Forget request. Errors: an empty list.
+absl::StatusOr<std::vector<PatternId>> IdsFromProto(
+    const google::protobuf::RepeatedField<uint64_t>& ids);
 
 // Concatenates the queries' values for Retriever::RetrieveBatch. Errors: an
 // empty list; a query whose value count is not `dim`, naming it.
