@@ -1,10 +1,12 @@
 // load_generator: hopfieldd end to end over loopback, db_bench-style.
-//
-//   ping       Ping with --payload_bytes: the transport round trip, the
-//   baseline retrieve   Retrieve of one masked Fashion-MNIST image per call
-//   (bank of --patterns images) inprocess  the same retrievals through core in
-//   this process: the engine's share store      StoreStream of --patterns
-//   images in messages of --batch, into a fresh bank
+// Scenarios:
+// - ping: Ping with --payload_bytes, the transport round trip (baseline).
+// - retrieve: Retrieve of one masked Fashion-MNIST image per call, against a
+//   bank of --patterns images.
+// - inprocess: the same retrievals through core in this process, the
+//   engine's share.
+// - store: StoreStream of --patterns images in messages of --batch, into a
+//   fresh bank.
 //
 // --scenarios picks and orders them (default: store,ping,retrieve,inprocess,
 // all in one run, so their ratios are comparable). Each latency scenario runs
@@ -13,9 +15,9 @@
 // p50/p99/p99.9 latency. With --calls, retrieve and inprocess send the same
 // query sequence.
 //
+// Example:
 //   hopfieldd --listen=127.0.0.1:50051 &
-//   build/release/bench/load_generator --target=127.0.0.1:50051
-//   --patterns=60000
+//   load_generator --target=127.0.0.1:50051 --patterns=60000
 #include <unistd.h>
 
 #include <algorithm>

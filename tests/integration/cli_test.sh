@@ -58,5 +58,26 @@ kill -TERM $pid
 wait $pid
 code=$?
 [ "$code" = 0 ] || { echo "FAIL: hopfieldd exited $code after SIGTERM"; failures=$((failures + 1)); }
+
+# Flags from the environment (--tryfromenv): the listen address, the port file
+# and the bank limit come only from FLAGS_* variables.
+FLAGS_listen=127.0.0.1:0 FLAGS_port_file="$work/env-ports" FLAGS_max_banks=1 \
+  "$hopfieldd" --tryfromenv=listen,port_file,max_banks,access_log 2>"$work/env-server.log" &
+pid=$!
+for _ in $(seq 300); do [ -s "$work/env-ports" ] && break; sleep 0.02; done
+port=$(sed -n 's/^grpc_port=//p' "$work/env-ports")
+if [ -z "$port" ]; then
+  echo "FAIL: hopfieldd --tryfromenv did not write FLAGS_port_file"
+  cat "$work/env-server.log"
+  failures=$((failures + 1))
+else
+  expect "tryfromenv: serves on FLAGS_listen" 0 '^SERVING$' -- cli health
+  expect "tryfromenv: first bank" 0 'name=one' -- cli create-bank one --dim=3
+  expect "tryfromenv: FLAGS_max_banks=1" 8 'RESOURCE_EXHAUSTED' -- cli create-bank two --dim=3
+  kill -TERM $pid
+  wait $pid
+  code=$?
+  [ "$code" = 0 ] || { echo "FAIL: env-configured hopfieldd exited $code after SIGTERM"; failures=$((failures + 1)); }
+fi
 [ "$failures" = 0 ] && echo "cli ok" || echo "$failures failures"
 exit "$failures"
