@@ -7,9 +7,13 @@
 //   engine's share.
 // - store: StoreStream of --patterns images in messages of --batch, into a
 //   fresh bank.
+// - compare: one client alternating ping, retrieve and inprocess call by call
+//   on the same query, so drifting machine load hits all three alike; prints
+//   each distribution, the paired overhead (retrieve - inprocess) and whether
+//   the latency target holds: p50(retrieve) <= 2 * p50(ping) + p50(inprocess).
 //
-// --scenarios picks and orders them (default: store,ping,retrieve,inprocess,
-// all in one run, so their ratios are comparable). Each latency scenario runs
+// --scenarios picks and orders them (default: all five, store first, in one
+// run, so their ratios are comparable). Each latency scenario runs
 // --concurrency closed-loop clients for --duration_seconds or --calls calls
 // each (or paced to --qps in total) and prints calls, errors, QPS and
 // p50/p99/p99.9 latency. With --calls, retrieve and inprocess send the same
@@ -21,8 +25,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -40,7 +46,7 @@
 #include "core/retriever.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "hopfieldd address");
-ABSL_FLAG(std::string, scenarios, "store,ping,retrieve,inprocess",
+ABSL_FLAG(std::string, scenarios, "store,ping,retrieve,inprocess,compare",
           "comma-separated scenarios, run in this order");
 ABSL_FLAG(int, concurrency, 1, "closed-loop clients per latency scenario");
 ABSL_FLAG(double, duration_seconds, 10, "length of each latency scenario");
@@ -54,6 +60,9 @@ ABSL_FLAG(int, batch, 1000, "store: patterns per StoreStream message");
 ABSL_FLAG(int, payload_bytes, 3136,
           "ping: payload size (3136 = one 784-float vector)");
 ABSL_FLAG(double, mask_fraction, 0.5, "retrieve: pixels zeroed in each query");
+ABSL_FLAG(std::string, bank, "",
+          "bank to use, kept at exit and reused as is (no store) when it "
+          "already exists; empty = a fresh loadgen-PID bank, deleted at exit");
 
 namespace hopfield::bench {
 namespace {
@@ -149,6 +158,64 @@ Report RunLoad(const std::string& name, const Call& call) {
   return total;
 }
 
+// One closed-loop client alternating ping, remote and local retrieval of the
+// same query, for --calls rounds (or --duration_seconds). Pairing the calls
+// cancels the machine's slow load drift out of the overhead figure.
+template <typename Ping, typename Remote, typename Local>
+void Compare(const Ping& ping, const Remote& remote, const Local& local) {
+  std::array<Report, 3> reports;
+  reports[0].name = "ping";
+  reports[1].name = "retrieve";
+  reports[2].name = "inprocess";
+  std::vector<double> overhead_ms;
+  const auto calls =
+      static_cast<uint64_t>(std::max(0, absl::GetFlag(FLAGS_calls)));
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point end =
+      start +
+      std::chrono::duration_cast<Clock::duration>(
+          std::chrono::duration<double>(absl::GetFlag(FLAGS_duration_seconds)));
+  auto timed = [](Report& report, auto&& call) {
+    const Clock::time_point t0 = Clock::now();
+    const absl::Status status = call();
+    const double ms =
+        std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    ++report.calls;
+    report.latencies_ms.push_back(ms);
+    if (!status.ok()) {
+      ++report.errors;
+      if (report.first_error.empty()) report.first_error = status.ToString();
+    }
+    return ms;
+  };
+  for (uint64_t i = 0; calls > 0 ? i < calls : Clock::now() < end; ++i) {
+    timed(reports[0], ping);
+    const double remote_ms = timed(reports[1], [&] { return remote(i); });
+    const double local_ms = timed(reports[2], [&] { return local(i); });
+    overhead_ms.push_back(remote_ms - local_ms);
+  }
+  const double seconds =
+      std::chrono::duration<double>(Clock::now() - start).count();
+  std::array<double, 3> p50{};
+  for (size_t r = 0; r < reports.size(); ++r) {
+    reports[r].seconds = seconds;
+    Print(reports[r]);
+    p50[r] = Percentile(reports[r].latencies_ms, 0.5);  // sorted by Print
+  }
+  std::sort(overhead_ms.begin(), overhead_ms.end());
+  std::printf(
+      "%-10s retrieve-inprocess per query: p10=%.3fms p50=%.3fms "
+      "p90=%.3fms\n",
+      "overhead", Percentile(overhead_ms, 0.1), Percentile(overhead_ms, 0.5),
+      Percentile(overhead_ms, 0.9));
+  const double allowed = 2 * p50[0] + p50[2];
+  std::printf(
+      "%-10s p50(retrieve)=%.3fms %s 2*p50(ping)+p50(inprocess)=%.3fms: %s\n",
+      "target", p50[1], p50[1] <= allowed ? "<=" : ">", allowed,
+      p50[1] <= allowed ? "met" : "missed");
+  std::fflush(stdout);
+}
+
 int Main() {
   const std::vector<std::string> scenarios =
       absl::StrSplit(absl::GetFlag(FLAGS_scenarios), ',', absl::SkipEmpty());
@@ -185,9 +252,13 @@ int Main() {
   auto query = [&](uint64_t i) {
     return absl::MakeConstSpan(queries).subspan((i % kQueries) * dim, dim);
   };
-  const std::string bank = absl::StrCat("loadgen-", getpid());
+  const std::string bank = absl::GetFlag(FLAGS_bank).empty()
+                               ? absl::StrCat("loadgen-", getpid())
+                               : absl::GetFlag(FLAGS_bank);
+  // A bank the user named is theirs: reused when it exists, kept at exit.
+  const bool keep_bank = !absl::GetFlag(FLAGS_bank).empty();
   std::printf(
-      "target=%s patterns=%d dim=%zu concurrency=%d duration=%.0fs qps=%s\n",
+      "target=%s patterns=%d dim=%zu concurrency=%d duration=%gs qps=%s\n",
       options.target.c_str(), images->count, dim,
       absl::GetFlag(FLAGS_concurrency), absl::GetFlag(FLAGS_duration_seconds),
       absl::GetFlag(FLAGS_qps) > 0
@@ -196,6 +267,24 @@ int Main() {
   bool bank_loaded = false;
   auto load_bank = [&]() -> absl::Status {
     if (bank_loaded) return absl::OkStatus();
+    if (!absl::GetFlag(FLAGS_bank).empty()) {
+      absl::StatusOr<v1::Bank> existing = client.GetBank(bank);
+      if (existing.ok()) {
+        if (existing->config().dim() != dim) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("--bank=", bank, ": expected dim ", dim, ", got ",
+                           existing->config().dim()));
+        }
+        std::printf("%-10s reusing bank %s (%llu patterns), kept at exit\n",
+                    "store", bank.c_str(),
+                    static_cast<unsigned long long>(existing->pattern_count()));
+        bank_loaded = true;
+        return absl::OkStatus();
+      }
+      if (existing.status().code() != absl::StatusCode::kNotFound) {
+        return existing.status();
+      }
+    }
     v1::BankConfig config;
     config.set_dim(static_cast<uint32_t>(dim));
     absl::StatusOr<v1::Bank> created = client.CreateBank(bank, config);
@@ -233,6 +322,35 @@ int Main() {
     return absl::OkStatus();
   };
 
+  // The in-process twin of the server's bank, built on first use.
+  std::unique_ptr<MemoryBank> local;
+  auto local_bank = [&]() -> const MemoryBank& {
+    if (local != nullptr) return *local;
+    BankOptions bank_options;
+    bank_options.dim = static_cast<uint32_t>(dim);
+    local = MemoryBank::Create("inprocess", bank_options).value();
+    for (size_t first = 0; first < static_cast<size_t>(images->count);
+         first += 1000) {
+      const size_t count =
+          std::min<size_t>(1000, static_cast<size_t>(images->count) - first);
+      std::vector<PatternId> ids(count);
+      for (size_t r = 0; r < count; ++r) ids[r] = first + r + 1;
+      (void)local->Add(ids, absl::MakeConstSpan(images->pixels)
+                                .subspan(first * dim, count * dim));
+    }
+    return *local;
+  };
+  v1::RetrieveOptions remote_options;
+  remote_options.set_omit_pattern(true);
+  RetrieveOptions local_options;
+  local_options.omit_pattern = true;
+  auto remote_retrieve = [&](uint64_t i) {
+    return client.Retrieve(bank, dim, query(i), remote_options).status();
+  };
+  auto local_retrieve = [&](uint64_t i) {
+    return Retriever::Retrieve(local_bank(), query(i), local_options).status();
+  };
+
   for (const std::string& scenario : scenarios) {
     if (scenario == "store") {
       if (absl::Status s = load_bank(); !s.ok()) {
@@ -250,45 +368,34 @@ int Main() {
         std::fprintf(stderr, "store: %s\n", s.ToString().c_str());
         return 1;
       }
-      v1::RetrieveOptions retrieve;
-      retrieve.set_omit_pattern(true);
-      Report report =
-          RunLoad("retrieve", [&](int c, uint64_t i) -> absl::Status {
-            return client
-                .Retrieve(bank, dim, query(i + static_cast<uint64_t>(c) * 7919),
-                          retrieve)
-                .status();
-          });
+      Report report = RunLoad("retrieve", [&](int c, uint64_t i) {
+        return remote_retrieve(i + static_cast<uint64_t>(c) * 7919);
+      });
       Print(report);
     } else if (scenario == "inprocess") {
-      BankOptions bank_options;
-      bank_options.dim = static_cast<uint32_t>(dim);
-      auto local = MemoryBank::Create("inprocess", bank_options).value();
-      for (size_t first = 0; first < static_cast<size_t>(images->count);
-           first += 1000) {
-        const size_t count =
-            std::min<size_t>(1000, static_cast<size_t>(images->count) - first);
-        std::vector<PatternId> ids(count);
-        for (size_t r = 0; r < count; ++r) ids[r] = first + r + 1;
-        (void)local->Add(ids, absl::MakeConstSpan(images->pixels)
-                                  .subspan(first * dim, count * dim));
-      }
-      RetrieveOptions retrieve;
-      retrieve.omit_pattern = true;
-      Report report =
-          RunLoad("inprocess", [&](int c, uint64_t i) -> absl::Status {
-            return Retriever::Retrieve(
-                       *local, query(i + static_cast<uint64_t>(c) * 7919),
-                       retrieve)
-                .status();
-          });
+      (void)local_bank();
+      Report report = RunLoad("inprocess", [&](int c, uint64_t i) {
+        return local_retrieve(i + static_cast<uint64_t>(c) * 7919);
+      });
       Print(report);
+    } else if (scenario == "compare") {
+      if (absl::Status s = load_bank(); !s.ok()) {
+        std::fprintf(stderr, "store: %s\n", s.ToString().c_str());
+        return 1;
+      }
+      (void)local_bank();
+      Compare(
+          [&] {
+            return client.Ping(
+                static_cast<size_t>(absl::GetFlag(FLAGS_payload_bytes)));
+          },
+          remote_retrieve, local_retrieve);
     } else {
       std::fprintf(stderr, "unknown scenario \"%s\"\n", scenario.c_str());
       return 2;
     }
   }
-  if (bank_loaded) (void)client.DeleteBank(bank);
+  if (bank_loaded && !keep_bank) (void)client.DeleteBank(bank);
   return 0;
 }
 

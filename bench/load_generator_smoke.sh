@@ -11,5 +11,7 @@ port=$(sed -n 's/^grpc_port=//p' "$work/ports")
 "$2" --target="127.0.0.1:$port" --patterns=2000 --duration_seconds=0.5 | tee "$work/out"
 grep -q '^retrieve .*errors=0 ' "$work/out"
 grep -q '^ping .*errors=0 ' "$work/out"
+grep -q '^overhead .*p50=' "$work/out"
+grep -q '^target .*: \(met\|missed\)$' "$work/out"
 kill -TERM $pid
 wait $pid
