@@ -68,6 +68,11 @@ absl::Span<const float> AsSpan(const Vector& v) {
   return absl::Span<const float>(v.data(), static_cast<size_t>(v.size()));
 }
 
+// The first n entries of a scratch buffer.
+absl::Span<const float> Head(const VectorXf& v, Index n) {
+  return absl::Span<const float>(v.data(), static_cast<size_t>(n));
+}
+
 // Energy of a state whose scores, logits and weights are given (see the file
 // comment of retriever.h). `half_sq_norm` is ½||u||².
 double StateEnergy(const RetrievalParams& params, double half_sq_norm,
@@ -97,7 +102,8 @@ double StateEnergy(const RetrievalParams& params, double half_sq_norm,
   return 0.0;
 }
 
-double HalfSquaredNorm(const RetrievalParams& params, const VectorXf& x) {
+double HalfSquaredNorm(const RetrievalParams& params,
+                       const Eigen::Ref<const VectorXf>& x) {
   if (params.similarity == Similarity::kCosine) return 0.5;
   const auto norm = static_cast<double>(x.norm());
   return 0.5 * norm * norm;
@@ -117,7 +123,9 @@ void Summarise(const BankView& view, const RetrievalParams& params,
     return a < b;
   };
   // A heap of the k best with the worst on top.
-  std::vector<size_t> heap;
+  // Reused per thread: a warm retrieval allocates only its result.
+  thread_local std::vector<size_t> heap;
+  heap.clear();
   heap.reserve(k + 1);
   for (size_t i = 0; i < size; ++i) {
     if (heap.size() < k) {
@@ -131,6 +139,7 @@ void Summarise(const BankView& view, const RetrievalParams& params,
   }
   std::sort(heap.begin(), heap.end(), better);
   result->matches.clear();
+  result->matches.reserve(heap.size());
   for (const size_t i : heap) {
     result->matches.push_back(Match{view.ids[i], weights[i], scores[i]});
   }
@@ -145,95 +154,127 @@ void Summarise(const BankView& view, const RetrievalParams& params,
   result->beta = params.beta;
 }
 
-// Scratch and outputs of evaluating one state.
+// Scratch and outputs of evaluating one state. The buffers hold at least the
+// bank's M entries; only the first M are meaningful.
 struct StateEval {
   VectorXf scores;
   VectorXf logits;
   VectorXf weights;
-  VectorXf block_weights;
   double energy = 0.0;
   double null_mass = 0.0;
 };
 
+// Working memory of single-query retrieval: 6·M + 2·d + kFusedBlock floats.
+// One per thread, reused from call to call, so that a warm retrieval makes no
+// heap allocation (house style; checked by retriever_alloc_test).
+struct Scratch {
+  std::array<StateEval, 2> evals;  // x_t and x_{t-1}
+  VectorXf block_weights = VectorXf(kFusedBlock);
+  VectorXf x;       // the state, first d entries
+  VectorXf update;  // Ξp, first d entries
+};
+
+// Makes `v` hold at least n entries. It reallocates only when `v` is smaller,
+// or over 4× larger (so a thread that served a huge bank lets the memory go
+// when it next serves a small one); banks of similar sizes share buffers.
+void EnsureSize(VectorXf* v, Index n) {
+  if (v->size() < n || v->size() > 4 * n) v->resize(n);
+}
+
+// This thread's scratch, sized for `size` patterns of `dim` floats. x and
+// update always have equal sizes, so swapping them swaps the states.
+Scratch& ThreadScratch(Index size, Index dim) {
+  thread_local Scratch scratch;
+  for (StateEval& eval : scratch.evals) {
+    EnsureSize(&eval.scores, size);
+    EnsureSize(&eval.logits, size);
+    EnsureSize(&eval.weights, size);
+  }
+  EnsureSize(&scratch.x, dim);
+  EnsureSize(&scratch.update, dim);
+  return scratch;
+}
+
 // Computes scores, logits, weights and energy at `x` and writes the update
 // x' = Ξp into `update`. Softmax and softmax1 do it in one streaming pass
 // over the patterns (online softmax with max rescaling); the sparse maps
-// score in one pass and then add up only their support.
+// score in one pass and then add up only their support. Allocates nothing:
+// `eval` holds >= M entries, `block_weights` kFusedBlock.
 void Evaluate(const BankView& view, const RetrievalParams& params,
-              const VectorXf& x, StateEval* eval, VectorXf* update) {
+              const Eigen::Ref<const VectorXf>& x, VectorXf* block_weights,
+              StateEval* eval, Eigen::Ref<VectorXf> update) {
   const Index size = view.size();
   const bool cosine = params.similarity == Similarity::kCosine;
   const float query_scale = cosine ? 1.0f / x.norm() : 1.0f;
   const float beta = params.beta;
-  eval->scores.resize(size);
-  eval->logits.resize(size);
-  eval->weights.resize(size);
-  eval->block_weights.resize(kFusedBlock);
+  auto all_scores = eval->scores.head(size);
+  auto all_logits = eval->logits.head(size);
+  auto all_weights = eval->weights.head(size);
   if (IsDense(params.separation)) {
     const bool softmax1 = params.separation == Separation::kSoftmax1;
     // softmax1 shifts by max(0, max z), so the running max starts at 0.
     float running_max =
         softmax1 ? 0.0f : -std::numeric_limits<float>::infinity();
     double sum = 0.0;
-    update->setZero(view.dim());
+    update.setZero();
     for (Index start = 0; start < size; start += kFusedBlock) {
       const Index count = std::min(kFusedBlock, size - start);
       const auto block = view.patterns.middleCols(start, count);
-      auto scores = eval->scores.segment(start, count);
+      auto scores = all_scores.segment(start, count);
       scores.noalias() = block.transpose() * x;
       if (cosine) {
         scores = scores.cwiseProduct(view.inverse_norms.segment(start, count)) *
                  query_scale;
       }
-      auto logits = eval->logits.segment(start, count);
+      auto logits = all_logits.segment(start, count);
       logits = beta * scores;
       const float block_max = logits.maxCoeff();
       if (block_max > running_max) {
         const float rescale = std::exp(running_max - block_max);
-        *update *= rescale;
+        update *= rescale;
         sum *= static_cast<double>(rescale);
         running_max = block_max;
       }
-      auto weights = eval->block_weights.head(count);
+      auto weights = block_weights->head(count);
       weights = (logits.array() - running_max).exp().matrix();
       sum += weights.template cast<double>().sum();
-      update->noalias() += block * weights;
+      update.noalias() += block * weights;
     }
     const double denominator =
         sum + (softmax1 ? std::exp(-static_cast<double>(running_max)) : 0.0);
-    *update *= static_cast<float>(1.0 / denominator);
+    update *= static_cast<float>(1.0 / denominator);
   } else {
-    eval->scores.noalias() = view.patterns.transpose() * x;
+    all_scores.noalias() = view.patterns.transpose() * x;
     if (cosine) {
-      eval->scores =
-          eval->scores.cwiseProduct(view.inverse_norms) * query_scale;
+      all_scores = all_scores.cwiseProduct(view.inverse_norms) * query_scale;
     }
-    eval->logits = beta * eval->scores;
+    all_logits = beta * all_scores;
   }
   eval->null_mass = Separate(
-      params.separation, params.entmax_alpha, AsSpan(eval->logits),
-      absl::Span<float>(eval->weights.data(), static_cast<size_t>(size)));
+      params.separation, params.entmax_alpha, AsSpan(all_logits),
+      absl::Span<float>(all_weights.data(), static_cast<size_t>(size)));
   if (!IsDense(params.separation)) {
-    update->setZero(view.dim());
+    update.setZero();
     for (Index i = 0; i < size; ++i) {
-      if (eval->weights[i] > 0.0f) {
-        update->noalias() += eval->weights[i] * view.patterns.col(i);
+      if (all_weights[i] > 0.0f) {
+        update.noalias() += all_weights[i] * view.patterns.col(i);
       }
     }
   }
   eval->energy =
-      StateEnergy(params, HalfSquaredNorm(params, x), AsSpan(eval->scores),
-                  AsSpan(eval->logits), AsSpan(eval->weights));
+      StateEnergy(params, HalfSquaredNorm(params, x), AsSpan(all_scores),
+                  AsSpan(all_logits), AsSpan(all_weights));
 }
 
 absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
                                            const RetrievalParams& params,
                                            absl::Span<const float> query) {
   const Index dim = view.dim();
-  VectorXf x = Eigen::Map<const VectorXf>(query.data(), dim);
-  VectorXf update(dim);
+  const Index size = view.size();
+  Scratch& scratch = ThreadScratch(size, dim);
+  scratch.x.head(dim) = Eigen::Map<const VectorXf>(query.data(), dim);
   // evals[current] describes x_t; evals[1 - current] describes x_{t-1}.
-  std::array<StateEval, 2> evals;
+  std::array<StateEval, 2>& evals = scratch.evals;
   int current = 0;
   RetrieveResult result;
   uint32_t t = 0;
@@ -243,22 +284,28 @@ absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
     }
     StateEval& now = evals[static_cast<size_t>(current)];
     const StateEval& before = evals[static_cast<size_t>(1 - current)];
-    Evaluate(view, params, x, &now, &update);  // p_t, E(x_t), Ξ p_t
+    // p_t, E(x_t), Ξ p_t
+    Evaluate(view, params, scratch.x.head(dim), &scratch.block_weights, &now,
+             scratch.update.head(dim));
     result.patterns_scored += static_cast<uint64_t>(view.size());
     result.energy = now.energy;
     if (params.return_energy_trace) result.energy_trace.push_back(now.energy);
     const bool weights_settled =
-        t > 0 && (now.weights - before.weights).norm() <= params.tolerance;
+        t > 0 && (now.weights.head(size) - before.weights.head(size)).norm() <=
+                     params.tolerance;
+    const auto x = scratch.x.head(dim);
+    const auto update = scratch.update.head(dim);
     const bool state_settled =
         (update - x).norm() <= kStateTolerance * update.norm();
-    x.swap(update);  // x_{t+1} = Ξ p_t
+    scratch.x.swap(scratch.update);  // x_{t+1} = Ξ p_t
     ++t;
     if (weights_settled || state_settled) {
       result.converged = true;
       break;
     }
     if (t >= params.max_iterations) break;
-    if (params.similarity == Similarity::kCosine && x.norm() == 0.0f) {
+    if (params.similarity == Similarity::kCosine &&
+        scratch.x.head(dim).norm() == 0.0f) {
       // Every weight underflowed (softmax1 far from all patterns): the state
       // vanished and has no cosine scores; report it as it is.
       break;
@@ -266,10 +313,12 @@ absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
     current = 1 - current;
   }
   result.iterations = t;
-  if (!params.omit_pattern) result.pattern.assign(x.data(), x.data() + dim);
+  if (!params.omit_pattern) {
+    result.pattern.assign(scratch.x.data(), scratch.x.data() + dim);
+  }
   const StateEval& producer = evals[static_cast<size_t>(current)];
-  Summarise(view, params, AsSpan(producer.scores), AsSpan(producer.weights),
-            producer.null_mass, &result);
+  Summarise(view, params, Head(producer.scores, size),
+            Head(producer.weights, size), producer.null_mass, &result);
   return result;
 }
 
@@ -359,8 +408,7 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
             Separate(params.separation, params.entmax_alpha, AsSpan(logits),
                      absl::Span<float>(weights.col(k).data(),
                                        static_cast<size_t>(size)));
-        const VectorXf state = x.col(k);
-        result.energy = StateEnergy(params, HalfSquaredNorm(params, state),
+        result.energy = StateEnergy(params, HalfSquaredNorm(params, x.col(k)),
                                     AsSpan(scores.col(k)), AsSpan(logits),
                                     AsSpan(weights.col(k)));
         if (params.return_energy_trace) {
