@@ -242,23 +242,33 @@ void Evaluate(const BankView& view, const RetrievalParams& params,
     }
     const double denominator =
         sum + (softmax1 ? std::exp(-static_cast<double>(running_max)) : 0.0);
-    update *= static_cast<float>(1.0 / denominator);
-  } else {
-    all_scores.noalias() = view.patterns.transpose() * x;
-    if (cosine) {
-      all_scores = all_scores.cwiseProduct(view.inverse_norms) * query_scale;
-    }
-    all_logits = beta * all_scores;
+    const auto inverse = static_cast<float>(1.0 / denominator);
+    update *= inverse;
+    // Weights, null mass and energy from the pass's own max and sum (no
+    // second normalisation): p = e^{z - m} / D, and the log-partition
+    // ln Σ e^z (softmax) or ln(1 + Σ e^z) (softmax1) is m + ln D.
+    all_weights = ((all_logits.array() - running_max).exp() * inverse).matrix();
+    eval->null_mass =
+        softmax1 ? std::exp(-static_cast<double>(running_max)) / denominator
+                 : 0.0;
+    const double log_partition =
+        static_cast<double>(running_max) + std::log(denominator);
+    eval->energy = HalfSquaredNorm(params, x) - log_partition / beta;
+    return;
   }
+  // Sparse maps: score, separate, then add up the support only.
+  all_scores.noalias() = view.patterns.transpose() * x;
+  if (cosine) {
+    all_scores = all_scores.cwiseProduct(view.inverse_norms) * query_scale;
+  }
+  all_logits = beta * all_scores;
   eval->null_mass = Separate(
       params.separation, params.entmax_alpha, AsSpan(all_logits),
       absl::Span<float>(all_weights.data(), static_cast<size_t>(size)));
-  if (!IsDense(params.separation)) {
-    update.setZero();
-    for (Index i = 0; i < size; ++i) {
-      if (all_weights[i] > 0.0f) {
-        update.noalias() += all_weights[i] * view.patterns.col(i);
-      }
+  update.setZero();
+  for (Index i = 0; i < size; ++i) {
+    if (all_weights[i] > 0.0f) {
+      update.noalias() += all_weights[i] * view.patterns.col(i);
     }
   }
   eval->energy =

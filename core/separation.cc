@@ -25,6 +25,23 @@ ArrayMap<T> AsArray(absl::Span<T> v) {
   return ArrayMap<T>(v.data(), static_cast<Eigen::Index>(v.size()));
 }
 
+// Σ exp(z_i - shift), each term in T and the sum in double. The exps run
+// through Eigen's vectorised exp in stack-sized chunks: written as one
+// expression with the cast to double, Eigen falls back to scalar std::exp,
+// whose underflow path (errno) made this a few percent of a retrieval.
+template <typename T>
+double SumExpShifted(ConstArrayMap<T> z, T shift) {
+  constexpr Eigen::Index kChunk = 256;
+  Eigen::Array<T, kChunk, 1> terms;
+  double sum = 0.0;
+  for (Eigen::Index start = 0; start < z.size(); start += kChunk) {
+    const Eigen::Index count = std::min(kChunk, z.size() - start);
+    terms.head(count) = (z.segment(start, count) - shift).exp();
+    sum += terms.head(count).template cast<double>().sum();
+  }
+  return sum;
+}
+
 // Shifted values (scale * (z_i - max z)) of the entries whose shifted value
 // exceeds -1, i.e. the only entries that can be in the support of a sparse
 // map whose threshold is at least -1 in these coordinates; sorted descending.
@@ -181,16 +198,15 @@ template <typename T>
 double LogSumExp(absl::Span<const T> z) {
   auto zz = AsArray(z);
   const T max_z = zz.maxCoeff();
-  return static_cast<double>(max_z) +
-         std::log((zz - max_z).exp().template cast<double>().sum());
+  return static_cast<double>(max_z) + std::log(SumExpShifted(zz, max_z));
 }
 
 template <typename T>
 double LogOnePlusSumExp(absl::Span<const T> z) {
   auto zz = AsArray(z);
   const T shift = std::max(T{0}, zz.maxCoeff());
-  const double sum = std::exp(-static_cast<double>(shift)) +
-                     (zz - shift).exp().template cast<double>().sum();
+  const double sum =
+      std::exp(-static_cast<double>(shift)) + SumExpShifted(zz, shift);
   return static_cast<double>(shift) + std::log(sum);
 }
 
