@@ -1,6 +1,7 @@
 #include "core/bank_registry.h"
 
 #include <chrono>
+#include <functional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -17,38 +18,64 @@ BankRegistry::BankRegistry(RegistryOptions options) : options_(options) {
 
 BankRegistry::~BankRegistry() {
   {
-    std::lock_guard<std::mutex> lock(refresh_mu_);
+    std::lock_guard<std::mutex> lock(signal_->mu);
     stopping_.store(true);
   }
-  refresh_wake_.notify_all();
+  signal_->wake.notify_all();
   if (refresher_.joinable()) refresher_.join();
 }
 
 void BankRegistry::RefreshLoop() {
-  std::unique_lock<std::mutex> lock(refresh_mu_);
+  RefreshSignal& signal = *signal_;
+  std::unique_lock<std::mutex> lock(signal.mu);
   while (!stopping_.load()) {
+    // Writes from here on set `work` again, so none is missed by the wait.
+    signal.work = false;
     lock.unlock();
-    size_t refreshed = 0;
+    bool progress = false;   // refreshed something, or must retry at once
+    bool bank_busy = false;  // pending work in a bank still being written
     for (const std::shared_ptr<MemoryBank>& bank : List()) {
       if (stopping_.load()) break;
-      if (bank->WrittenWithin(options_.refresh_quiet_period)) continue;
-      refreshed += bank->RefreshSeparation(options_.refresh_batch, &stopping_);
+      if (bank->separation_pending() == 0) continue;
+      if (bank->WrittenWithin(options_.refresh_quiet_period)) {
+        bank_busy = true;
+        continue;
+      }
+      // 0 with patterns pending: a removal moved columns during the turn and
+      // its result was dropped; go again.
+      bank->RefreshSeparation(options_.refresh_batch, &stopping_);
+      progress = true;
     }
+    refresh_turns_.fetch_add(1);
     lock.lock();
-    // Idle: poll again shortly (writers do not signal; a 20 ms nap costs
-    // nothing and bounds how stale statistics get after a burst of writes).
-    if (refreshed == 0) {
-      refresh_wake_.wait_for(lock, std::chrono::milliseconds(20),
-                             [this] { return stopping_.load(); });
+    if (progress) continue;
+    if (bank_busy) {
+      // Come back when the busy bank may have gone quiet.
+      signal.wake.wait_for(lock, options_.refresh_quiet_period,
+                           [this] { return stopping_.load(); });
+    } else {
+      // Nothing pending anywhere: sleep until a write marks patterns.
+      signal.wake.wait(lock, [&] { return stopping_.load() || signal.work; });
     }
   }
 }
 
 absl::StatusOr<std::shared_ptr<MemoryBank>> BankRegistry::Create(
     absl::string_view name, const BankOptions& options) {
-  HOPFIELD_ASSIGN_OR_RETURN(std::unique_ptr<MemoryBank> created,
-                            MemoryBank::Create(std::string(name), options,
-                                               options_.separation_update));
+  std::function<void()> on_pending;
+  if (options_.separation_update == SeparationUpdate::kDeferred) {
+    on_pending = [signal = signal_] {
+      {
+        std::lock_guard<std::mutex> lock(signal->mu);
+        signal->work = true;
+      }
+      signal->wake.notify_one();
+    };
+  }
+  HOPFIELD_ASSIGN_OR_RETURN(
+      std::unique_ptr<MemoryBank> created,
+      MemoryBank::Create(std::string(name), options, options_.separation_update,
+                         std::move(on_pending)));
   std::shared_ptr<MemoryBank> bank = std::move(created);
   WriterLock lock(&mu_);
   if (banks_.find(name) != banks_.end()) {

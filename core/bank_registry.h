@@ -80,9 +80,23 @@ class BankRegistry {
 
   size_t size() const;
 
+  // Passes the background refresher has made over the banks (0 without
+  // one). It sleeps while no bank has pending statistics, so this stays put
+  // on an idle server. For tests and metrics.
+  uint64_t refresh_turns() const { return refresh_turns_.load(); }
+
  private:
-  // The background refresher: round-robin RefreshSeparation over the banks,
-  // sleeping while none has work.
+  // Wakes the refresher. Shared with every bank's on_pending hook, so a bank
+  // that outlives the registry never touches freed memory.
+  struct RefreshSignal {
+    std::mutex mu;
+    std::condition_variable wake;
+    bool work = false;  // guarded by mu: a write left patterns pending
+  };
+
+  // The background refresher: round-robin RefreshSeparation over the banks
+  // that have pending patterns and have been quiet for refresh_quiet_period;
+  // asleep while no bank has pending work (woken by the banks' hooks).
   void RefreshLoop();
 
   const RegistryOptions options_;
@@ -91,11 +105,12 @@ class BankRegistry {
       ABSL_GUARDED_BY(mu_);
 
   // Refresher state (std primitives: the wait needs a condition variable).
-  std::mutex refresh_mu_;
-  std::condition_variable refresh_wake_;
+  const std::shared_ptr<RefreshSignal> signal_ =
+      std::make_shared<RefreshSignal>();
   // Set once by the destructor; also polled inside a refresh turn, so
   // shutdown never waits for a whole turn.
   std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> refresh_turns_{0};
   std::thread refresher_;
 };
 

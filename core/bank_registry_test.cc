@@ -1,6 +1,7 @@
 #include "core/bank_registry.h"
 
 #include <chrono>
+#include <cmath>
 #include <thread>
 #include <vector>
 
@@ -80,6 +81,40 @@ TEST(BankRegistryTest, BackgroundRefresherCatchesUp) {
   }
   EXPECT_EQ(bank->Stats().separation_pending, 0u);
   EXPECT_TRUE(bank->Stats().min_separation.has_value());
+}
+
+// The refresher sleeps while nothing is pending (no polling on an idle
+// server) and a write wakes it.
+TEST(BankRegistryTest, RefresherSleepsUntilAWriteLeavesWork) {
+  RegistryOptions options;
+  options.separation_update = SeparationUpdate::kDeferred;
+  options.refresh_quiet_period = std::chrono::milliseconds(0);
+  BankRegistry registry(options);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto bank, registry.Create("idle", Dim(2)));
+  auto wait_until_exact = [&bank] {
+    for (int i = 0; i < 1000 && bank->separation_pending() > 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return bank->separation_pending();
+  };
+  ASSERT_THAT(bank->Add({0, 0}, {1, 0, 0, 1}), IsOk());
+  ASSERT_EQ(wait_until_exact(), 0u);
+  // Let the refresher finish the turn that emptied the queue (the count
+  // settles), then watch it stay asleep: a poll every 20 ms would never let
+  // the count settle and would add ~10 turns below.
+  uint64_t turns = registry.refresh_turns();
+  for (int i = 0; i < 20; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const uint64_t now = registry.refresh_turns();
+    if (now == turns) break;
+    turns = now;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(registry.refresh_turns(), turns);
+  ASSERT_THAT(bank->Add({0}, {1, 1}), IsOk());
+  EXPECT_EQ(wait_until_exact(), 0u);
+  EXPECT_GT(registry.refresh_turns(), turns);
+  EXPECT_FLOAT_EQ(bank->Stats().min_separation.value(), 1.0f - std::sqrt(0.5f));
 }
 
 TEST(BankRegistryTest, ConcurrentWritersAndReaders) {

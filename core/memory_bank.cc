@@ -36,16 +36,21 @@ BankView MakeBankView(const float* patterns, Eigen::Index dim,
 }
 
 absl::StatusOr<std::unique_ptr<MemoryBank>> MemoryBank::Create(
-    std::string name, const BankOptions& options, SeparationUpdate update) {
+    std::string name, const BankOptions& options, SeparationUpdate update,
+    std::function<void()> on_pending) {
   HOPFIELD_RETURN_IF_ERROR(ValidateBankName(name));
   HOPFIELD_RETURN_IF_ERROR(options.Validate());
-  return std::unique_ptr<MemoryBank>(
-      new MemoryBank(std::move(name), options.Resolved(), update));
+  return std::unique_ptr<MemoryBank>(new MemoryBank(
+      std::move(name), options.Resolved(), update, std::move(on_pending)));
 }
 
 MemoryBank::MemoryBank(std::string name, const BankOptions& options,
-                       SeparationUpdate update)
-    : name_(std::move(name)), options_(options), update_(update) {}
+                       SeparationUpdate update,
+                       std::function<void()> on_pending)
+    : name_(std::move(name)),
+      options_(options),
+      update_(update),
+      on_pending_(std::move(on_pending)) {}
 
 absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
     absl::Span<const PatternId> ids, absl::Span<const float> values) {
@@ -184,6 +189,11 @@ void MemoryBank::NoteWrite() {
           std::chrono::steady_clock::now().time_since_epoch())
           .count(),
       std::memory_order_relaxed);
+}
+
+uint64_t MemoryBank::separation_pending() const {
+  ReaderLock lock(&mu_);
+  return pending_count_;
 }
 
 bool MemoryBank::WrittenWithin(std::chrono::nanoseconds period) const {
@@ -438,6 +448,7 @@ void MemoryBank::UpdateOrMarkLocked(const std::vector<Eigen::Index>& targets) {
       ++pending_count_;
     }
   }
+  if (!targets.empty() && on_pending_) on_pending_();
 }
 
 void MemoryBank::RefreshSummaryLocked() {

@@ -28,6 +28,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -113,12 +114,16 @@ struct BankStats {
 // writer (Add, Remove) at a time; writers wait for readers.
 class MemoryBank {
  public:
-  // Creates an empty bank.
+  // Creates an empty bank. Under kDeferred, `on_pending` (if set) is called
+  // each time a write leaves patterns pending, with the bank's writer lock
+  // held: it must be quick and must not call into the bank (BankRegistry
+  // uses it to wake its refresher instead of polling).
   // Errors: INVALID_ARGUMENT if `name` breaks ValidateBankName or `options`
   // fails BankOptions::Validate().
   static absl::StatusOr<std::unique_ptr<MemoryBank>> Create(
       std::string name, const BankOptions& options,
-      SeparationUpdate update = SeparationUpdate::kSynchronous);
+      SeparationUpdate update = SeparationUpdate::kSynchronous,
+      std::function<void()> on_pending = {});
 
   MemoryBank(const MemoryBank&) = delete;
   MemoryBank& operator=(const MemoryBank&) = delete;
@@ -153,6 +158,9 @@ class MemoryBank {
   // and leaves everything pending.
   size_t RefreshSeparation(size_t max_patterns,
                            const std::atomic<bool>* stop = nullptr);
+
+  // Patterns awaiting RefreshSeparation (0 under kSynchronous).
+  uint64_t separation_pending() const;
 
   // True if Add or Remove changed the bank within the last `period` (steady
   // clock). The background refresher leaves such banks alone, so a bulk
@@ -195,7 +203,7 @@ class MemoryBank {
 
  private:
   MemoryBank(std::string name, const BankOptions& options,
-             SeparationUpdate update);
+             SeparationUpdate update, std::function<void()> on_pending);
 
   // Nearest-neighbour scores computed for some target columns: each target's
   // best (score, id) over all other columns, and for every column the best
@@ -238,6 +246,7 @@ class MemoryBank {
   const std::string name_;
   const BankOptions options_;
   const SeparationUpdate update_;
+  const std::function<void()> on_pending_;
 
   mutable Mutex mu_;
   // Guarded by mu_.
