@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <thread>
@@ -199,11 +200,23 @@ Scratch& ThreadScratch(Index size, Index dim) {
 // x' = Ξp into `update`. Softmax and softmax1 do it in one streaming pass
 // over the patterns (online softmax with max rescaling); the sparse maps
 // score in one pass and then add up only their support. Allocates nothing:
-// `eval` holds >= M entries, `block_weights` kFusedBlock.
-void Evaluate(const BankView& view, const RetrievalParams& params,
-              const Eigen::Ref<const VectorXf>& x, VectorXf* block_weights,
-              StateEval* eval, Eigen::Ref<VectorXf> update) {
+// `eval` holds >= M entries, `block_weights` kFusedBlock. Polls
+// check_continue every params.check_every_macs of scoring and returns its
+// error.
+absl::Status Evaluate(const BankView& view, const RetrievalParams& params,
+                      const Eigen::Ref<const VectorXf>& x,
+                      VectorXf* block_weights, StateEval* eval,
+                      Eigen::Ref<VectorXf> update) {
   const Index size = view.size();
+  // Patterns scored between two polls: whole fused blocks.
+  const Index poll_blocks = std::max<Index>(
+      1, static_cast<Index>(params.check_every_macs /
+                            static_cast<uint64_t>(kFusedBlock * view.dim())));
+  const Index poll_every = poll_blocks * kFusedBlock;
+  auto poll = [&params](Index start) -> absl::Status {
+    if (start == 0 || !params.check_continue) return absl::OkStatus();
+    return params.check_continue();
+  };
   const bool cosine = params.similarity == Similarity::kCosine;
   const float query_scale = cosine ? 1.0f / x.norm() : 1.0f;
   const float beta = params.beta;
@@ -218,6 +231,7 @@ void Evaluate(const BankView& view, const RetrievalParams& params,
     double sum = 0.0;
     update.setZero();
     for (Index start = 0; start < size; start += kFusedBlock) {
+      if (start % poll_every == 0) HOPFIELD_RETURN_IF_ERROR(poll(start));
       const Index count = std::min(kFusedBlock, size - start);
       const auto block = view.patterns.middleCols(start, count);
       auto scores = all_scores.segment(start, count);
@@ -254,10 +268,15 @@ void Evaluate(const BankView& view, const RetrievalParams& params,
     const double log_partition =
         static_cast<double>(running_max) + std::log(denominator);
     eval->energy = HalfSquaredNorm(params, x) - log_partition / beta;
-    return;
+    return absl::OkStatus();
   }
   // Sparse maps: score, separate, then add up the support only.
-  all_scores.noalias() = view.patterns.transpose() * x;
+  for (Index start = 0; start < size; start += poll_every) {
+    HOPFIELD_RETURN_IF_ERROR(poll(start));
+    const Index count = std::min(poll_every, size - start);
+    all_scores.segment(start, count).noalias() =
+        view.patterns.middleCols(start, count).transpose() * x;
+  }
   if (cosine) {
     all_scores = all_scores.cwiseProduct(view.inverse_norms) * query_scale;
   }
@@ -274,6 +293,7 @@ void Evaluate(const BankView& view, const RetrievalParams& params,
   eval->energy =
       StateEnergy(params, HalfSquaredNorm(params, x), AsSpan(all_scores),
                   AsSpan(all_logits), AsSpan(all_weights));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
@@ -295,8 +315,9 @@ absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
     StateEval& now = evals[static_cast<size_t>(current)];
     const StateEval& before = evals[static_cast<size_t>(1 - current)];
     // p_t, E(x_t), Ξ p_t
-    Evaluate(view, params, scratch.x.head(dim), &scratch.block_weights, &now,
-             scratch.update.head(dim));
+    HOPFIELD_RETURN_IF_ERROR(Evaluate(view, params, scratch.x.head(dim),
+                                      &scratch.block_weights, &now,
+                                      scratch.update.head(dim)));
     result.patterns_scored += static_cast<uint64_t>(view.size());
     result.energy = now.energy;
     if (params.return_energy_trace) result.energy_trace.push_back(now.energy);
@@ -354,6 +375,31 @@ void ParallelFor(uint32_t threads, Index n, const Fn& fn) {
   for (std::thread& worker : workers) worker.join();
 }
 
+// ParallelFor over [0, n) in which every part walks its range in steps of
+// `step` and the calling thread polls params.check_continue between its
+// steps; once a poll fails, every part stops after its current step and the
+// poll's error is returned.
+template <typename Fn>
+absl::Status ParallelForChecked(const RetrievalParams& params, Index n,
+                                Index step, const Fn& fn) {
+  std::atomic<bool> abort{false};
+  absl::Status status;
+  ParallelFor(params.threads, n, [&](Index part, Index begin, Index end) {
+    for (Index first = begin; first < end; first += step) {
+      if (abort.load(std::memory_order_relaxed)) return;
+      if (part == 0 && first > begin && params.check_continue) {
+        status = params.check_continue();
+        if (!status.ok()) {
+          abort.store(true, std::memory_order_relaxed);
+          return;
+        }
+      }
+      fn(part, first, std::min(end, first + step));
+    }
+  });
+  return status;
+}
+
 // Batch retrieval of the columns of `queries` (dim x n). Each step is three
 // phases, each split over params.threads: scores S = ΞᵀX (split over
 // patterns, so every thread runs a full-width matrix product), then the
@@ -395,16 +441,23 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
       query_scale = x.colwise().norm().transpose().unaryExpr(
           [](float norm) { return norm > 0.0f ? 1.0f / norm : 0.0f; });
     }
+    // Patterns per step between polls: ~check_every_macs multiply-adds, but
+    // never so few that the matrix products lose their efficiency.
+    const Index step = std::max<Index>(
+        256, static_cast<Index>(params.check_every_macs /
+                                static_cast<uint64_t>(n * dim)));
     scores.resize(size, n);
-    ParallelFor(threads, size, [&](Index, Index begin, Index end) {
-      auto block = scores.middleRows(begin, end - begin);
-      block.noalias() =
-          view.patterns.middleCols(begin, end - begin).transpose() * x;
-      if (cosine) {
-        block = view.inverse_norms.segment(begin, end - begin).asDiagonal() *
+    HOPFIELD_RETURN_IF_ERROR(ParallelForChecked(
+        params, size, step, [&](Index, Index begin, Index end) {
+          auto block = scores.middleRows(begin, end - begin);
+          block.noalias() =
+              view.patterns.middleCols(begin, end - begin).transpose() * x;
+          if (cosine) {
+            block =
+                view.inverse_norms.segment(begin, end - begin).asDiagonal() *
                 block * query_scale.asDiagonal();
-      }
-    });
+          }
+        }));
     weights.resize(size, n);
     std::vector<double> null_mass(static_cast<size_t>(n));
     std::vector<Index> significant(static_cast<size_t>(n));
@@ -445,12 +498,14 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
       });
     } else {
       std::vector<MatrixXf> partial(
-          static_cast<size_t>(PartCount(threads, size)));
-      ParallelFor(threads, size, [&](Index part, Index begin, Index end) {
-        partial[static_cast<size_t>(part)].noalias() =
-            view.patterns.middleCols(begin, end - begin) *
-            weights.middleRows(begin, end - begin);
-      });
+          static_cast<size_t>(PartCount(threads, size)),
+          MatrixXf::Zero(dim, n));
+      HOPFIELD_RETURN_IF_ERROR(ParallelForChecked(
+          params, size, step, [&](Index part, Index begin, Index end) {
+            partial[static_cast<size_t>(part)].noalias() +=
+                view.patterns.middleCols(begin, end - begin) *
+                weights.middleRows(begin, end - begin);
+          }));
       update = partial[0];
       for (size_t part = 1; part < partial.size(); ++part) {
         update += partial[part];

@@ -87,9 +87,10 @@ struct RetrieveOptions {
   // path; parallelise across requests). Core starts no threads otherwise.
   // Default 1. REQUIRES: 1 <= threads <= 256.
   uint32_t threads = 1;
-  // Polled between iterations; a non-OK status (CANCELLED,
-  // DEADLINE_EXCEEDED, ...) aborts the retrieval and is returned. Empty:
-  // never abort.
+  // Polled between iterations and every few milliseconds of work within
+  // one (RetrievalParams::check_every_macs), from the calling thread; a
+  // non-OK status (CANCELLED, DEADLINE_EXCEEDED, ...) aborts the retrieval
+  // and is returned. Empty: never abort.
   std::function<absl::Status()> check_continue;
 
   // INVALID_ARGUMENT naming the field, the allowed range and the value.
@@ -149,6 +150,11 @@ struct RetrievalParams {
   bool return_energy_trace = false;
   uint32_t threads = 1;
   std::function<absl::Status()> check_continue;
+  // Work between two polls of check_continue inside an iteration, in
+  // multiply-adds (it is also polled between iterations): 2^24 is a few
+  // milliseconds here, so a deadline is met that closely even when one
+  // iteration of a large batch takes seconds.
+  uint64_t check_every_macs = uint64_t{1} << 24;
 };
 
 // Combines bank defaults, the view's statistics (for automatic β) and the

@@ -523,6 +523,42 @@ TEST(RetrieverTest, CheckContinueAbortsLongRetrievals) {
       StatusIs(absl::StatusCode::kCancelled));
 }
 
+// One iteration of a large batch can take seconds, so check_continue is
+// also polled inside an iteration, every check_every_macs of work.
+TEST(RetrieverTest, CheckContinueIsPolledWithinAnIteration) {
+  std::mt19937 rng(25);
+  auto bank = NewBank(8, Similarity::kCosine, GaussianPatterns(rng, 2000, 8));
+  const std::vector<float> queries = GaussianPatterns(rng, 4, 8);
+  const auto one_query = absl::MakeConstSpan(queries).first(8);
+  for (const Separation separation :
+       {Separation::kSoftmax, Separation::kSparsemax}) {
+    SCOPED_TRACE(static_cast<int>(separation));
+    RetrieveOptions options;
+    options.max_iterations = 1;  // no poll between iterations
+    options.separation = separation;
+    int polls = 0;
+    options.check_continue = [&polls] {
+      ++polls;
+      return absl::DeadlineExceededError("the call's deadline passed");
+    };
+    bank->WithReader([&](const BankView& view) {
+      HOPFIELD_ASSERT_OK_AND_ASSIGN(
+          RetrievalParams params,
+          ResolveRetrieval(bank->options(), view, options));
+      // The default budget covers this small bank in one go: no poll.
+      EXPECT_THAT(Retriever::Retrieve(view, params, one_query), IsOk());
+      EXPECT_THAT(Retriever::RetrieveBatch(view, params, queries), IsOk());
+      EXPECT_EQ(polls, 0);
+      params.check_every_macs = 1024;  // one 128-pattern block of 8 floats
+      EXPECT_THAT(Retriever::Retrieve(view, params, one_query),
+                  StatusIs(absl::StatusCode::kDeadlineExceeded));
+      EXPECT_THAT(Retriever::RetrieveBatch(view, params, queries),
+                  StatusIs(absl::StatusCode::kDeadlineExceeded));
+      EXPECT_EQ(polls, 2);
+    });
+  }
+}
+
 TEST(RetrieverTest, ApproximateSearchIsAnsweredExactly) {
   auto bank = IdentityBank();
   RetrieveOptions options;
