@@ -114,7 +114,7 @@ TEST(BankRegistryTest, RefresherSleepsUntilAWriteLeavesWork) {
   ASSERT_THAT(bank->Add({0}, {1, 1}), IsOk());
   EXPECT_EQ(wait_until_exact(), 0u);
   EXPECT_GT(registry.refresh_turns(), turns);
-  EXPECT_FLOAT_EQ(bank->Stats().min_separation.value(), 1.0f - std::sqrt(0.5f));
+  EXPECT_NEAR(bank->Stats().min_separation.value(), 1.0 - std::sqrt(0.5), 1e-6);
 }
 
 TEST(BankRegistryTest, ConcurrentWritersAndReaders) {

@@ -111,9 +111,9 @@ TEST_P(WarmRetrievalTest, AllocatesOnlyTheResult) {
   std::mt19937 rng(17);
   const std::vector<float> patterns = UnitPatterns(rng, kPatterns, kDim);
   ASSERT_THAT(bank->Add(FreshIds(kPatterns), patterns), IsOk());
-  const std::vector<float> query = UnitPatterns(rng, 2, kDim);
-  const auto first = absl::MakeConstSpan(query).first(kDim);
-  const auto second = absl::MakeConstSpan(query).last(kDim);
+  const std::vector<float> queries = UnitPatterns(rng, 2, kDim);
+  const auto first = absl::MakeConstSpan(queries).first(kDim);
+  const auto second = absl::MakeConstSpan(queries).last(kDim);
 
   // Warms this thread up on `warm_query`, then counts the allocations of
   // retrieving `query` with the same options (and checks it iterated).
