@@ -1,5 +1,6 @@
 #include "core/bank_registry.h"
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <utility>
@@ -36,14 +37,17 @@ void BankRegistry::RefreshLoop() {
     bool bank_busy = false;  // pending work in a bank still being written
     for (const std::shared_ptr<MemoryBank>& bank : List()) {
       if (stopping_.load()) break;
-      if (bank->separation_pending() == 0) continue;
+      // A bank being written is left alone (lock-free check first); it is
+      // looked at again once it may have gone quiet.
       if (bank->WrittenWithin(options_.refresh_quiet_period)) {
         bank_busy = true;
         continue;
       }
-      // 0 with patterns pending: a removal moved columns during the turn and
-      // its result was dropped; go again.
-      bank->RefreshSeparation(options_.refresh_batch, &stopping_);
+      if (bank->separation_pending() == 0) continue;
+      // With >= 1 pattern per turn, 0 means a removal moved columns during
+      // the turn and its result was dropped: go again.
+      bank->RefreshSeparation(std::max<size_t>(1, options_.refresh_batch),
+                              &stopping_);
       progress = true;
     }
     refresh_turns_.fetch_add(1);

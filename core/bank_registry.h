@@ -45,7 +45,7 @@ struct RegistryOptions {
   // Patterns the refresher processes per bank per turn. A turn scores them
   // against the whole bank under the reader lock (retrievals proceed, writers
   // wait): 256 x 60,000 x 784 is ~0.25 s here. Larger turns use the matrix
-  // product better. Default: 256.
+  // product better. 0 is taken as 1. Default: 256.
   size_t refresh_batch = 256;
   // The refresher skips a bank written within this period, so bulk ingest
   // runs at full speed and the statistics catch up right after it.

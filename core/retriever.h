@@ -151,9 +151,11 @@ struct RetrievalParams {
   uint32_t threads = 1;
   std::function<absl::Status()> check_continue;
   // Work between two polls of check_continue inside an iteration, in
-  // multiply-adds (it is also polled between iterations): 2^24 is a few
-  // milliseconds here, so a deadline is met that closely even when one
-  // iteration of a large batch takes seconds.
+  // multiply-adds of the scoring pass and the batch output product (it is
+  // also polled between iterations): 2^24 is a few milliseconds here, so a
+  // deadline is met about that closely even when one iteration of a large
+  // batch takes seconds. The per-query normalisation of a batch, O(n·M), is
+  // not interrupted.
   uint64_t check_every_macs = uint64_t{1} << 24;
 };
 
