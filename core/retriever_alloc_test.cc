@@ -150,16 +150,14 @@ TEST_P(WarmRetrievalTest, AllocatesOnlyTheResult) {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    DenseMaps, WarmRetrievalTest,
+    AllMaps, WarmRetrievalTest,
     ::testing::Combine(
-        ::testing::Values(Separation::kSoftmax, Separation::kSoftmax1),
+        ::testing::Values(Separation::kSoftmax, Separation::kSoftmax1,
+                          Separation::kSparsemax, Separation::kEntmax),
         ::testing::Values(Similarity::kCosine, Similarity::kDot)),
     [](const ::testing::TestParamInfo<Case>& param_info) {
-      return std::string(std::get<0>(param_info.param) == Separation::kSoftmax
-                             ? "Softmax"
-                             : "Softmax1") +
-             (std::get<1>(param_info.param) == Similarity::kCosine ? "Cosine"
-                                                                   : "Dot");
+      return std::string(SeparationName(std::get<0>(param_info.param))) + "_" +
+             std::string(SimilarityName(std::get<1>(param_info.param)));
     });
 
 }  // namespace

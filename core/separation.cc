@@ -45,10 +45,14 @@ double SumExpShifted(ConstArrayMap<T> z, T shift) {
 // Shifted values (scale * (z_i - max z)) of the entries whose shifted value
 // exceeds -1, i.e. the only entries that can be in the support of a sparse
 // map whose threshold is at least -1 in these coordinates; sorted descending.
+// The result lives in a per-thread buffer that the next call on this thread
+// reuses, so a warm retrieval allocates nothing here.
 template <typename T>
-std::vector<double> SortedCandidates(absl::Span<const T> z, double max_z,
-                                     double scale) {
-  std::vector<double> candidates;
+const std::vector<double>& SortedCandidates(absl::Span<const T> z, double max_z,
+                                            double scale) {
+  thread_local std::vector<double> candidates;
+  candidates.clear();
+  candidates.reserve(z.size());  // once per size: any query then fits
   for (const T value : z) {
     const double shifted = scale * (static_cast<double>(value) - max_z);
     if (shifted > -1.0) candidates.push_back(shifted);
@@ -88,7 +92,7 @@ double Sparsemax(absl::Span<const T> z, absl::Span<T> p) {
   const double max_z = static_cast<double>(AsArray(z).maxCoeff());
   // In coordinates u = z - max z the threshold is >= -1 (the top entry alone
   // already carries mass 1 at θ = -1), so only u > -1 can be in the support.
-  const std::vector<double> u = SortedCandidates(z, max_z, 1.0);
+  const std::vector<double>& u = SortedCandidates(z, max_z, 1.0);
   double cumulative = 0.0;
   double theta = -1.0;
   for (size_t k = 1; k <= u.size(); ++k) {
@@ -107,7 +111,7 @@ template <typename T>
 double Entmax15(absl::Span<const T> z, absl::Span<T> p) {
   const double max_z = static_cast<double>(AsArray(z).maxCoeff());
   // p_i = [y_i - θ]_+² with y = (z - max z)/2; θ >= -1, so y > -1 suffices.
-  const std::vector<double> u = SortedCandidates(z, max_z, 0.5);
+  const std::vector<double>& u = SortedCandidates(z, max_z, 0.5);
   double sum = 0.0;
   double sum_sq = 0.0;
   double theta = -1.0;
@@ -137,7 +141,7 @@ double EntmaxBisect(absl::Span<const T> z, double alpha, absl::Span<T> p,
   const double max_z = static_cast<double>(AsArray(z).maxCoeff());
   // y = (α-1)(z - max z) has max 0; the threshold lies in [-1, -k^{1-α}]
   // where k counts the entries with y > -1 (the only possible support).
-  const std::vector<double> y = SortedCandidates(z, max_z, alpha - 1.0);
+  const std::vector<double>& y = SortedCandidates(z, max_z, alpha - 1.0);
   const double exponent = 1.0 / (alpha - 1.0);
   auto power = [exponent](double x) {
     if (exponent == 1.0) return x;
