@@ -52,7 +52,10 @@ const std::vector<double>& SortedCandidates(absl::Span<const T> z, double max_z,
                                             double scale) {
   thread_local std::vector<double> candidates;
   candidates.clear();
-  candidates.reserve(z.size());  // once per size: any query then fits
+  // Sized once per bank size, so any query fits; a buffer over 4x too large
+  // (left by a much larger bank) is let go, as the retriever's scratch is.
+  if (candidates.capacity() > 4 * z.size()) candidates.shrink_to_fit();
+  candidates.reserve(z.size());
   for (const T value : z) {
     const double shifted = scale * (static_cast<double>(value) - max_z);
     if (shifted > -1.0) candidates.push_back(shifted);
