@@ -103,6 +103,23 @@ void Print(Report& report) {
   std::fflush(stdout);
 }
 
+// Times one call into `report` (latency, count, errors); returns its
+// latency in milliseconds.
+template <typename Call>
+double TimedCall(Report& report, const Call& call) {
+  const Clock::time_point t0 = Clock::now();
+  const absl::Status status = call();
+  const double ms =
+      std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  ++report.calls;
+  report.latencies_ms.push_back(ms);
+  if (!status.ok()) {
+    ++report.errors;
+    if (report.first_error.empty()) report.first_error = status.ToString();
+  }
+  return ms;
+}
+
 // Runs `call(client_index, call_index)` from --concurrency threads for
 // --duration_seconds, optionally paced to --qps in total.
 template <typename Call>
@@ -130,17 +147,7 @@ Report RunLoad(const std::string& name, const Call& call) {
           std::this_thread::sleep_until(next);
           next += std::chrono::duration_cast<Clock::duration>(interval);
         }
-        const Clock::time_point t0 = Clock::now();
-        const absl::Status status = call(c, i);
-        const double ms =
-            std::chrono::duration<double, std::milli>(Clock::now() - t0)
-                .count();
-        ++part.calls;
-        part.latencies_ms.push_back(ms);
-        if (!status.ok()) {
-          ++part.errors;
-          if (part.first_error.empty()) part.first_error = status.ToString();
-        }
+        TimedCall(part, [&] { return call(c, i); });
       }
     });
   }
@@ -176,23 +183,10 @@ void Compare(const Ping& ping, const Remote& remote, const Local& local) {
       start +
       std::chrono::duration_cast<Clock::duration>(
           std::chrono::duration<double>(absl::GetFlag(FLAGS_duration_seconds)));
-  auto timed = [](Report& report, auto&& call) {
-    const Clock::time_point t0 = Clock::now();
-    const absl::Status status = call();
-    const double ms =
-        std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    ++report.calls;
-    report.latencies_ms.push_back(ms);
-    if (!status.ok()) {
-      ++report.errors;
-      if (report.first_error.empty()) report.first_error = status.ToString();
-    }
-    return ms;
-  };
   for (uint64_t i = 0; calls > 0 ? i < calls : Clock::now() < end; ++i) {
-    timed(reports[0], ping);
-    const double remote_ms = timed(reports[1], [&] { return remote(i); });
-    const double local_ms = timed(reports[2], [&] { return local(i); });
+    TimedCall(reports[0], ping);
+    const double remote_ms = TimedCall(reports[1], [&] { return remote(i); });
+    const double local_ms = TimedCall(reports[2], [&] { return local(i); });
     overhead_ms.push_back(remote_ms - local_ms);
   }
   const double seconds =

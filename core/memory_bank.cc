@@ -183,12 +183,19 @@ uint64_t MemoryBank::Remove(absl::Span<const PatternId> ids) {
   return removed.size();
 }
 
+namespace {
+
+// Steady-clock time in nanoseconds, for the lock-free last-write stamp.
+int64_t SteadyNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
 void MemoryBank::NoteWrite() {
-  last_write_nanos_.store(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(
-          std::chrono::steady_clock::now().time_since_epoch())
-          .count(),
-      std::memory_order_relaxed);
+  last_write_nanos_.store(SteadyNanos(), std::memory_order_relaxed);
 }
 
 uint64_t MemoryBank::separation_pending() const {
@@ -197,10 +204,7 @@ uint64_t MemoryBank::separation_pending() const {
 }
 
 bool MemoryBank::WrittenWithin(std::chrono::nanoseconds period) const {
-  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                          std::chrono::steady_clock::now().time_since_epoch())
-                          .count();
-  return now - last_write_nanos_.load(std::memory_order_relaxed) <
+  return SteadyNanos() - last_write_nanos_.load(std::memory_order_relaxed) <
          period.count();
 }
 

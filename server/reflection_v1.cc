@@ -21,7 +21,7 @@ void SetError(grpc::StatusCode code, const std::string& message,
   error->set_error_message(message);
 }
 
-// Adds `file` and, first, its dependencies that the stream has not sent yet.
+// Adds `file`, then those of its dependencies the stream has not sent yet.
 void AddFile(const FileDescriptor* file, std::vector<std::string>* sent_files,
              rv1::FileDescriptorResponse* out) {
   if (std::find(sent_files->begin(), sent_files->end(), file->name()) !=
@@ -37,11 +37,16 @@ void AddFile(const FileDescriptor* file, std::vector<std::string>* sent_files,
   }
 }
 
-// The file itself is always sent, even if sent before on this stream (the
-// client asked for it); dependencies only once.
-void AnswerWithFile(const FileDescriptor* file,
+// Answers with `file` or, when it is null, NOT_FOUND naming `missing`. The
+// file itself is always sent, even if sent before on this stream (the client
+// asked for it); dependencies only once.
+void AnswerWithFile(const FileDescriptor* file, const std::string& missing,
                     std::vector<std::string>* sent_files,
                     rv1::ServerReflectionResponse* response) {
+  if (file == nullptr) {
+    SetError(grpc::StatusCode::NOT_FOUND, missing, response);
+    return;
+  }
   sent_files->erase(
       std::remove(sent_files->begin(), sent_files->end(), file->name()),
       sent_files->end());
@@ -109,31 +114,18 @@ void ReflectionV1Service::Answer(
             name);
       }
       return;
-    case rv1::ServerReflectionRequest::kFileByFilename: {
-      const FileDescriptor* file =
-          pool->FindFileByName(request.file_by_filename());
-      if (file == nullptr) {
-        SetError(grpc::StatusCode::NOT_FOUND,
-                 absl::StrCat("file not found: ", request.file_by_filename()),
-                 response);
-        return;
-      }
-      AnswerWithFile(file, sent_files, response);
+    case rv1::ServerReflectionRequest::kFileByFilename:
+      AnswerWithFile(
+          pool->FindFileByName(request.file_by_filename()),
+          absl::StrCat("file not found: ", request.file_by_filename()),
+          sent_files, response);
       return;
-    }
-    case rv1::ServerReflectionRequest::kFileContainingSymbol: {
-      const FileDescriptor* file =
-          pool->FindFileContainingSymbol(request.file_containing_symbol());
-      if (file == nullptr) {
-        SetError(grpc::StatusCode::NOT_FOUND,
-                 absl::StrCat("symbol not found: ",
-                              request.file_containing_symbol()),
-                 response);
-        return;
-      }
-      AnswerWithFile(file, sent_files, response);
+    case rv1::ServerReflectionRequest::kFileContainingSymbol:
+      AnswerWithFile(
+          pool->FindFileContainingSymbol(request.file_containing_symbol()),
+          absl::StrCat("symbol not found: ", request.file_containing_symbol()),
+          sent_files, response);
       return;
-    }
     case rv1::ServerReflectionRequest::kFileContainingExtension: {
       const auto& ask = request.file_containing_extension();
       const auto* type = pool->FindMessageTypeByName(ask.containing_type());
@@ -141,14 +133,11 @@ void ReflectionV1Service::Answer(
           type == nullptr
               ? nullptr
               : pool->FindExtensionByNumber(type, ask.extension_number());
-      if (extension == nullptr) {
-        SetError(grpc::StatusCode::NOT_FOUND,
-                 absl::StrCat("extension not found: ", ask.containing_type(),
-                              " #", ask.extension_number()),
-                 response);
-        return;
-      }
-      AnswerWithFile(extension->file(), sent_files, response);
+      AnswerWithFile(
+          extension == nullptr ? nullptr : extension->file(),
+          absl::StrCat("extension not found: ", ask.containing_type(), " #",
+                       ask.extension_number()),
+          sent_files, response);
       return;
     }
     case rv1::ServerReflectionRequest::kAllExtensionNumbersOfType: {
