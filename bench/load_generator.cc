@@ -11,9 +11,17 @@
 //   on the same query, so drifting machine load hits all three alike; prints
 //   each distribution, the paired overhead (retrieve - inprocess) and whether
 //   the latency target holds: p50(retrieve) <= 2 * p50(ping) + p50(inprocess).
+// - mixed: whether cheap calls stay fast beside heavy ones. A prober client
+//   alternates grpc.health.v1 Check (of hopfield.v1.MemoryService) and Ping,
+//   first alone (baseline), then while --heavy_clients closed-loop clients
+//   each send Retrieves of --heavy_queries masked queries (loaded). Prints
+//   both phases' Check and Ping distributions, the heavy calls by status code
+//   (RESOURCE_EXHAUSTED is counted, not fatal) and whether the loaded probes
+//   meet the target p99 < 50 ms. Not in the default list: it takes two
+//   --duration_seconds plus the heavy calls in flight at the end.
 //
-// --scenarios picks and orders them (default: all five, store first, in one
-// run, so their ratios are comparable). Each latency scenario runs
+// --scenarios picks and orders them (default: the first five, store first,
+// in one run, so their ratios are comparable). Each latency scenario runs
 // --concurrency closed-loop clients for --duration_seconds or --calls calls
 // each (or paced to --qps in total) and prints calls, errors, QPS and
 // p50/p99/p99.9 latency. With --calls, retrieve and inprocess send the same
@@ -26,8 +34,10 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -37,8 +47,13 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "grpcpp/grpcpp.h"
 
 #include "bench/fashion_mnist.h"
 #include "client/memory_client.h"
@@ -48,7 +63,8 @@
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "hopfieldd address");
 ABSL_FLAG(std::string, scenarios, "store,ping,retrieve,inprocess,compare",
-          "comma-separated scenarios, run in this order");
+          "comma-separated scenarios, run in this order; also available: "
+          "mixed (not run by default)");
 ABSL_FLAG(int, concurrency, 1, "closed-loop clients per latency scenario");
 ABSL_FLAG(double, duration_seconds, 10, "length of each latency scenario");
 ABSL_FLAG(double, qps, 0, "total request rate (0 = as fast as the clients go)");
@@ -61,6 +77,18 @@ ABSL_FLAG(int, batch, 1000, "store: patterns per StoreStream message");
 ABSL_FLAG(int, payload_bytes, 3136,
           "ping: payload size (3136 = one 784-float vector)");
 ABSL_FLAG(double, mask_fraction, 0.5, "retrieve: pixels zeroed in each query");
+ABSL_FLAG(int, heavy_clients, 8,
+          "mixed: closed-loop clients sending heavy Retrieves in the loaded "
+          "phase");
+ABSL_FLAG(int, heavy_queries, 2000,
+          "mixed: masked queries per heavy Retrieve, one request (split only "
+          "past ~3/4 of the 64 MiB message limit)");
+ABSL_FLAG(double, heavy_deadline_seconds, 60,
+          "mixed: deadline of each heavy Retrieve and of each probe");
+ABSL_FLAG(double, heavy_backoff_ms, 100,
+          "mixed: pause of a heavy client after a failed call (e.g. "
+          "RESOURCE_EXHAUSTED) before it sends again, as a retrying client "
+          "backs off; 0 = resend at once");
 ABSL_FLAG(std::string, bank, "",
           "bank to use, kept at exit and reused as is (no store) when it "
           "already exists; empty = a fresh loadgen-PID bank, deleted at exit");
@@ -87,17 +115,23 @@ double Percentile(std::vector<double>& sorted, double p) {
   return sorted[index];
 }
 
-void Print(Report& report) {
+// Sorts the latencies and prints one line; `with_max` adds the slowest call.
+void Print(Report& report, bool with_max = false) {
   std::sort(report.latencies_ms.begin(), report.latencies_ms.end());
   std::printf(
       "%-10s calls=%-8llu errors=%-4llu qps=%-9.1f p50=%.3fms p99=%.3fms "
-      "p99.9=%.3fms\n",
+      "p99.9=%.3fms",
       report.name.c_str(), static_cast<unsigned long long>(report.calls),
       static_cast<unsigned long long>(report.errors),
       static_cast<double>(report.calls) / report.seconds,
       Percentile(report.latencies_ms, 0.50),
       Percentile(report.latencies_ms, 0.99),
       Percentile(report.latencies_ms, 0.999));
+  if (with_max) {
+    std::printf(" max=%.3fms",
+                report.latencies_ms.empty() ? 0.0 : report.latencies_ms.back());
+  }
+  std::printf("\n");
   if (!report.first_error.empty())
     std::printf("  first error: %s\n", report.first_error.c_str());
   std::fflush(stdout);
@@ -133,6 +167,7 @@ Report RunLoad(const std::string& name, const Call& call) {
   const Clock::time_point end =
       start + std::chrono::duration_cast<Clock::duration>(duration);
   std::vector<std::thread> threads;
+  threads.reserve(static_cast<size_t>(clients));
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
       Report& part = parts[static_cast<size_t>(c)];
@@ -212,6 +247,206 @@ void Compare(const Ping& ping, const Remote& remote, const Local& local) {
       errors > 0          ? "invalid (calls failed)"
       : p50[1] <= allowed ? "met"
                           : "missed");
+  std::fflush(stdout);
+}
+
+// A channel with a connection of its own (gRPC otherwise shares one
+// subchannel among channels to the same target with the same arguments), as
+// a separate process would have.
+std::shared_ptr<grpc::Channel> OwnChannel(
+    const client::ClientOptions& options) {
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxReceiveMessageSize(options.max_message_bytes);
+  arguments.SetMaxSendMessageSize(options.max_message_bytes);
+  arguments.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(
+      options.target, grpc::InsecureChannelCredentials(), arguments);
+}
+
+// One client alternating Check of MemoryService and Ping, for --calls rounds
+// or --duration_seconds, paced to --qps calls in total when set. A Check
+// answering anything but SERVING counts as an error.
+void Probe(client::MemoryClient& prober, Report& check, Report& ping) {
+  const std::string service = v1::MemoryService::service_full_name();
+  const auto bytes = static_cast<size_t>(absl::GetFlag(FLAGS_payload_bytes));
+  const auto calls =
+      static_cast<uint64_t>(std::max(0, absl::GetFlag(FLAGS_calls)));
+  const double qps = absl::GetFlag(FLAGS_qps);
+  const auto interval = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(qps > 0 ? 1 / qps : 0));
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point end =
+      start +
+      std::chrono::duration_cast<Clock::duration>(
+          std::chrono::duration<double>(absl::GetFlag(FLAGS_duration_seconds)));
+  Clock::time_point next = start;
+  auto pace = [&] {
+    if (qps <= 0) return;
+    std::this_thread::sleep_until(next);
+    next += interval;
+  };
+  for (uint64_t i = 0; calls > 0 ? i < calls : Clock::now() < end; ++i) {
+    pace();
+    TimedCall(check, [&]() -> absl::Status {
+      absl::StatusOr<bool> serving = prober.Health(service);
+      if (!serving.ok()) return serving.status();
+      return *serving ? absl::OkStatus()
+                      : absl::UnavailableError("NOT_SERVING");
+    });
+    pace();
+    TimedCall(ping, [&] { return prober.Ping(bytes); });
+  }
+  const double seconds =
+      std::chrono::duration<double>(Clock::now() - start).count();
+  check.seconds = seconds;
+  ping.seconds = seconds;
+}
+
+// The heavy clients' calls in the loaded phase, by status code.
+struct HeavyReport {
+  uint64_t calls = 0;
+  uint64_t ok = 0;
+  std::map<absl::StatusCode, uint64_t> failed;
+  std::vector<double> latencies_ms;
+  std::string first_error;  // the first that is not RESOURCE_EXHAUSTED
+};
+
+// The mixed scenario (see the header). `rows` holds --heavy_queries +
+// `pool` - 1 query rows of `dim` floats; a heavy call sends --heavy_queries
+// consecutive rows starting at one of the first `pool`.
+void Mixed(const client::ClientOptions& base, const std::string& bank,
+           size_t dim, absl::Span<const float> rows, size_t pool,
+           const v1::RetrieveOptions& retrieve_options) {
+  client::ClientOptions options = base;
+  options.timeout = absl::Seconds(absl::GetFlag(FLAGS_heavy_deadline_seconds));
+  const int heavy_clients = std::max(0, absl::GetFlag(FLAGS_heavy_clients));
+  const auto heavy_queries =
+      static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_heavy_queries)));
+  const auto backoff = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double, std::milli>(
+          absl::GetFlag(FLAGS_heavy_backoff_ms)));
+  client::MemoryClient prober(OwnChannel(options), options);
+  // Connect before timing anything.
+  (void)prober.Health();
+  (void)prober.Ping();
+
+  // Phase 1: the prober alone.
+  std::array<Report, 2> baseline;
+  baseline[0].name = "check";
+  baseline[1].name = "ping";
+  std::printf("%-10s baseline: one client alternating Check and Ping\n",
+              "mixed");
+  Probe(prober, baseline[0], baseline[1]);
+  for (Report& report : baseline) Print(report, /*with_max=*/true);
+
+  // Phase 2: the same prober once every heavy client has sent its first call.
+  std::printf(
+      "%-10s loaded: the same, beside %d clients each sending Retrieves of "
+      "%zu queries (deadline %gs)\n",
+      "mixed", heavy_clients, heavy_queries,
+      absl::GetFlag(FLAGS_heavy_deadline_seconds));
+  std::fflush(stdout);
+  std::vector<std::unique_ptr<client::MemoryClient>> heavy;
+  heavy.reserve(static_cast<size_t>(heavy_clients));
+  for (int c = 0; c < heavy_clients; ++c) {
+    heavy.push_back(
+        std::make_unique<client::MemoryClient>(OwnChannel(options), options));
+  }
+  std::vector<HeavyReport> parts(static_cast<size_t>(heavy_clients));
+  std::atomic<bool> stop{false};
+  std::atomic<int> started{0};
+  const Clock::time_point start = Clock::now();
+  std::vector<std::thread> threads;
+  threads.reserve(static_cast<size_t>(heavy_clients));
+  for (int c = 0; c < heavy_clients; ++c) {
+    threads.emplace_back([&, c] {
+      HeavyReport& part = parts[static_cast<size_t>(c)];
+      for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        if (i == 0) started.fetch_add(1);
+        const size_t first = (static_cast<size_t>(c) * 7919 + i * 211) % pool;
+        const Clock::time_point t0 = Clock::now();
+        const absl::Status status =
+            heavy[static_cast<size_t>(c)]
+                ->Retrieve(bank, dim,
+                           rows.subspan(first * dim, heavy_queries * dim),
+                           retrieve_options, heavy_queries)
+                .status();
+        part.latencies_ms.push_back(
+            std::chrono::duration<double, std::milli>(Clock::now() - t0)
+                .count());
+        ++part.calls;
+        if (status.ok()) {
+          ++part.ok;
+          continue;
+        }
+        ++part.failed[status.code()];
+        if (part.first_error.empty() &&
+            status.code() != absl::StatusCode::kResourceExhausted) {
+          part.first_error = status.ToString();
+        }
+        std::this_thread::sleep_for(backoff);
+      }
+    });
+  }
+  while (started.load() < heavy_clients) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::array<Report, 2> loaded;
+  loaded[0].name = "check";
+  loaded[1].name = "ping";
+  Probe(prober, loaded[0], loaded[1]);
+  stop.store(true);
+  for (std::thread& thread : threads) thread.join();
+  const double seconds =
+      std::chrono::duration<double>(Clock::now() - start).count();
+  for (Report& report : loaded) Print(report, /*with_max=*/true);
+
+  HeavyReport total;
+  for (HeavyReport& part : parts) {
+    total.calls += part.calls;
+    total.ok += part.ok;
+    for (const auto& [code, count] : part.failed) total.failed[code] += count;
+    total.latencies_ms.insert(total.latencies_ms.end(),
+                              part.latencies_ms.begin(),
+                              part.latencies_ms.end());
+    if (total.first_error.empty()) total.first_error = part.first_error;
+  }
+  std::sort(total.latencies_ms.begin(), total.latencies_ms.end());
+  std::string failed;
+  for (const auto& [code, count] : total.failed) {
+    absl::StrAppend(&failed, " ", absl::StatusCodeToString(code), "=", count);
+  }
+  std::printf(
+      "%-10s calls=%llu ok=%llu%s queries_per_second=%.0f p50=%.3fms "
+      "p99=%.3fms max=%.3fms (%.2fs, until the last call in flight "
+      "returned)\n",
+      "heavy", static_cast<unsigned long long>(total.calls),
+      static_cast<unsigned long long>(total.ok), failed.c_str(),
+      static_cast<double>(total.ok * heavy_queries) / seconds,
+      Percentile(total.latencies_ms, 0.50),
+      Percentile(total.latencies_ms, 0.99),
+      total.latencies_ms.empty() ? 0.0 : total.latencies_ms.back(), seconds);
+  if (!total.first_error.empty())
+    std::printf("  first error: %s\n", total.first_error.c_str());
+
+  constexpr double kTargetMs = 50;
+  const double check_p99 = Percentile(loaded[0].latencies_ms, 0.99);
+  const double ping_p99 = Percentile(loaded[1].latencies_ms, 0.99);
+  const uint64_t probe_errors = loaded[0].errors + loaded[1].errors;
+  std::string verdict =
+      check_p99 < kTargetMs && ping_p99 < kTargetMs ? "met" : "missed";
+  if (probe_errors > 0) {
+    verdict = absl::StrCat("missed (", probe_errors, " probe calls failed)");
+  } else if (total.ok == 0) {
+    verdict = "invalid (no heavy Retrieve succeeded)";
+  }
+  std::printf("mixed: baseline Check p99 %.3f ms, Ping p99 %.3f ms\n",
+              Percentile(baseline[0].latencies_ms, 0.99),
+              Percentile(baseline[1].latencies_ms, 0.99));
+  std::printf(
+      "mixed: Check p99 %.3f ms, Ping p99 %.3f ms while heavy: target "
+      "(p99 < %g ms) %s\n",
+      check_p99, ping_p99, kTargetMs, verdict.c_str());
   std::fflush(stdout);
 }
 
@@ -408,6 +643,24 @@ int Main() {
                 static_cast<size_t>(absl::GetFlag(FLAGS_payload_bytes)));
           },
           remote_retrieve, local_retrieve);
+    } else if (scenario == "mixed") {
+      if (absl::Status s = load_bank(); !s.ok()) {
+        std::fprintf(stderr, "store: %s\n", s.ToString().c_str());
+        return 1;
+      }
+      // The query pool repeated, so that a window of --heavy_queries rows
+      // may start at any of its first kQueries rows.
+      const size_t pool = kQueries;
+      const size_t rows =
+          static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_heavy_queries))) +
+          pool - 1;
+      std::vector<float> heavy_rows;
+      heavy_rows.reserve(rows * dim);
+      for (size_t r = 0; r < rows; ++r) {
+        const absl::Span<const float> row = query(r);
+        heavy_rows.insert(heavy_rows.end(), row.begin(), row.end());
+      }
+      Mixed(options, bank, dim, heavy_rows, pool, remote_options);
     } else {
       std::fprintf(stderr, "unknown scenario \"%s\"\n", scenario.c_str());
       return 2;
