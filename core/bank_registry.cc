@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <new>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -33,28 +34,38 @@ void BankRegistry::RefreshLoop() {
     // Writes from here on set `work` again, so none is missed by the wait.
     signal.work = false;
     lock.unlock();
-    bool progress = false;   // refreshed something, or must retry at once
-    bool bank_busy = false;  // pending work in a bank still being written
+    bool progress = false;   // refreshed something: go again at once
+    bool bank_busy = false;  // pending work left for later
     for (const std::shared_ptr<MemoryBank>& bank : List()) {
       if (stopping_.load()) break;
-      // A bank being written is left alone (lock-free check first); it is
-      // looked at again once it may have gone quiet.
-      if (bank->WrittenWithin(options_.refresh_quiet_period)) {
+      // A bank being written is left alone for a while (lock-free check
+      // first), but never longer than refresh_max_delay.
+      if (bank->WrittenWithin(options_.refresh_quiet_period) &&
+          bank->RefreshedWithin(options_.refresh_max_delay)) {
         bank_busy = true;
         continue;
       }
       if (bank->separation_pending() == 0) continue;
-      // With >= 1 pattern per turn, 0 means a removal moved columns during
-      // the turn and its result was dropped: go again.
-      bank->RefreshSeparation(std::max<size_t>(1, options_.refresh_batch),
-                              &stopping_);
-      progress = true;
+      size_t refreshed = 0;
+      try {
+        refreshed = bank->RefreshSeparation(
+            std::max<size_t>(1, options_.refresh_batch), &stopping_);
+      } catch (const std::bad_alloc&) {
+        // Out of memory: the patterns stay pending; retry later.
+      }
+      // 0 with patterns pending: out of budget, or a removal raced the
+      // turn's end. Come back after a pause rather than spin.
+      if (refreshed > 0) {
+        progress = true;
+      } else {
+        bank_busy = true;
+      }
     }
     refresh_turns_.fetch_add(1);
     lock.lock();
     if (progress) continue;
     if (bank_busy) {
-      // Come back when the busy bank may have gone quiet.
+      // Come back when a busy bank may have gone quiet or is due.
       signal.wake.wait_for(lock, options_.refresh_quiet_period,
                            [this] { return stopping_.load(); });
     } else {
@@ -66,9 +77,12 @@ void BankRegistry::RefreshLoop() {
 
 absl::StatusOr<std::shared_ptr<MemoryBank>> BankRegistry::Create(
     absl::string_view name, const BankOptions& options) {
-  std::function<void()> on_pending;
+  BankEnvironment env;
+  env.separation_update = options_.separation_update;
+  env.budget = options_.budget;
+  env.max_patterns = options_.max_patterns_per_bank;
   if (options_.separation_update == SeparationUpdate::kDeferred) {
-    on_pending = [signal = signal_] {
+    env.on_pending = [signal = signal_] {
       {
         std::lock_guard<std::mutex> lock(signal->mu);
         signal->work = true;
@@ -78,8 +92,7 @@ absl::StatusOr<std::shared_ptr<MemoryBank>> BankRegistry::Create(
   }
   HOPFIELD_ASSIGN_OR_RETURN(
       std::unique_ptr<MemoryBank> created,
-      MemoryBank::Create(std::string(name), options, options_.separation_update,
-                         std::move(on_pending)));
+      MemoryBank::Create(std::string(name), options, std::move(env)));
   std::shared_ptr<MemoryBank> bank = std::move(created);
   WriterLock lock(&mu_);
   if (banks_.find(name) != banks_.end()) {

@@ -30,6 +30,7 @@
 
 #include "core/bank_options.h"
 #include "core/memory_bank.h"
+#include "core/memory_budget.h"
 #include "core/mutex.h"
 
 namespace hopfield {
@@ -47,10 +48,19 @@ struct RegistryOptions {
   // wait): 256 x 60,000 x 784 is ~0.25 s here. Larger turns use the matrix
   // product better. 0 is taken as 1. Default: 256.
   size_t refresh_batch = 256;
-  // The refresher skips a bank written within this period, so bulk ingest
-  // runs at full speed and the statistics catch up right after it.
+  // The refresher prefers banks not written within this period, so bulk
+  // ingest runs at full speed and the statistics catch up right after it...
   // Default: 200 ms.
   std::chrono::milliseconds refresh_quiet_period{200};
+  // ...but a bank with pending statistics gets a turn at least this often
+  // even under sustained writes (a turn holds the bank's reader lock for a
+  // few milliseconds at a time, so writers barely notice). Default: 1 s.
+  std::chrono::milliseconds refresh_max_delay{1000};
+  // The account every bank's memory is reserved from. Null: unaccounted.
+  std::shared_ptr<MemoryBudget> budget;
+  // Most patterns per bank (RESOURCE_EXHAUSTED beyond).
+  // Default and REQUIRES: <= kMaxPatternsPerBank.
+  uint64_t max_patterns_per_bank = kMaxPatternsPerBank;
 };
 
 // Thread-safe: any number of concurrent callers.
@@ -62,7 +72,8 @@ class BankRegistry {
   BankRegistry(const BankRegistry&) = delete;
   BankRegistry& operator=(const BankRegistry&) = delete;
 
-  // Creates an empty bank.
+  // Creates an empty bank (its memory reserved from options' budget as it
+  // grows).
   // Errors: INVALID_ARGUMENT for a bad name or options; ALREADY_EXISTS if the
   // name is taken; RESOURCE_EXHAUSTED at max_banks.
   absl::StatusOr<std::shared_ptr<MemoryBank>> Create(
@@ -95,8 +106,9 @@ class BankRegistry {
   };
 
   // The background refresher: round-robin RefreshSeparation over the banks
-  // that have pending patterns and have been quiet for refresh_quiet_period;
-  // asleep while no bank has pending work (woken by the banks' hooks).
+  // that have pending patterns and have been quiet for refresh_quiet_period
+  // (or waited refresh_max_delay); asleep while no bank has pending work
+  // (woken by the banks' hooks).
   void RefreshLoop();
 
   const RegistryOptions options_;

@@ -2,9 +2,11 @@
 
 #include <chrono>
 #include <cmath>
+#include <random>
 #include <thread>
 #include <vector>
 
+#include "Eigen/Core"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -42,7 +44,9 @@ TEST(BankRegistryTest, CreateGetListDrop) {
 }
 
 TEST(BankRegistryTest, RejectsDuplicatesBadInputAndTooManyBanks) {
-  BankRegistry registry(RegistryOptions{2});
+  RegistryOptions limits;
+  limits.max_banks = 2;
+  BankRegistry registry(limits);
   ASSERT_THAT(registry.Create("a", Dim(2)), IsOk());
   EXPECT_THAT(registry.Create("a", Dim(2)),
               StatusIs(absl::StatusCode::kAlreadyExists));
@@ -81,6 +85,56 @@ TEST(BankRegistryTest, BackgroundRefresherCatchesUp) {
   }
   EXPECT_EQ(bank->Stats().separation_pending, 0u);
   EXPECT_TRUE(bank->Stats().min_separation.has_value());
+}
+
+// Issue 13: under sustained writes the refresher never ran (it skipped banks
+// written within the quiet period). Now a bank gets a turn at least every
+// refresh_max_delay, and the statistics are exact once the writes stop.
+TEST(BankRegistryTest, Issue13RefresherProgressesUnderSustainedWrites) {
+  RegistryOptions options;
+  options.separation_update = SeparationUpdate::kDeferred;
+  options.refresh_batch = 64;
+  options.refresh_quiet_period = std::chrono::milliseconds(200);
+  options.refresh_max_delay = std::chrono::milliseconds(50);
+  BankRegistry registry(options);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto bank, registry.Create("busy", Dim(8)));
+  std::mt19937 rng(21);
+  std::normal_distribution<float> normal;
+  uint64_t written = 0;
+  uint64_t seen_processed = 0;
+  // Writes every 2 ms (never quiet for 200 ms) for ~1 s.
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (std::chrono::steady_clock::now() < end) {
+    std::vector<float> values(8 * 8);
+    for (float& v : values) v = normal(rng);
+    ASSERT_THAT(bank->Add(std::vector<PatternId>(8, 0), values), IsOk());
+    written += 8;
+    const BankStats stats = bank->Stats();
+    seen_processed = std::max(seen_processed,
+                              stats.pattern_count - stats.separation_pending);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  // The refresher made progress while the writes went on...
+  EXPECT_GT(seen_processed, 0u);
+  // ...and converges once they stop.
+  for (int i = 0; i < 1000 && bank->separation_pending() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(bank->separation_pending(), 0u);
+  const double brute = bank->WithReader([](const BankView& view) {
+    double best = 2.0;
+    const Eigen::MatrixXd unit =
+        view.patterns.cast<double>().colwise().normalized();
+    const Eigen::MatrixXd gram = unit.transpose() * unit;
+    for (Eigen::Index a = 0; a < gram.rows(); ++a) {
+      for (Eigen::Index b = 0; b < gram.cols(); ++b) {
+        if (a != b) best = std::min(best, 1.0 - gram(a, b));
+      }
+    }
+    return best;
+  });
+  EXPECT_EQ(bank->size(), written);
+  EXPECT_NEAR(bank->Stats().min_separation.value(), brute, 1e-5);
 }
 
 // The refresher sleeps while nothing is pending (no polling on an idle

@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,6 +43,7 @@
 #include "absl/types/span.h"
 
 #include "core/bank_options.h"
+#include "core/memory_budget.h"
 #include "core/mutex.h"
 
 namespace hopfield {
@@ -56,6 +58,52 @@ enum class SeparationUpdate {
   // In RefreshSeparation: Add costs O(n·dim + M); until the refresh catches up,
   // Δ_min covers the processed patterns only (an upper bound).
   kDeferred,
+};
+
+// Allocates through the aligned global operator new (64-byte cache lines),
+// so tests that replace operator new see every buffer of a bank.
+template <typename T>
+struct CacheAlignedAllocator {
+  using value_type = T;
+  static constexpr std::align_val_t kAlignment{64};
+
+  CacheAlignedAllocator() = default;
+  template <typename U>
+  explicit CacheAlignedAllocator(const CacheAlignedAllocator<U>& /*other*/) {}
+
+  T* allocate(size_t n) {
+    return static_cast<T*>(::operator new(n * sizeof(T), kAlignment));
+  }
+  void deallocate(T* p, size_t /*n*/) { ::operator delete(p, kAlignment); }
+  template <typename U>
+  bool operator==(const CacheAlignedAllocator<U>& /*other*/) const {
+    return true;
+  }
+  template <typename U>
+  bool operator!=(const CacheAlignedAllocator<U>& /*other*/) const {
+    return false;
+  }
+};
+
+// The most patterns a bank may hold (ids are 64-bit, columns 32-bit).
+inline constexpr uint64_t kMaxPatternsPerBank = (uint64_t{1} << 32) - 1;
+
+// What a bank runs in: resources and hooks shared with its registry. Every
+// field has a default, so a stand-alone bank needs none.
+struct BankEnvironment {
+  // When separation statistics are brought up to date. Default:
+  // kSynchronous.
+  SeparationUpdate separation_update = SeparationUpdate::kSynchronous;
+  // Under kDeferred, called each time a write leaves patterns pending, with
+  // the bank's writer lock held: it must be quick and must not call into the
+  // bank (BankRegistry uses it to wake its refresher instead of polling).
+  std::function<void()> on_pending;
+  // The account the bank's memory is reserved from before it is allocated
+  // (patterns, ids, statistics, the id index). Null: unaccounted.
+  std::shared_ptr<MemoryBudget> budget;
+  // Add refuses to grow the bank beyond this many patterns.
+  // Default and REQUIRES: <= kMaxPatternsPerBank.
+  uint64_t max_patterns = kMaxPatternsPerBank;
 };
 
 // Read-only view of a bank's contents, valid only while the bank's reader
@@ -90,7 +138,9 @@ BankView MakeBankView(const float* patterns, Eigen::Index dim,
 // Point-in-time statistics of a bank.
 struct BankStats {
   uint64_t pattern_count = 0;
-  // Bytes held for patterns, norms, ids, separation and the id index.
+  // Bytes held for patterns, norms, ids, separation and the id index: the
+  // allocated capacity, which is what the bank has reserved from its budget
+  // (growth adds 1/8, so at most ~1/8 above what the patterns need).
   uint64_t memory_bytes = 0;
   // Δ_min over the patterns whose statistics are up to date (empty when
   // fewer than two patterns are stored or none is processed yet).
@@ -110,20 +160,26 @@ struct BankStats {
 
 // A named bank of patterns. Not copyable.
 //
+// Memory: the bank reserves its buffers from `BankEnvironment::budget`
+// before allocating them (growth by 1/8 of the capacity at a time, while the
+// old and new buffers coexist), gives memory back when removals leave it less
+// than half full, and holds the reservation until it is destroyed.
+//
+// Exceptions: none are thrown except std::bad_alloc from a failed
+// allocation, and then the strong guarantee holds: the bank is as it was
+// before the call (Add and Remove allocate everything they need before
+// changing anything).
+//
 // Thread-safe: any number of concurrent readers (Get, Stats, WithReader), one
 // writer (Add, Remove) at a time; writers wait for readers.
 class MemoryBank {
  public:
-  // Creates an empty bank. Under kDeferred, `on_pending` (if set) is called
-  // each time a write leaves patterns pending, with the bank's writer lock
-  // held: it must be quick and must not call into the bank (BankRegistry
-  // uses it to wake its refresher instead of polling).
-  // Errors: INVALID_ARGUMENT if `name` breaks ValidateBankName or `options`
-  // fails BankOptions::Validate().
+  // Creates an empty bank.
+  // Errors: INVALID_ARGUMENT if `name` breaks ValidateBankName, `options`
+  // fails BankOptions::Validate() or env.max_patterns is above
+  // kMaxPatternsPerBank.
   static absl::StatusOr<std::unique_ptr<MemoryBank>> Create(
-      std::string name, const BankOptions& options,
-      SeparationUpdate update = SeparationUpdate::kSynchronous,
-      std::function<void()> on_pending = {});
+      std::string name, const BankOptions& options, BankEnvironment env = {});
 
   MemoryBank(const MemoryBank&) = delete;
   MemoryBank& operator=(const MemoryBank&) = delete;
@@ -134,28 +190,36 @@ class MemoryBank {
   uint32_t dim() const { return options_.dim; }
 
   // Upserts a batch: pattern i is values[i*dim, (i+1)*dim) with id ids[i]; id
-  // 0 asks for a fresh id (one above the largest id ever stored); a stored id
-  // is replaced. All or nothing: on error the bank is unchanged.
+  // 0 asks for a fresh id; a stored id is replaced in place. Fresh ids count
+  // up from one above the largest id stored or assigned so far, skipping ids
+  // in use; after 2^64 - 1 they wrap to the smallest unused ids. All or
+  // nothing: on error (and on std::bad_alloc) the bank is unchanged.
   // Returns the ids in input order.
   // Errors: INVALID_ARGUMENT for an empty batch, values.size() != ids.size() *
-  // dim, a NaN/Inf value, a zero-norm (or norm-overflowing) pattern in a
-  // cosine bank, or an id repeated within the batch; RESOURCE_EXHAUSTED when
-  // the bank would exceed 2^32 - 1 patterns or the id space is used up.
+  // dim, a NaN/Inf value, a zero-norm pattern in a cosine bank, a pattern
+  // whose squared norm overflows float32 (its scores would be Inf), or an id
+  // repeated within the batch; RESOURCE_EXHAUSTED when the bank would exceed
+  // env.max_patterns, or its growth does not fit in the memory budget.
   absl::StatusOr<std::vector<PatternId>> Add(absl::Span<const PatternId> ids,
                                              absl::Span<const float> values);
 
   // Removes the patterns with these ids; ids not stored are skipped. Returns
-  // how many were removed.
+  // how many were removed. When the bank is left less than half full its
+  // buffers shrink and the memory goes back to the budget (skipped, with no
+  // error, if the budget cannot hold the copy meanwhile).
   uint64_t Remove(absl::Span<const PatternId> ids);
 
   // Brings the separation statistics of up to `max_patterns` pending patterns
   // up to date (each scored against every stored pattern, which in turn learn
-  // of it). The scoring runs under the reader lock, so retrievals proceed;
-  // the result is applied under a short writer lock, or dropped when a
-  // removal moved columns meanwhile (the patterns stay pending). Returns the
-  // number of patterns brought up to date; 0 when none is pending. A set
-  // `stop` (polled between blocks of patterns) abandons the work: returns 0
-  // and leaves everything pending.
+  // of it). The scoring runs in blocks of stored patterns, each under a
+  // reader lock held for about 2^25 multiply-adds (milliseconds), so
+  // retrievals proceed and writers wait at most one block. Writes between
+  // blocks are allowed: appended patterns are pending themselves, replaced
+  // ones are recognised by their write stamp and left pending, and a removal
+  // (which moves columns) restarts the scan. The result is applied under a
+  // short writer lock. Returns the number of patterns brought up to date; 0
+  // when none is pending. A set `stop` (polled between blocks) abandons the
+  // work: returns 0 and leaves everything pending.
   size_t RefreshSeparation(size_t max_patterns,
                            const std::atomic<bool>* stop = nullptr);
 
@@ -166,6 +230,8 @@ class MemoryBank {
   // clock). The background refresher leaves such banks alone, so a bulk
   // ingest is not slowed by refresh turns that make its writes wait.
   bool WrittenWithin(std::chrono::nanoseconds period) const;
+  // True if RefreshSeparation applied work within the last `period`.
+  bool RefreshedWithin(std::chrono::nanoseconds period) const;
 
   // Copies pattern `id` into a new vector.
   // Errors: NOT_FOUND naming the id.
@@ -176,6 +242,15 @@ class MemoryBank {
   // Errors: NOT_FOUND naming the first missing id.
   absl::Status GetMany(absl::Span<const PatternId> ids,
                        std::vector<float>* out) const;
+
+  // Calls fn(i, values of pattern ids[i]) for every i in order, under the
+  // reader lock, after checking that every id is stored (so fn sees all or
+  // none). Lets a caller copy patterns straight into its own buffers.
+  // `fn` must not call the bank's writers.
+  // Errors: NOT_FOUND naming the first missing id (fn not called).
+  absl::Status VisitPatterns(
+      absl::Span<const PatternId> ids,
+      const std::function<void(size_t, absl::Span<const float>)>& fn) const;
 
   // True if `id` is stored.
   bool Contains(PatternId id) const;
@@ -202,39 +277,71 @@ class MemoryBank {
   }
 
  private:
-  MemoryBank(std::string name, const BankOptions& options,
-             SeparationUpdate update, std::function<void()> on_pending);
+  MemoryBank(std::string name, const BankOptions& options, BankEnvironment env);
 
-  // Nearest-neighbour scores computed for some target columns: each target's
-  // best (score, id) over all other columns, and for every column the best
-  // score any target gave it.
+  // Nearest-neighbour scores computed for some targets: each target's best
+  // (score, id) over all other columns, and for every column scored the
+  // best score any target gave it (keyed by column, checked against the
+  // column's write stamp when applied).
   struct NearestUpdate {
+    // Sizes the vectors for `targets` targets and `rows` columns (the only
+    // allocation; applying the update allocates nothing).
+    void Reset(size_t targets, size_t rows);
+
     std::vector<float> target_score;
     std::vector<PatternId> target_id;
     std::vector<float> row_score;
     std::vector<PatternId> row_id;
+    // Scratch of ApplyNearestLocked: 1 for targets whose result held.
+    std::vector<char> applied;
   };
 
   BankView ViewLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   Eigen::Index SizeLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return static_cast<Eigen::Index>(ids_.size());
   }
-  // Moves the last column into `column` and shrinks by one.
+  // Makes room for `count` patterns: reserves the growth from the budget and
+  // grows every buffer, or does nothing when they are large enough. Changes
+  // no content, so a failure (status or bad_alloc) leaves the bank as is.
+  absl::Status EnsureCapacityLocked(size_t count)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Shrinks the buffers when the bank is less than half full (best effort).
+  void MaybeShrinkLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reallocates every buffer to hold exactly `capacity` patterns.
+  void ReallocateLocked(size_t capacity) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Bytes the buffers take at `capacity` patterns (an upper bound for the
+  // id index, whose capacity is rounded up).
+  uint64_t BytesForCapacity(size_t capacity) const;
+  // Moves the last column into `column` and shrinks by one. No allocation.
   void RemoveColumnLocked(Eigen::Index column)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Scores the `targets` against all columns (one blocked matrix product).
-  // Returns false if `stop` was set meanwhile (the update is then partial).
-  bool ComputeNearestLocked(const std::vector<Eigen::Index>& targets,
-                            const std::atomic<bool>* stop,
-                            NearestUpdate* out) const
+  // Copies the targets' values (dim x t) and score scales (1/||x|| under
+  // cosine, else 1).
+  void CopyTargetsLocked(absl::Span<const Eigen::Index> targets,
+                         Eigen::MatrixXf* values, Eigen::VectorXf* scale) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Scores `targets` (values and scales from CopyTargetsLocked) against
+  // columns [begin, end) and folds the results into `out`, whose target
+  // entries for targets[k] sit at first_target + k.
+  void ScoreRowsLocked(absl::Span<const Eigen::Index> targets,
+                       size_t first_target,
+                       const Eigen::MatrixXf& target_values,
+                       const Eigen::VectorXf& target_scale, Eigen::Index begin,
+                       Eigen::Index end, NearestUpdate* out) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Sets the targets' nearest neighbours and lets them improve every other
-  // up-to-date column's; clears the targets' pending marks.
+  // up-to-date column's; clears the targets' pending marks. Columns whose
+  // write stamp differs from `stamps` (replaced since the scoring) are left
+  // alone; `stamps` empty means "scored under this lock".
   void ApplyNearestLocked(const std::vector<Eigen::Index>& targets,
-                          const NearestUpdate& update)
+                          const std::vector<uint64_t>& stamps,
+                          NearestUpdate* update)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Brings `targets` up to date now (synchronous mode) or marks them pending.
+  // Brings `targets` up to date now (synchronous mode; if that runs out of
+  // memory they are marked pending instead) or marks them pending.
   void UpdateOrMarkLocked(const std::vector<Eigen::Index>& targets)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MarkPendingLocked(const std::vector<Eigen::Index>& targets)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RefreshSummaryLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NoteWrite();
@@ -245,14 +352,13 @@ class MemoryBank {
   // Immutable after construction.
   const std::string name_;
   const BankOptions options_;
-  const SeparationUpdate update_;
-  const std::function<void()> on_pending_;
+  const BankEnvironment env_;
 
   mutable Mutex mu_;
-  // Guarded by mu_.
+  // Guarded by mu_. Every per-column vector has capacity capacity_ (values_
+  // capacity_ * dim); appends within it never allocate.
   // dim * M floats, column-major.
-  std::vector<float, Eigen::aligned_allocator<float>> values_
-      ABSL_GUARDED_BY(mu_);
+  std::vector<float, CacheAlignedAllocator<float>> values_ ABSL_GUARDED_BY(mu_);
   std::vector<float> inverse_norms_ ABSL_GUARDED_BY(mu_);
   std::vector<PatternId> ids_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<PatternId, Eigen::Index> column_of_ ABSL_GUARDED_BY(mu_);
@@ -261,15 +367,25 @@ class MemoryBank {
   std::vector<PatternId> nearest_id_ ABSL_GUARDED_BY(mu_);
   // 1 for columns whose nearest neighbour awaits RefreshSeparation.
   std::vector<char> pending_ ABSL_GUARDED_BY(mu_);
+  // Per column: the write that last set its values (from write_stamp_), so
+  // a refresh scored before a replacement is not applied to the new values.
+  std::vector<uint64_t> stamp_ ABSL_GUARDED_BY(mu_);
+  size_t capacity_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t write_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   size_t pending_count_ ABSL_GUARDED_BY(mu_) = 0;
-  // Bumped whenever columns move or change (removal, replacement), so a
-  // refresh computed before that is not applied to the wrong columns.
+  // Bumped whenever columns move (removal), so a refresh scanning between
+  // writes knows its column positions went stale.
   uint64_t layout_generation_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<double> min_separation_ ABSL_GUARDED_BY(mu_);
   double max_norm_ ABSL_GUARDED_BY(mu_) = 0.0;
+  // Where the search for a fresh id starts.
   PatternId next_id_ ABSL_GUARDED_BY(mu_) = 1;
-  // Steady-clock time of the last Add/Remove, in nanoseconds (lock-free).
+  // What the buffers hold against env_.budget (MemoryBytesLocked()).
+  MemoryReservation reservation_ ABSL_GUARDED_BY(mu_);
+  // Steady-clock times of the last Add/Remove and the last applied refresh,
+  // in nanoseconds (lock-free).
   std::atomic<int64_t> last_write_nanos_{0};
+  std::atomic<int64_t> last_refresh_nanos_{0};
 };
 
 }  // namespace hopfield

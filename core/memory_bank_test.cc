@@ -31,7 +31,9 @@ std::unique_ptr<MemoryBank> NewBank(
   BankOptions options;
   options.dim = dim;
   options.similarity = similarity;
-  auto bank = MemoryBank::Create("test", options, update);
+  BankEnvironment env;
+  env.separation_update = update;
+  auto bank = MemoryBank::Create("test", options, std::move(env));
   EXPECT_THAT(bank, IsOk());
   return std::move(bank).value();
 }
@@ -181,12 +183,91 @@ TEST(MemoryBankTest, RemoveSkipsUnknownIds) {
   EXPECT_FALSE(bank->Stats().min_separation.has_value());
 }
 
-TEST(MemoryBankTest, IdSpaceExhaustionIsReported) {
+// Issue 13: storing id 2^64 - 1 used to switch off id assignment for the
+// whole bank.
+TEST(MemoryBankTest, Issue13LargestIdKeepsIdAssignmentWorking) {
   auto bank = NewBank(1);
-  ASSERT_THAT(bank->Add({std::numeric_limits<PatternId>::max()}, {1}), IsOk());
-  EXPECT_THAT(bank->Add({0}, {1}),
-              StatusIs(absl::StatusCode::kResourceExhausted));
-  EXPECT_THAT(bank->Add({5}, {1}), IsOk());
+  constexpr PatternId kTop = std::numeric_limits<PatternId>::max();
+  ASSERT_THAT(bank->Add({kTop}, {1}), IsOk());
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto ids, bank->Add({0, 0}, {1, 2}));
+  EXPECT_THAT(ids, ElementsAre(1, 2));
+  // Ids just below the top push the counter to the top, then it wraps and
+  // skips the ids in use.
+  ASSERT_THAT(bank->Add({kTop - 1}, {1}), IsOk());
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(ids, bank->Add({0, 0}, {3, 4}));
+  EXPECT_THAT(ids, ElementsAre(3, 4));
+  EXPECT_EQ(bank->size(), 6u);
+}
+
+TEST(MemoryBankTest, DotRejectsPatternsWhoseScoresWouldOverflow) {
+  auto bank = NewBank(2, Similarity::kDot);
+  // 1e19 * 1e19 = 1e38 fits float32, but the squared norm 2e38 is close:
+  // 3e19 squared overflows.
+  EXPECT_THAT(bank->Add({0}, {3e19f, 0}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("patterns[0]"), HasSubstr("norm"),
+                             HasSubstr("dot"))));
+  EXPECT_THAT(bank->Add({0}, {1e19f, 1e19f}), IsOk());
+  EXPECT_EQ(bank->size(), 1u);
+}
+
+TEST(MemoryBankTest, MaxPatternsIsEnforcedBeforeAnythingChanges) {
+  BankOptions options;
+  options.dim = 2;
+  BankEnvironment env;
+  env.max_patterns = 3;
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto bank,
+                                MemoryBank::Create("small", options, env));
+  ASSERT_THAT(bank->Add({1, 2}, {1, 0, 0, 1}), IsOk());
+  EXPECT_THAT(bank->Add({0, 0}, {1, 1, 1, 2}),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("would hold 4"),
+                             HasSubstr("limit is 3 patterns per bank"))));
+  EXPECT_EQ(bank->size(), 2u);
+  // Replacing stored ids does not grow the bank.
+  EXPECT_THAT(bank->Add({1, 2, 0}, {1, 1, 1, 2, 2, 1}), IsOk());
+  EXPECT_EQ(bank->size(), 3u);
+  env.max_patterns = kMaxPatternsPerBank + 1;
+  EXPECT_THAT(MemoryBank::Create("big", options, env),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(MemoryBankTest, GrowthIsReservedFromTheBudgetAndForgetGivesItBack) {
+  auto budget = MemoryBudget::Create(2 << 20, "test budget");
+  BankOptions options;
+  options.dim = 64;
+  BankEnvironment env;
+  env.budget = budget;
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto bank,
+                                MemoryBank::Create("budgeted", options, env));
+  std::mt19937 rng(3);
+  // 256 B of values + ~33 B per pattern, and growth needs the old and new
+  // buffers at once: 2,000 fit in 2 MiB, 5,000 do not.
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_THAT(bank->Add(FreshIds(200), GaussianPatterns(rng, 200, 64)),
+                IsOk());
+    EXPECT_EQ(bank->Stats().memory_bytes, budget->used());
+  }
+  const uint64_t held = budget->used();
+  EXPECT_GE(held, uint64_t{2000} * (64 * 4 + 33));
+  EXPECT_LE(held, uint64_t{2000} * (64 * 4 + 33) * 5 / 4 + 100000);
+  // Growth beyond the budget is refused, naming it, and changes nothing.
+  EXPECT_THAT(bank->Add(FreshIds(3000), GaussianPatterns(rng, 3000, 64)),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("test budget"),
+                             HasSubstr("bank \"budgeted\""))));
+  EXPECT_EQ(bank->size(), 2000u);
+  EXPECT_EQ(budget->used(), held);
+  // Forgetting most patterns shrinks the buffers and returns memory.
+  std::vector<PatternId> doomed;
+  for (PatternId id = 1; id <= 1900; ++id) doomed.push_back(id);
+  EXPECT_EQ(bank->Remove(doomed), 1900u);
+  EXPECT_LT(budget->used(), held / 4);
+  EXPECT_EQ(bank->Stats().memory_bytes, budget->used());
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto kept, bank->Get(2000));
+  EXPECT_EQ(kept.size(), 64u);
+  bank.reset();
+  EXPECT_EQ(budget->used(), 0u);
 }
 
 TEST(MemoryBankTest, SeparationIsTrackedIncrementallyThroughEdits) {
@@ -277,6 +358,10 @@ TEST(MemoryBankTest, DeferredRefreshRacesWithWritersAndReaders) {
   std::mt19937 rng(14);
   for (int round = 0; round < 40; ++round) {
     ASSERT_THAT(bank->Add(FreshIds(25), GaussianPatterns(rng, 25, 16)), IsOk());
+    // Upserts replace columns in place while a refresh may be scoring them.
+    ASSERT_THAT(bank->Add({static_cast<PatternId>(round * 10 + 3)},
+                          GaussianPatterns(rng, 1, 16)),
+                IsOk());
     if (round % 3 == 2) {
       bank->Remove({static_cast<PatternId>(round * 10 + 1),
                     static_cast<PatternId>(round * 10 + 7)});
