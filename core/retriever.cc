@@ -4,6 +4,7 @@
 #include <array>
 #include <atomic>
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <thread>
 #include <utility>
@@ -14,6 +15,7 @@
 #include "core/capacity.h"
 #include "core/separation.h"
 #include "core/status_macros.h"
+#include "core/worker_pool.h"
 
 namespace hopfield {
 namespace {
@@ -39,8 +41,10 @@ bool IsDense(Separation separation) {
          separation == Separation::kSoftmax1;
 }
 
-absl::Status ValidateQuery(absl::Span<const float> query, Index dim,
-                           Similarity similarity, const std::string& name) {
+absl::Status ValidateQuery(absl::Span<const float> query, const BankView& view,
+                           const RetrievalParams& params,
+                           const std::string& name) {
+  const Index dim = view.dim();
   if (static_cast<Index>(query.size()) != dim) {
     return absl::InvalidArgumentError(
         absl::StrCat(name, ": expected ", dim, " values (the bank's dim), got ",
@@ -52,14 +56,32 @@ absl::Status ValidateQuery(absl::Span<const float> query, Index dim,
           name, ".values[", i, "]: expected a finite number, got ", query[i]));
     }
   }
-  if (similarity == Similarity::kCosine) {
-    const float norm = Eigen::Map<const VectorXf>(query.data(), dim).norm();
-    if (norm == 0.0f) {
+  const double norm =
+      Eigen::Map<const VectorXf>(query.data(), dim).cast<double>().norm();
+  if (params.similarity == Similarity::kCosine) {
+    if (norm == 0.0) {
       return absl::InvalidArgumentError(absl::StrCat(
           name,
           ": expected a non-zero norm under cosine similarity, got the zero "
           "vector"));
     }
+    if (!(norm < std::numeric_limits<float>::max())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": norm ", norm, " overflows float32, expected a finite norm"));
+    }
+    return absl::OkStatus();
+  }
+  // Dot: logits β·ξᵀx are bounded by β·||x||·m for the query and β·m² for
+  // later states (which are mixtures of stored patterns); they must stay
+  // finite in float32.
+  const double m = view.max_norm;
+  const double bound = static_cast<double>(params.beta) * std::max(norm, m) * m;
+  if (!(bound < std::numeric_limits<float>::max())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": scores would overflow float32 under dot similarity: beta ",
+        params.beta, " x query norm ", norm, " x largest stored norm ", m,
+        " = ", bound, ", expected < ", std::numeric_limits<float>::max(),
+        "; scale the query or the patterns down, or use a smaller beta"));
   }
   return absl::OkStatus();
 }
@@ -359,20 +381,17 @@ Index PartCount(uint32_t threads, Index n) {
 }
 
 // Runs fn(part, begin, end) over [0, n) split into PartCount(threads, n)
-// contiguous ranges, on the calling thread plus one new thread per extra
-// part.
+// contiguous ranges: on params.pool when set (the calling thread takes parts
+// and idle workers help), else on the calling thread plus one short-lived
+// thread per extra part. An exception from fn (std::bad_alloc) is rethrown
+// here after every part has ended.
 template <typename Fn>
-void ParallelFor(uint32_t threads, Index n, const Fn& fn) {
-  const Index parts = PartCount(threads, n);
-  std::vector<std::thread> workers;
-  workers.reserve(static_cast<size_t>(parts - 1));
-  for (Index part = 1; part < parts; ++part) {
-    workers.emplace_back([&fn, n, parts, part] {
-      fn(part, n * part / parts, n * (part + 1) / parts);
-    });
-  }
-  fn(Index{0}, Index{0}, n / parts);
-  for (std::thread& worker : workers) worker.join();
+void ParallelFor(const RetrievalParams& params, Index n, const Fn& fn) {
+  const Index parts = PartCount(params.threads, n);
+  RunParts(params.pool, static_cast<size_t>(parts), [&](size_t part_index) {
+    const auto part = static_cast<Index>(part_index);
+    fn(part, n * part / parts, n * (part + 1) / parts);
+  });
 }
 
 // ParallelFor over [0, n) in which every part walks its range in steps of
@@ -384,7 +403,7 @@ absl::Status ParallelForChecked(const RetrievalParams& params, Index n,
                                 Index step, const Fn& fn) {
   std::atomic<bool> abort{false};
   absl::Status status;
-  ParallelFor(params.threads, n, [&](Index part, Index begin, Index end) {
+  ParallelFor(params, n, [&](Index part, Index begin, Index end) {
     for (Index first = begin; first < end; first += step) {
       if (abort.load(std::memory_order_relaxed)) return;
       if (part == 0 && first > begin && params.check_continue) {
@@ -413,7 +432,6 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
   const Index size = view.size();
   const Index count = queries.cols();
   const bool cosine = params.similarity == Similarity::kCosine;
-  const uint32_t threads = params.threads;
   std::vector<RetrieveResult> results(static_cast<size_t>(count));
   // Unfinished queries, compacted: x (dim x n), their result slots, and the
   // weights of the previous step for the convergence test.
@@ -461,44 +479,53 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
     weights.resize(size, n);
     std::vector<double> null_mass(static_cast<size_t>(n));
     std::vector<Index> significant(static_cast<size_t>(n));
-    ParallelFor(threads, n, [&](Index, Index begin, Index end) {
-      VectorXf logits(size);
-      for (Index k = begin; k < end; ++k) {
-        const auto kk = static_cast<size_t>(k);
-        RetrieveResult& result = results[static_cast<size_t>(active[kk])];
-        logits = params.beta * scores.col(k);
-        null_mass[kk] =
-            Separate(params.separation, params.entmax_alpha, AsSpan(logits),
-                     absl::Span<float>(weights.col(k).data(),
-                                       static_cast<size_t>(size)));
-        result.energy = StateEnergy(params, HalfSquaredNorm(params, x.col(k)),
-                                    AsSpan(scores.col(k)), AsSpan(logits),
-                                    AsSpan(weights.col(k)));
-        if (params.return_energy_trace) {
-          result.energy_trace.push_back(result.energy);
-        }
-        result.patterns_scored += static_cast<uint64_t>(size);
-        significant[kk] = (weights.col(k).array() > drop_below).count();
-      }
-    });
+    // Queries per step between polls of the normaliser phase (O(M) each,
+    // a few operations per entry).
+    const Index query_step = std::max<Index>(
+        1, static_cast<Index>(params.check_every_macs /
+                              (8 * static_cast<uint64_t>(size))));
+    HOPFIELD_RETURN_IF_ERROR(ParallelForChecked(
+        params, n, query_step, [&](Index, Index begin, Index end) {
+          VectorXf logits(size);
+          for (Index k = begin; k < end; ++k) {
+            const auto kk = static_cast<size_t>(k);
+            RetrieveResult& result = results[static_cast<size_t>(active[kk])];
+            logits = params.beta * scores.col(k);
+            null_mass[kk] =
+                Separate(params.separation, params.entmax_alpha, AsSpan(logits),
+                         absl::Span<float>(weights.col(k).data(),
+                                           static_cast<size_t>(size)));
+            result.energy = StateEnergy(
+                params, HalfSquaredNorm(params, x.col(k)),
+                AsSpan(scores.col(k)), AsSpan(logits), AsSpan(weights.col(k)));
+            if (params.return_energy_trace) {
+              result.energy_trace.push_back(result.energy);
+            }
+            result.patterns_scored += static_cast<uint64_t>(size);
+            significant[kk] = (weights.col(k).array() > drop_below).count();
+          }
+        }));
     // x_{t+1} = Ξ p_t, touching only the weights that matter when few do.
     Index total_significant = 0;
     for (const Index s : significant) total_significant += s;
     update.resize(dim, n);
     if (total_significant * 16 <= size * n) {
-      ParallelFor(threads, n, [&](Index, Index begin, Index end) {
-        for (Index k = begin; k < end; ++k) {
-          auto column = update.col(k);
-          column.setZero();
-          for (Index i = 0; i < size; ++i) {
-            const float w = weights(i, k);
-            if (w > drop_below) column.noalias() += w * view.patterns.col(i);
-          }
-        }
-      });
+      HOPFIELD_RETURN_IF_ERROR(ParallelForChecked(
+          params, n, query_step, [&](Index, Index begin, Index end) {
+            for (Index k = begin; k < end; ++k) {
+              auto column = update.col(k);
+              column.setZero();
+              for (Index i = 0; i < size; ++i) {
+                const float w = weights(i, k);
+                if (w > drop_below) {
+                  column.noalias() += w * view.patterns.col(i);
+                }
+              }
+            }
+          }));
     } else {
       std::vector<MatrixXf> partial(
-          static_cast<size_t>(PartCount(threads, size)),
+          static_cast<size_t>(PartCount(params.threads, size)),
           MatrixXf::Zero(dim, n));
       HOPFIELD_RETURN_IF_ERROR(ParallelForChecked(
           params, size, step, [&](Index part, Index begin, Index end) {
@@ -615,21 +642,37 @@ absl::StatusOr<RetrievalParams> ResolveRetrieval(
   params.omit_pattern = options.omit_pattern;
   params.return_energy_trace = options.return_energy_trace;
   params.threads = options.threads;
+  params.pool = options.pool;
   params.check_continue = options.check_continue;
   return params;
+}
+
+uint64_t ResultBytes(const RetrievalParams& params, uint64_t size,
+                     uint64_t dim) {
+  uint64_t bytes =
+      sizeof(RetrieveResult) +
+      std::min<uint64_t>(params.return_matches, size) * sizeof(Match);
+  if (!params.omit_pattern) bytes += dim * sizeof(float);
+  if (params.return_energy_trace) {
+    bytes += uint64_t{params.max_iterations} * sizeof(double);
+  }
+  return bytes;
 }
 
 absl::StatusOr<RetrieveResult> Retriever::Retrieve(
     const BankView& view, const RetrievalParams& params,
     absl::Span<const float> query) {
-  HOPFIELD_RETURN_IF_ERROR(
-      ValidateQuery(query, view.dim(), params.similarity, "query"));
+  HOPFIELD_RETURN_IF_ERROR(ValidateQuery(query, view, params, "query"));
   return RetrieveOne(view, params, query);
 }
 
-absl::StatusOr<std::vector<RetrieveResult>> Retriever::RetrieveBatch(
-    const BankView& view, const RetrievalParams& params,
-    absl::Span<const float> queries) {
+namespace {
+
+// Every check of a batch before any work: a non-empty list, whole queries,
+// each valid. Errors name the query.
+absl::Status RetrieveBatchCheck(const BankView& view,
+                                const RetrievalParams& params,
+                                absl::Span<const float> queries) {
   const Index dim = view.dim();
   if (queries.empty()) {
     return absl::InvalidArgumentError("queries: empty list, expected >= 1");
@@ -638,15 +681,26 @@ absl::StatusOr<std::vector<RetrieveResult>> Retriever::RetrieveBatch(
   for (size_t i = 0; i < n; ++i) {
     HOPFIELD_RETURN_IF_ERROR(ValidateQuery(
         queries.subspan(i * static_cast<size_t>(dim), static_cast<size_t>(dim)),
-        dim, params.similarity, absl::StrCat("queries[", i, "]")));
+        view, params, absl::StrCat("queries[", i, "]")));
   }
   if (queries.size() % static_cast<size_t>(dim) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "queries[", n, "]: expected ", dim, " values (the bank's dim), got ",
         queries.size() % static_cast<size_t>(dim)));
   }
-  const Eigen::Map<const MatrixXf> matrix(queries.data(), dim,
-                                          static_cast<Index>(n));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<RetrieveResult>> Retriever::RetrieveBatch(
+    const BankView& view, const RetrievalParams& params,
+    absl::Span<const float> queries) {
+  HOPFIELD_RETURN_IF_ERROR(RetrieveBatchCheck(view, params, queries));
+  const Index dim = view.dim();
+  const Eigen::Map<const MatrixXf> matrix(
+      queries.data(), dim,
+      static_cast<Index>(queries.size() / static_cast<size_t>(dim)));
   return RetrieveMany(view, params, matrix);
 }
 
@@ -681,7 +735,18 @@ absl::StatusOr<RetrieveResult> Retriever::Retrieve(
     const RetrieveOptions& options) {
   return RetrieveFromBank(
       bank, options,
-      [query](const BankView& view, const RetrievalParams& params) {
+      [query, &options](const BankView& view, const RetrievalParams& params)
+          -> absl::StatusOr<RetrieveResult> {
+        MemoryReservation memory;
+        if (options.budget != nullptr) {
+          const auto size = static_cast<uint64_t>(view.size());
+          const auto dim = static_cast<uint64_t>(view.dim());
+          HOPFIELD_ASSIGN_OR_RETURN(
+              memory,
+              options.budget->Reserve((6 * size + 2 * dim) * sizeof(float) +
+                                          ResultBytes(params, size, dim),
+                                      "retrieval scratch"));
+        }
         return Retrieve(view, params, query);
       });
 }
@@ -689,11 +754,69 @@ absl::StatusOr<RetrieveResult> Retriever::Retrieve(
 absl::StatusOr<std::vector<RetrieveResult>> Retriever::RetrieveBatch(
     const MemoryBank& bank, absl::Span<const float> queries,
     const RetrieveOptions& options) {
-  return RetrieveFromBank(
-      bank, options,
-      [queries](const BankView& view, const RetrievalParams& params) {
-        return RetrieveBatch(view, params, queries);
-      });
+  if (options.budget == nullptr) {
+    return RetrieveFromBank(
+        bank, options,
+        [queries](const BankView& view, const RetrievalParams& params) {
+          return RetrieveBatch(view, params, queries);
+        });
+  }
+  // Budgeted: the results for every query first, then chunks of queries
+  // whose scratch fits what is left, each under its own reader lock.
+  const size_t dim = bank.dim();
+  if (queries.empty()) {
+    return absl::InvalidArgumentError("queries: empty list, expected >= 1");
+  }
+  const size_t n = (queries.size() + dim - 1) / dim;
+  std::vector<RetrieveResult> results;
+  MemoryReservation results_memory;
+  size_t done = 0;
+  while (done < n) {
+    const absl::Span<const float> rest = queries.subspan(done * dim);
+    absl::Status status = RetrieveFromBank(
+        bank, options,
+        [&](const BankView& view,
+            const RetrievalParams& params) -> absl::Status {
+          const auto size = static_cast<uint64_t>(view.size());
+          const auto parts =
+              static_cast<uint64_t>(PartCount(params.threads, view.size()));
+          if (done == 0) {
+            // Validate every query before any work (all or nothing).
+            HOPFIELD_RETURN_IF_ERROR(RetrieveBatchCheck(view, params, queries));
+            HOPFIELD_ASSIGN_OR_RETURN(
+                results_memory,
+                options.budget->Reserve(
+                    n * ResultBytes(params, size, dim),
+                    absl::StrCat("results of ", n, " queries")));
+            results.reserve(n);
+          }
+          const uint64_t per_query =
+              (4 * size + (3 + parts) * dim) * sizeof(float) + 64;
+          const uint64_t fixed = parts * size * sizeof(float);
+          const uint64_t available = options.budget->available();
+          const uint64_t fit =
+              available > fixed ? (available - fixed) / per_query : 0;
+          const size_t chunk = std::min<size_t>(n - done, fit);
+          if (chunk == 0) {
+            return options.budget->ExhaustedError(
+                fixed + per_query,
+                absl::StrCat("retrieval scratch for queries[", done, "]"));
+          }
+          HOPFIELD_ASSIGN_OR_RETURN(
+              MemoryReservation scratch,
+              options.budget->Reserve(fixed + chunk * per_query,
+                                      "retrieval scratch"));
+          const Eigen::Map<const MatrixXf> matrix(
+              rest.data(), static_cast<Index>(dim), static_cast<Index>(chunk));
+          HOPFIELD_ASSIGN_OR_RETURN(std::vector<RetrieveResult> part,
+                                    RetrieveMany(view, params, matrix));
+          std::move(part.begin(), part.end(), std::back_inserter(results));
+          done += chunk;
+          return absl::OkStatus();
+        });
+    HOPFIELD_RETURN_IF_ERROR(status);
+  }
+  return results;
 }
 
 }  // namespace hopfield

@@ -56,6 +56,8 @@
 
 #include "core/bank_options.h"
 #include "core/memory_bank.h"
+#include "core/memory_budget.h"
+#include "core/worker_pool.h"
 
 namespace hopfield {
 
@@ -87,6 +89,18 @@ struct RetrieveOptions {
   // path; parallelise across requests). Core starts no threads otherwise.
   // Default 1. REQUIRES: 1 <= threads <= 256.
   uint32_t threads = 1;
+  // Where a batch's parallel phases run: the calling thread takes parts and
+  // idle workers of this pool help (no thread is created). Null: the extra
+  // parts run on short-lived threads. Not owned; must outlive the call.
+  WorkerPool* pool = nullptr;
+  // The account a retrieval's memory is reserved from before it is
+  // allocated: its results, and its scratch (single query: 6·M + 2·d floats;
+  // batch: about 4·M + (3 + threads)·d floats per query plus threads·M).
+  // A batch whose scratch does not fit at once runs in chunks of queries
+  // that do, each under its own reader lock (so writes may land between
+  // chunks; every query still sees one consistent bank). Null: unaccounted,
+  // one chunk. Not owned; must outlive the call.
+  MemoryBudget* budget = nullptr;
   // Polled between iterations and every few milliseconds of work within
   // one (RetrievalParams::check_every_macs), from the calling thread; a
   // non-OK status (CANCELLED, DEADLINE_EXCEEDED, ...) aborts the retrieval
@@ -149,13 +163,14 @@ struct RetrievalParams {
   bool omit_pattern = false;
   bool return_energy_trace = false;
   uint32_t threads = 1;
+  WorkerPool* pool = nullptr;
   std::function<absl::Status()> check_continue;
   // Work between two polls of check_continue inside an iteration, in
   // multiply-adds of the scoring pass and the batch output product (it is
   // also polled between iterations): 2^24 is a few milliseconds here, so a
   // deadline is met about that closely even when one iteration of a large
-  // batch takes seconds. The per-query normalisation of a batch, O(n·M), is
-  // not interrupted.
+  // batch takes seconds. The per-query phases of a batch poll every
+  // check_every_macs / (8·M) queries.
   uint64_t check_every_macs = uint64_t{1} << 24;
 };
 
@@ -165,13 +180,20 @@ absl::StatusOr<RetrievalParams> ResolveRetrieval(
     const BankOptions& bank, const BankView& view,
     const RetrieveOptions& options);
 
+// Bytes a retrieval's result takes for `params` in a bank of `size`
+// patterns of `dim` floats (for sizing replies and budgets).
+uint64_t ResultBytes(const RetrievalParams& params, uint64_t size,
+                     uint64_t dim);
+
 // Stateless entry points. Thread-safe: any number of concurrent calls.
 class Retriever {
  public:
   // Retrieves one query (dim floats) from `bank` under its reader lock.
   // Errors: FAILED_PRECONDITION if the bank is empty; INVALID_ARGUMENT for a
   // query of the wrong dimension, with NaN/Inf, or of zero norm under cosine,
-  // or bad options; whatever `check_continue` returns.
+  // or (dot) whose scores would overflow float32 (β·max(||x||, m)·m), or bad
+  // options; RESOURCE_EXHAUSTED when options.budget cannot hold its memory;
+  // whatever `check_continue` returns.
   static absl::StatusOr<RetrieveResult> Retrieve(
       const MemoryBank& bank, absl::Span<const float> query,
       const RetrieveOptions& options = {});
@@ -180,7 +202,9 @@ class Retriever {
   // with matrix-matrix products, split over options.threads threads. Results
   // are in query order and agree with Retrieve() up to float rounding.
   // Errors: as Retrieve, plus INVALID_ARGUMENT for an empty list or a size
-  // that is not a multiple of dim (the message names the query index).
+  // that is not a multiple of dim (the message names the query index), and
+  // RESOURCE_EXHAUSTED when options.budget cannot hold the results plus the
+  // scratch of one query.
   static absl::StatusOr<std::vector<RetrieveResult>> RetrieveBatch(
       const MemoryBank& bank, absl::Span<const float> queries,
       const RetrieveOptions& options = {});

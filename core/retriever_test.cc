@@ -465,6 +465,67 @@ TEST(RetrieverTest, BatchAgreesWithSingleQueries) {
   }
 }
 
+// Issue 13: a batch's scratch (n x M floats several times over) used to be
+// allocated whatever its size. With a budget it runs in chunks that fit, on
+// a worker pool, with the same answers; a budget too small for one query is
+// RESOURCE_EXHAUSTED naming it.
+TEST(RetrieverTest, Issue13BudgetedBatchRunsInChunksOnThePool) {
+  constexpr int kDim = 16;
+  std::mt19937 rng(31);
+  auto bank = NewBank(kDim, Similarity::kCosine, UnitPatterns(rng, 2000, kDim));
+  const std::vector<float> queries = GaussianPatterns(rng, 300, kDim);
+  RetrieveOptions options;
+  options.return_matches = 2;
+  options.threads = 2;
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(
+      const auto whole, Retriever::RetrieveBatch(*bank, queries, options));
+  WorkerPool pool(WorkerPoolOptions{2});
+  // Room for the results and ~20 queries' scratch (4·M floats each).
+  auto budget = MemoryBudget::Create(300 * 400 + 20 * 40000, "test budget");
+  options.pool = &pool;
+  options.budget = budget.get();
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(
+      const auto chunked, Retriever::RetrieveBatch(*bank, queries, options));
+  ASSERT_EQ(chunked.size(), whole.size());
+  for (size_t q = 0; q < whole.size(); ++q) {
+    EXPECT_EQ(chunked[q].nearest_id, whole[q].nearest_id) << q;
+    EXPECT_LE(Distance(chunked[q].pattern, whole[q].pattern), 1e-5) << q;
+  }
+  EXPECT_EQ(budget->used(), 0u);
+  EXPECT_GT(budget->peak(), 300u * 400);
+  auto tiny = MemoryBudget::Create(40000, "tiny budget");
+  options.budget = tiny.get();
+  EXPECT_THAT(
+      Retriever::RetrieveBatch(*bank, queries, options),
+      StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("tiny budget")));
+  EXPECT_THAT(Retriever::Retrieve(
+                  *bank, absl::MakeConstSpan(queries).first(kDim), options),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("retrieval scratch")));
+  EXPECT_EQ(tiny->used(), 0u);
+}
+
+// Issue 13: finite values whose dot scores overflow (1e19 · 1e19 · β) gave
+// NaN/Inf in an OK reply.
+TEST(RetrieverTest, Issue13DotScoresThatWouldOverflowAreRefused) {
+  auto bank = NewBank(2, Similarity::kDot, {1e19f, 0, 0, 1e19f});
+  RetrieveOptions options;  // automatic β >= 8: 8 · 1e19 · 1e19 > 3.4e38
+  const std::vector<float> query = {1e19f, 1e18f};
+  EXPECT_THAT(Retriever::Retrieve(*bank, query, options),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("query"), HasSubstr("overflow"))));
+  EXPECT_THAT(
+      Retriever::RetrieveBatch(*bank, {1, 0, 1e19f, 1e18f}, options),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("queries[0]")));
+  // Scaled down, the same data retrieves with finite numbers.
+  auto small = NewBank(2, Similarity::kDot, {1e9f, 0, 0, 1e9f});
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(
+      const RetrieveResult result,
+      Retriever::Retrieve(*small, std::vector<float>{1e9f, 1e8f}, options));
+  EXPECT_TRUE(std::isfinite(result.energy));
+  EXPECT_TRUE(std::isfinite(result.matches[0].score));
+}
+
 TEST(RetrieverTest, RejectsBadInputWithoutSideEffects) {
   auto bank = IdentityBank();
   const float nan = std::numeric_limits<float>::quiet_NaN();
