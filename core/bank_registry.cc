@@ -110,6 +110,7 @@ absl::StatusOr<std::shared_ptr<MemoryBank>> BankRegistry::Create(
 
 absl::StatusOr<std::shared_ptr<MemoryBank>> BankRegistry::Get(
     absl::string_view name) const {
+  HOPFIELD_RETURN_IF_ERROR(ValidateBankName(name));
   ReaderLock lock(&mu_);
   const auto it = banks_.find(name);
   if (it == banks_.end()) {
@@ -119,6 +120,7 @@ absl::StatusOr<std::shared_ptr<MemoryBank>> BankRegistry::Get(
 }
 
 absl::Status BankRegistry::Drop(absl::string_view name) {
+  HOPFIELD_RETURN_IF_ERROR(ValidateBankName(name));
   WriterLock lock(&mu_);
   const auto it = banks_.find(name);
   if (it == banks_.end()) {

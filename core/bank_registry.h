@@ -79,11 +79,12 @@ class BankRegistry {
   absl::StatusOr<std::shared_ptr<MemoryBank>> Create(
       absl::string_view name, const BankOptions& options);
 
-  // Errors: NOT_FOUND naming the bank.
+  // Errors: INVALID_ARGUMENT for a malformed name (ValidateBankName: the
+  // message shows it escaped and cut); NOT_FOUND naming the bank.
   absl::StatusOr<std::shared_ptr<MemoryBank>> Get(absl::string_view name) const;
 
   // Removes the bank from the registry; holders of its pointer keep it alive.
-  // Errors: NOT_FOUND naming the bank.
+  // Errors: INVALID_ARGUMENT for a malformed name; NOT_FOUND naming the bank.
   absl::Status Drop(absl::string_view name);
 
   // Every bank, sorted by name.

@@ -1,11 +1,14 @@
 // hopfieldd: the hopfield associative-memory server. Flags are defined here
 // and only here; run `hopfieldd --helpfull` for all of them. Every flag can
 // come from the environment with --tryfromenv=listen,... (FLAGS_listen=...).
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -35,8 +38,22 @@ ABSL_FLAG(int, keepalive_time_seconds, 60,
 ABSL_FLAG(int, keepalive_timeout_seconds, 20,
           "drop a connection whose keepalive ping is unanswered this long");
 ABSL_FLAG(int, retrieve_threads, 0,
-          "threads one multi-query Retrieve may use (0 = number of CPUs)");
+          "threads one multi-query Retrieve may use, 0..256 (0 = number of "
+          "CPUs, at most 256)");
 ABSL_FLAG(int, max_banks, 1024, "most banks held at once");
+ABSL_FLAG(uint64_t, memory_budget_bytes, 0,
+          "the most memory all banks and in-flight requests together may "
+          "hold; a request that would cross it is RESOURCE_EXHAUSTED and "
+          "changes nothing (0 = 75% of physical memory, or of the cgroup "
+          "limit when lower)");
+ABSL_FLAG(uint64_t, max_patterns_per_bank, 4294967295,
+          "most patterns per bank (RESOURCE_EXHAUSTED beyond), 1..2^32-1");
+ABSL_FLAG(int, worker_threads, 0,
+          "threads that run heavy calls (Store, Retrieve, GetPatterns, "
+          "Forget); 0 = number of CPUs");
+ABSL_FLAG(int, max_queued_calls, 64,
+          "heavy calls that may wait for a worker thread; more are "
+          "RESOURCE_EXHAUSTED at once");
 ABSL_FLAG(bool, access_log, false, "log one line per RPC");
 ABSL_FLAG(double, shutdown_grace_seconds, 5.0,
           "on SIGTERM/SIGINT, let running calls finish for this long");
@@ -44,6 +61,38 @@ ABSL_FLAG(double, shutdown_grace_seconds, 5.0,
 namespace {
 
 using hopfield::server::Server;
+
+// 75% of the memory this process may use: physical memory, or the cgroup
+// (v2 memory.max, v1 limit_in_bytes) limit when lower, as in a container.
+uint64_t DefaultMemoryBudget() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_size = sysconf(_SC_PAGE_SIZE);
+  uint64_t limit =
+      pages > 0 && page_size > 0
+          ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size)
+          : uint64_t{4} << 30;
+  for (const char* path : {"/sys/fs/cgroup/memory.max",
+                           "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    std::ifstream in(path);
+    uint64_t cgroup = 0;
+    if (in >> cgroup && cgroup > 0) limit = std::min(limit, cgroup);
+  }
+  return limit / 4 * 3;
+}
+
+// Raises the soft limit on open files to the hard limit, so a burst of
+// connections does not exhaust descriptors at the default 1,024. Returns
+// the soft limit in force.
+uint64_t RaiseDescriptorLimit() {
+  struct rlimit limit = {};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  if (limit.rlim_cur < limit.rlim_max) {
+    struct rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  return limit.rlim_cur == RLIM_INFINITY ? ~uint64_t{0} : limit.rlim_cur;
+}
 using hopfield::server::ServerConfig;
 
 // Writes `contents` to `path` atomically (temporary file + rename), so a
@@ -105,14 +154,47 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_keepalive_timeout_seconds) * 1000;
   const int retrieve_threads = absl::GetFlag(FLAGS_retrieve_threads);
   const int max_banks = absl::GetFlag(FLAGS_max_banks);
-  if (retrieve_threads < 0 || max_banks < 1) {
-    HOPFIELD_LOG(ERROR)
-        << "--retrieve_threads must be >= 0 and --max_banks >= 1";
+  const int worker_threads = absl::GetFlag(FLAGS_worker_threads);
+  const int max_queued_calls = absl::GetFlag(FLAGS_max_queued_calls);
+  const uint64_t max_patterns = absl::GetFlag(FLAGS_max_patterns_per_bank);
+  const double grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
+  // Every flag is checked before anything starts; a bad one exits with 2.
+  std::string bad;
+  if (retrieve_threads < 0 || retrieve_threads > 256) {
+    bad = absl::StrCat("--retrieve_threads must be in 0..256, got ",
+                       retrieve_threads);
+  } else if (max_banks < 1) {
+    bad = absl::StrCat("--max_banks must be >= 1, got ", max_banks);
+  } else if (worker_threads < 0 || worker_threads > 4096) {
+    bad = absl::StrCat("--worker_threads must be in 0..4096, got ",
+                       worker_threads);
+  } else if (max_queued_calls < 0) {
+    bad =
+        absl::StrCat("--max_queued_calls must be >= 0, got ", max_queued_calls);
+  } else if (max_patterns < 1 || max_patterns > 4294967295u) {
+    bad = absl::StrCat("--max_patterns_per_bank must be in 1..4294967295, got ",
+                       max_patterns);
+  } else if (!(grace_seconds >= 0.0 && grace_seconds <= 86400.0)) {
+    bad = absl::StrCat(
+        "--shutdown_grace_seconds must be a number of seconds in 0..86400, "
+        "got ",
+        grace_seconds);
+  }
+  if (!bad.empty()) {
+    HOPFIELD_LOG(ERROR) << bad;
     return 2;
   }
   config.retrieve_threads = static_cast<uint32_t>(retrieve_threads);
   config.max_banks = static_cast<uint32_t>(max_banks);
+  config.worker_threads = static_cast<uint32_t>(worker_threads);
+  config.max_queued_calls = static_cast<uint32_t>(max_queued_calls);
+  config.max_patterns_per_bank = max_patterns;
+  config.memory_budget_bytes = absl::GetFlag(FLAGS_memory_budget_bytes);
+  if (config.memory_budget_bytes == 0) {
+    config.memory_budget_bytes = DefaultMemoryBudget();
+  }
   config.access_log = absl::GetFlag(FLAGS_access_log);
+  const uint64_t descriptors = RaiseDescriptorLimit();
 
   if (!InstallShutdownHandlers()) {
     HOPFIELD_LOG(ERROR) << "cannot install signal handlers: "
@@ -127,6 +209,14 @@ int main(int argc, char** argv) {
   HOPFIELD_LOG(INFO) << "config retrieve_threads=" << config.retrieve_threads
                      << " (0 = number of CPUs)";
   HOPFIELD_LOG(INFO) << "config max_banks=" << config.max_banks;
+  HOPFIELD_LOG(INFO) << "config memory_budget_bytes="
+                     << config.memory_budget_bytes;
+  HOPFIELD_LOG(INFO) << "config max_patterns_per_bank="
+                     << config.max_patterns_per_bank;
+  HOPFIELD_LOG(INFO) << "config worker_threads=" << config.worker_threads
+                     << " (0 = number of CPUs) max_queued_calls="
+                     << config.max_queued_calls;
+  HOPFIELD_LOG(INFO) << "open file limit=" << descriptors;
   HOPFIELD_LOG(INFO) << "config access_log=" << config.access_log;
 
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(config);
@@ -147,8 +237,7 @@ int main(int argc, char** argv) {
   }
 
   const int received = WaitForShutdownSignal();
-  const absl::Duration grace =
-      absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds));
+  const absl::Duration grace = absl::Seconds(grace_seconds);
   HOPFIELD_LOG(INFO) << "received "
                      << (received == SIGTERM ? "SIGTERM" : "SIGINT")
                      << ", draining for up to " << grace;

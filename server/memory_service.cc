@@ -1,11 +1,16 @@
 #include "server/memory_service.h"
 
+#include <algorithm>
 #include <chrono>
+#include <exception>
+#include <new>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "google/protobuf/io/coded_stream.h"
 
 #include "core/retriever.h"
 #include "core/status_macros.h"
@@ -15,6 +20,18 @@
 
 namespace hopfield::server {
 namespace {
+
+// The most ids a StoreStream reply lists: gRPC's default receive limit
+// (4 MiB), so any client with default settings can read the reply.
+constexpr uint64_t kStreamReplyLimitBytes = 4 << 20;
+// Wire bytes of a Retrieval besides its pattern and matches (scalars and
+// tags), and of one Match (id, weight, score, tags, length).
+constexpr uint64_t kRetrievalFixedWireBytes = 64;
+constexpr uint64_t kMatchWireBytes = 24;
+// A parsed proto message takes about its wire size in memory for packed
+// floats, more for small messages; replies are reserved at twice their wire
+// size: the message plus the serialized copy gRPC makes when sending.
+constexpr uint64_t kReplyMemoryFactor = 2;
 
 // Polled by long loops in core: the call's cancellation and deadline.
 std::function<absl::Status()> CallWatch(grpc::CallbackServerContext* context) {
@@ -29,7 +46,16 @@ std::function<absl::Status()> CallWatch(grpc::CallbackServerContext* context) {
   };
 }
 
-// Reads a client stream of StoreRequests, applying each as it arrives.
+absl::Status ReplyTooLarge(uint64_t reply_bytes, uint64_t limit,
+                           absl::string_view what, absl::string_view advice) {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("the reply would be about ", reply_bytes, " bytes (", what,
+                   "), above the ", limit,
+                   "-byte message limit (--max_message_bytes); ", advice));
+}
+
+// Reads a client stream of StoreRequests, applying each on the worker pool
+// as it arrives.
 class StoreStreamReactor final
     : public grpc::ServerReadReactor<v1::StoreRequest> {
  public:
@@ -39,61 +65,121 @@ class StoreStreamReactor final
       : service_(service),
         context_(context),
         response_(response),
-        start_(absl::Now()) {
+        start_(absl::Now()),
+        reply_limit_(
+            std::min(kStreamReplyLimitBytes, service->max_message_bytes())) {
+    absl::Status status;
+    if (!service_->Admit(&status)) {
+      service_->LogCall("StoreStream", context_, "", status, start_);
+      Finish(ToGrpcStatus(status));
+      return;
+    }
+    admitted_ = true;
     StartRead(&request_);
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) {  // the client half-closed: done
-      if (messages_ == 0) {
+    if (!ok) {  // the client half-closed, or the call ended
+      if (context_->IsCancelled()) {
+        FinishWith(absl::CancelledError(
+            absl::StrCat("the client cancelled the stream after ", stored_,
+                         " patterns were stored")));
+      } else if (messages_ == 0) {
         FinishWith(absl::InvalidArgumentError(
             "StoreStream: no messages, expected >= 1"));
-        return;
+      } else {
+        response_->set_pattern_count(pattern_count_);
+        response_->set_stored(stored_);
+        FinishWith(absl::OkStatus());
       }
-      response_->set_pattern_count(pattern_count_);
-      FinishWith(absl::OkStatus());
       return;
     }
-    if (messages_ == 0) {
-      bank_ = request_.bank();
-    } else if (!request_.bank().empty() && request_.bank() != bank_) {
-      FinishWith(absl::InvalidArgumentError(absl::StrCat(
-          "message ", messages_, ": bank: expected \"", bank_,
-          "\" as in the first message, got \"", request_.bank(), "\"")));
-      return;
-    } else {
-      request_.set_bank(bank_);
-    }
-    const absl::Status status = service_->ApplyStore(
-        request_, response_->mutable_ids(), &pattern_count_);
+    const absl::Status queued =
+        service_->pool()->TrySubmit([this] { ApplyMessage(); });
+    if (!queued.ok()) FinishWith(MessageError(queued));
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  // On a worker: applies request_, then reads the next message or finishes.
+  void ApplyMessage() {
+    const absl::Status status = RunGuarded([this]() -> absl::Status {
+      HOPFIELD_RETURN_IF_ERROR(CallWatch(context_)());
+      if (messages_ == 0) {
+        bank_ = request_.bank();
+        omit_ids_ = request_.omit_ids();
+      } else if (!request_.bank().empty() && request_.bank() != bank_) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("bank: expected \"", PrintableName(bank_),
+                         "\" as in the first message, got \"",
+                         PrintableName(request_.bank()), "\""));
+      } else {
+        request_.set_bank(bank_);
+      }
+      // The reply must stay readable: check before storing, not after.
+      uint64_t added_bytes = 0;
+      if (!omit_ids_) {
+        for (const v1::Pattern& pattern : request_.patterns()) {
+          added_bytes +=
+              pattern.id() == 0
+                  ? 10
+                  : google::protobuf::io::CodedOutputStream::VarintSize64(
+                        pattern.id());
+        }
+        if (reply_bytes_ + added_bytes + 64 > reply_limit_) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "the reply would list more ids than fit in ", reply_limit_,
+              " bytes (gRPC's default receive limit); set omit_ids on the "
+              "first message, or store the rest in a new stream"));
+        }
+      }
+      const int before = response_->ids_size();
+      HOPFIELD_RETURN_IF_ERROR(service_->ApplyStore(
+          request_, omit_ids_ ? nullptr : response_->mutable_ids(),
+          &pattern_count_));
+      for (int i = before; i < response_->ids_size(); ++i) {
+        reply_bytes_ += google::protobuf::io::CodedOutputStream::VarintSize64(
+            response_->ids(i));
+      }
+      stored_ += static_cast<uint64_t>(request_.patterns_size());
+      return absl::OkStatus();
+    });
     if (!status.ok()) {
-      // Earlier messages stay stored; say how far the stream got.
-      FinishWith(absl::Status(
-          status.code(),
-          absl::StrCat("message ", messages_, " (after ", response_->ids_size(),
-                       " patterns were stored): ", status.message())));
+      FinishWith(MessageError(status));
       return;
     }
     ++messages_;
     StartRead(&request_);
   }
 
-  void OnDone() override { delete this; }
+  // Earlier messages stay stored; say how far the stream got.
+  absl::Status MessageError(const absl::Status& status) const {
+    return absl::Status(
+        status.code(),
+        absl::StrCat("message ", messages_, " (after ", stored_,
+                     " patterns were stored): ", status.message()));
+  }
 
- private:
   void FinishWith(const absl::Status& status) {
     service_->LogCall("StoreStream", context_, bank_, status, start_);
     Finish(ToGrpcStatus(status));
+    if (admitted_) service_->Release();
   }
 
   MemoryService* const service_;
   grpc::CallbackServerContext* const context_;
   v1::StoreResponse* const response_;
   const absl::Time start_;
+  const uint64_t reply_limit_;
+  bool admitted_ = false;
   v1::StoreRequest request_;
   std::string bank_;
+  bool omit_ids_ = false;
   uint64_t messages_ = 0;
+  uint64_t stored_ = 0;
   uint64_t pattern_count_ = 0;
+  uint64_t reply_bytes_ = 0;  // wire bytes of the ids listed so far
 };
 
 // Train is not available in this version: finish at once.
@@ -108,9 +194,63 @@ class UnimplementedTrainReactor final
 
 }  // namespace
 
-MemoryService::MemoryService(BankRegistry* registry,
+absl::Status RunGuarded(const std::function<absl::Status()>& work) {
+  try {
+    return work();
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        "out of memory: an allocation failed while serving the call; the "
+        "call changed nothing");
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(
+        "unexpected exception while serving the call: ", e.what()));
+  } catch (...) {
+    return absl::InternalError("unexpected exception while serving the call");
+  }
+}
+
+std::string PrintableName(absl::string_view name) {
+  constexpr size_t kShown = 64;
+  if (name.size() <= kShown) return absl::CHexEscape(name);
+  return absl::StrCat(absl::CHexEscape(name.substr(0, kShown)), "...(",
+                      name.size(), " bytes)");
+}
+
+MemoryService::MemoryService(BankRegistry* registry, WorkerPool* pool,
+                             std::shared_ptr<MemoryBudget> budget,
                              MemoryServiceOptions options)
-    : registry_(registry), options_(options) {}
+    : registry_(registry),
+      pool_(pool),
+      budget_(std::move(budget)),
+      options_(options) {}
+
+bool MemoryService::Admit(absl::Status* status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (draining_) {
+    *status = absl::UnavailableError(
+        "the server is shutting down; retry on another instance");
+    return false;
+  }
+  ++in_flight_;
+  return true;
+}
+
+void MemoryService::Release() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (--in_flight_ == 0) idle_.notify_all();
+}
+
+uint64_t MemoryService::in_flight() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return in_flight_;
+}
+
+bool MemoryService::Drain(absl::Duration grace) {
+  std::unique_lock<std::mutex> lock(mu_);
+  draining_ = true;
+  return idle_.wait_for(lock, absl::ToChronoNanoseconds(grace),
+                        [this] { return in_flight_ == 0; });
+}
 
 void MemoryService::LogCall(absl::string_view method,
                             grpc::CallbackServerContext* context,
@@ -121,60 +261,100 @@ void MemoryService::LogCall(absl::string_view method,
                      << " code=" << absl::StatusCodeToString(status.code())
                      << " latency_ms="
                      << absl::ToDoubleMilliseconds(absl::Now() - start)
-                     << " bank=" << bank;
+                     << " bank=" << PrintableName(bank);
 }
 
 grpc::ServerUnaryReactor* MemoryService::Finish(
     absl::string_view method, grpc::CallbackServerContext* context,
-    absl::string_view bank, const absl::Status& status,
-    absl::Time start) const {
+    absl::string_view bank, const absl::Status& status, absl::Time start) {
   LogCall(method, context, bank, status, start);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }
 
+grpc::ServerUnaryReactor* MemoryService::RunInline(
+    absl::string_view method, grpc::CallbackServerContext* context,
+    absl::string_view bank, const std::function<absl::Status()>& work) {
+  const absl::Time start = absl::Now();
+  absl::Status status;
+  if (!Admit(&status)) return Finish(method, context, bank, status, start);
+  status = RunGuarded(work);
+  grpc::ServerUnaryReactor* reactor =
+      Finish(method, context, bank, status, start);
+  Release();
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* MemoryService::RunHeavy(
+    absl::string_view method, grpc::CallbackServerContext* context,
+    std::string bank, std::function<absl::Status(CallMemory*)> work) {
+  const absl::Time start = absl::Now();
+  absl::Status status;
+  if (!Admit(&status)) return Finish(method, context, bank, status, start);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto task = [this, method, context, reactor, start, bank,
+               work = std::move(work)] {
+    // A call whose deadline passed (or that was cancelled) while queued
+    // does no work.
+    CallMemory memory;  // released once gRPC has the reply
+    absl::Status result = CallWatch(context)();
+    if (result.ok()) result = RunGuarded([&] { return work(&memory); });
+    LogCall(method, context, bank, result, start);
+    reactor->Finish(ToGrpcStatus(result));
+    memory.clear();
+    Release();
+  };
+  status = pool_->TrySubmit(std::move(task));
+  if (!status.ok()) {
+    LogCall(method, context, bank, status, start);
+    reactor->Finish(ToGrpcStatus(status));
+    Release();
+  }
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* MemoryService::CreateBank(
     grpc::CallbackServerContext* context, const v1::CreateBankRequest* request,
     v1::Bank* response) {
-  const absl::Time start = absl::Now();
-  const absl::Status status = [&]() -> absl::Status {
-    HOPFIELD_ASSIGN_OR_RETURN(const BankOptions options,
-                              BankOptionsFromProto(request->config()));
-    HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
-                              registry_->Create(request->name(), options));
-    BankToProto(*bank, response);
-    return absl::OkStatus();
-  }();
-  return Finish("CreateBank", context, request->name(), status, start);
+  return RunInline(
+      "CreateBank", context, request->name(), [&]() -> absl::Status {
+        HOPFIELD_ASSIGN_OR_RETURN(const BankOptions options,
+                                  BankOptionsFromProto(request->config()));
+        HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
+                                  registry_->Create(request->name(), options));
+        BankToProto(*bank, response);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* MemoryService::GetBank(
     grpc::CallbackServerContext* context, const v1::GetBankRequest* request,
     v1::Bank* response) {
-  const absl::Time start = absl::Now();
-  absl::StatusOr<std::shared_ptr<MemoryBank>> bank =
-      registry_->Get(request->name());
-  if (bank.ok()) BankToProto(**bank, response);
-  return Finish("GetBank", context, request->name(), bank.status(), start);
+  return RunInline("GetBank", context, request->name(), [&]() -> absl::Status {
+    HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
+                              registry_->Get(request->name()));
+    BankToProto(*bank, response);
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* MemoryService::ListBanks(
     grpc::CallbackServerContext* context,
     const v1::ListBanksRequest* /*request*/, v1::ListBanksResponse* response) {
-  const absl::Time start = absl::Now();
-  for (const std::shared_ptr<MemoryBank>& bank : registry_->List()) {
-    BankToProto(*bank, response->add_banks());
-  }
-  return Finish("ListBanks", context, "", absl::OkStatus(), start);
+  return RunInline("ListBanks", context, "", [&]() -> absl::Status {
+    for (const std::shared_ptr<MemoryBank>& bank : registry_->List()) {
+      BankToProto(*bank, response->add_banks());
+    }
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* MemoryService::DeleteBank(
     grpc::CallbackServerContext* context, const v1::DeleteBankRequest* request,
     v1::DeleteBankResponse* /*response*/) {
-  const absl::Time start = absl::Now();
-  return Finish("DeleteBank", context, request->name(),
-                registry_->Drop(request->name()), start);
+  return RunInline("DeleteBank", context, request->name(),
+                   [&] { return registry_->Drop(request->name()); });
 }
 
 absl::Status MemoryService::ApplyStore(
@@ -182,13 +362,21 @@ absl::Status MemoryService::ApplyStore(
     google::protobuf::RepeatedField<uint64_t>* ids, uint64_t* pattern_count) {
   HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
                             registry_->Get(request.bank()));
+  // Shapes first, so a malformed request reserves nothing.
+  HOPFIELD_RETURN_IF_ERROR(CheckPatternShapes(request.patterns(), bank->dim()));
+  const auto count = static_cast<uint64_t>(request.patterns_size());
+  HOPFIELD_ASSIGN_OR_RETURN(
+      const MemoryReservation copy,
+      budget_->Reserve(
+          count * (uint64_t{bank->dim()} * sizeof(float) + sizeof(PatternId)),
+          absl::StrCat("the copy of ", count, " patterns")));
   std::vector<PatternId> requested;
   std::vector<float> values;
   HOPFIELD_RETURN_IF_ERROR(
       FlattenPatterns(request.patterns(), bank->dim(), &requested, &values));
   HOPFIELD_ASSIGN_OR_RETURN(const std::vector<PatternId> stored,
                             bank->Add(requested, values));
-  ids->Add(stored.begin(), stored.end());
+  if (ids != nullptr) ids->Add(stored.begin(), stored.end());
   *pattern_count = bank->size();
   return absl::OkStatus();
 }
@@ -196,12 +384,16 @@ absl::Status MemoryService::ApplyStore(
 grpc::ServerUnaryReactor* MemoryService::Store(
     grpc::CallbackServerContext* context, const v1::StoreRequest* request,
     v1::StoreResponse* response) {
-  const absl::Time start = absl::Now();
-  uint64_t pattern_count = 0;
-  const absl::Status status =
-      ApplyStore(*request, response->mutable_ids(), &pattern_count);
-  response->set_pattern_count(pattern_count);
-  return Finish("Store", context, request->bank(), status, start);
+  return RunHeavy(
+      "Store", context, request->bank(),
+      [this, request, response](CallMemory*) -> absl::Status {
+        uint64_t pattern_count = 0;
+        HOPFIELD_RETURN_IF_ERROR(
+            ApplyStore(*request, response->mutable_ids(), &pattern_count));
+        response->set_pattern_count(pattern_count);
+        response->set_stored(static_cast<uint64_t>(request->patterns_size()));
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerReadReactor<v1::StoreRequest>* MemoryService::StoreStream(
@@ -212,72 +404,126 @@ grpc::ServerReadReactor<v1::StoreRequest>* MemoryService::StoreStream(
 grpc::ServerUnaryReactor* MemoryService::GetPatterns(
     grpc::CallbackServerContext* context, const v1::GetPatternsRequest* request,
     v1::GetPatternsResponse* response) {
-  const absl::Time start = absl::Now();
-  const absl::Status status = [&]() -> absl::Status {
-    HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
-                              registry_->Get(request->bank()));
-    HOPFIELD_ASSIGN_OR_RETURN(const std::vector<PatternId> ids,
-                              IdsFromProto(request->ids()));
-    std::vector<float> values;
-    HOPFIELD_RETURN_IF_ERROR(bank->GetMany(ids, &values));
-    const size_t dim = bank->dim();
-    for (size_t i = 0; i < ids.size(); ++i) {
-      v1::Pattern* pattern = response->add_patterns();
-      pattern->set_id(ids[i]);
-      pattern->mutable_values()->Assign(
-          values.begin() + static_cast<std::ptrdiff_t>(i * dim),
-          values.begin() + static_cast<std::ptrdiff_t>((i + 1) * dim));
-    }
-    return absl::OkStatus();
-  }();
-  return Finish("GetPatterns", context, request->bank(), status, start);
+  return RunHeavy(
+      "GetPatterns", context, request->bank(),
+      [this, request, response](CallMemory* memory) -> absl::Status {
+        HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
+                                  registry_->Get(request->bank()));
+        if (request->ids().empty()) {
+          return absl::InvalidArgumentError("ids: empty list, expected >= 1");
+        }
+        // Sized from the request before anything is built.
+        const auto count = static_cast<uint64_t>(request->ids_size());
+        const uint64_t dim = bank->dim();
+        const uint64_t wire = count * (dim * sizeof(float) + 24);
+        if (wire > options_.max_message_bytes) {
+          return ReplyTooLarge(
+              wire, options_.max_message_bytes,
+              absl::StrCat(count, " patterns of ", dim, " floats"),
+              "ask for fewer ids per call");
+        }
+        HOPFIELD_ASSIGN_OR_RETURN(
+            MemoryReservation reply,
+            budget_->Reserve(
+                kReplyMemoryFactor * wire,
+                absl::StrCat("the reply of ", count, " patterns")));
+        memory->push_back(std::move(reply));
+        const absl::Span<const PatternId> ids(request->ids().data(),
+                                              request->ids().size());
+        response->mutable_patterns()->Reserve(request->ids_size());
+        HOPFIELD_RETURN_IF_ERROR(bank->VisitPatterns(
+            ids, [&](size_t i, absl::Span<const float> values) {
+              v1::Pattern* pattern = response->add_patterns();
+              pattern->set_id(ids[i]);
+              pattern->mutable_values()->Add(values.begin(), values.end());
+            }));
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* MemoryService::Forget(
     grpc::CallbackServerContext* context, const v1::ForgetRequest* request,
     v1::ForgetResponse* response) {
-  const absl::Time start = absl::Now();
-  const absl::Status status = [&]() -> absl::Status {
-    HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
-                              registry_->Get(request->bank()));
-    HOPFIELD_ASSIGN_OR_RETURN(const std::vector<PatternId> ids,
-                              IdsFromProto(request->ids()));
-    response->set_forgotten(bank->Remove(ids));
-    return absl::OkStatus();
-  }();
-  return Finish("Forget", context, request->bank(), status, start);
+  return RunHeavy(
+      "Forget", context, request->bank(),
+      [this, request, response](CallMemory*) -> absl::Status {
+        HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
+                                  registry_->Get(request->bank()));
+        if (request->ids().empty()) {
+          return absl::InvalidArgumentError("ids: empty list, expected >= 1");
+        }
+        response->set_forgotten(bank->Remove(absl::Span<const PatternId>(
+            request->ids().data(), request->ids().size())));
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* MemoryService::Retrieve(
     grpc::CallbackServerContext* context, const v1::RetrieveRequest* request,
     v1::RetrieveResponse* response) {
-  const absl::Time start = absl::Now();
-  const absl::Status status = [&]() -> absl::Status {
-    HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
-                              registry_->Get(request->bank()));
-    HOPFIELD_ASSIGN_OR_RETURN(RetrieveOptions options,
-                              RetrieveOptionsFromProto(request->options()));
-    options.threads = options_.retrieve_threads;
-    options.check_continue = CallWatch(context);
-    std::vector<float> queries;
-    HOPFIELD_RETURN_IF_ERROR(
-        FlattenQueries(request->queries(), bank->dim(), &queries));
-    if (request->queries_size() == 1) {
-      HOPFIELD_ASSIGN_OR_RETURN(const RetrieveResult result,
-                                Retriever::Retrieve(*bank, queries, options));
-      RetrieveResultToProto(result, response->add_results());
-      return absl::OkStatus();
-    }
-    HOPFIELD_ASSIGN_OR_RETURN(
-        const std::vector<RetrieveResult> results,
-        Retriever::RetrieveBatch(*bank, queries, options));
-    response->mutable_results()->Reserve(static_cast<int>(results.size()));
-    for (const RetrieveResult& result : results) {
-      RetrieveResultToProto(result, response->add_results());
-    }
-    return absl::OkStatus();
-  }();
-  return Finish("Retrieve", context, request->bank(), status, start);
+  return RunHeavy(
+      "Retrieve", context, request->bank(),
+      [this, context, request, response](CallMemory* memory) -> absl::Status {
+        HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
+                                  registry_->Get(request->bank()));
+        HOPFIELD_ASSIGN_OR_RETURN(RetrieveOptions options,
+                                  RetrieveOptionsFromProto(request->options()));
+        HOPFIELD_RETURN_IF_ERROR(options.Validate());
+        HOPFIELD_RETURN_IF_ERROR(
+            CheckQueryShapes(request->queries(), bank->dim()));
+        // The reply's size, from the request and the bank, before any work.
+        const auto count = static_cast<uint64_t>(request->queries_size());
+        const uint64_t dim = bank->dim();
+        const uint64_t matches =
+            std::min<uint64_t>(std::max(1u, options.return_matches),
+                               std::max<uint64_t>(1, bank->size()));
+        const uint32_t iterations = options.max_iterations > 0
+                                        ? options.max_iterations
+                                        : bank->options().max_iterations;
+        const uint64_t per_query =
+            kRetrievalFixedWireBytes + matches * kMatchWireBytes +
+            (options.omit_pattern ? 0 : dim * sizeof(float) + 8) +
+            (options.return_energy_trace ? uint64_t{iterations} * 9 : 0);
+        if (count * per_query > options_.max_message_bytes) {
+          return ReplyTooLarge(
+              count * per_query, options_.max_message_bytes,
+              absl::StrCat(count, " results with ", matches, " matches",
+                           options.omit_pattern ? "" : " and a pattern",
+                           " each"),
+              "send fewer queries per call, ask for fewer return_matches, or "
+              "set "
+              "omit_pattern");
+        }
+        HOPFIELD_ASSIGN_OR_RETURN(
+            MemoryReservation reply,
+            budget_->Reserve(
+                kReplyMemoryFactor * count * per_query +
+                    count * dim * sizeof(float),
+                absl::StrCat("the queries and reply of ", count, " queries")));
+        memory->push_back(std::move(reply));
+        options.threads = options_.retrieve_threads;
+        options.pool = pool_;
+        options.budget = budget_.get();
+        options.check_continue = CallWatch(context);
+        std::vector<float> queries;
+        HOPFIELD_RETURN_IF_ERROR(
+            FlattenQueries(request->queries(), bank->dim(), &queries));
+        if (request->queries_size() == 1) {
+          HOPFIELD_ASSIGN_OR_RETURN(
+              const RetrieveResult result,
+              Retriever::Retrieve(*bank, queries, options));
+          RetrieveResultToProto(result, response->add_results());
+          return absl::OkStatus();
+        }
+        HOPFIELD_ASSIGN_OR_RETURN(
+            const std::vector<RetrieveResult> results,
+            Retriever::RetrieveBatch(*bank, queries, options));
+        response->mutable_results()->Reserve(static_cast<int>(results.size()));
+        for (const RetrieveResult& result : results) {
+          RetrieveResultToProto(result, response->add_results());
+        }
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerWriteReactor<v1::TrainProgress>* MemoryService::Train(
@@ -296,9 +542,10 @@ grpc::ServerWriteReactor<v1::TrainProgress>* MemoryService::Train(
 grpc::ServerUnaryReactor* MemoryService::Ping(
     grpc::CallbackServerContext* context, const v1::PingRequest* request,
     v1::PingResponse* response) {
-  const absl::Time start = absl::Now();
-  response->set_payload(request->payload());
-  return Finish("Ping", context, "", absl::OkStatus(), start);
+  return RunInline("Ping", context, "", [&] {
+    response->set_payload(request->payload());
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace hopfield::server

@@ -4,36 +4,60 @@
 // handler validates, converts proto -> core (proto_conversion.h), calls the
 // engine, converts back and finishes with the api.md status code; a rejected
 // request changes nothing and never carries an error inside an OK reply.
-// Store and Retrieve run inline on the callback thread (short, CPU-bound);
-// long loops poll the call's cancellation and deadline.
+//
+// Threads: gRPC's callback threads are few and shared by every call, so only
+// cheap, bounded work runs on them (CreateBank, GetBank, ListBanks,
+// DeleteBank, Ping; health is gRPC's own). Work that grows with the request
+// or the bank (Store, each StoreStream message, GetPatterns, Forget,
+// Retrieve) is queued on the WorkerPool; a full queue answers
+// RESOURCE_EXHAUSTED at once. Long loops poll the call's cancellation and
+// deadline, and a call whose deadline passed while queued is not started.
+//
+// Memory: requests, replies and retrieval scratch are reserved from the
+// MemoryBudget before they are built, with sizes estimated from the request;
+// replies that would exceed max_message_bytes are refused before any work.
+// std::bad_alloc in a handler becomes RESOURCE_EXHAUSTED with a message.
 #ifndef HOPFIELD_SERVER_MEMORY_SERVICE_H_
 #define HOPFIELD_SERVER_MEMORY_SERVICE_H_
 
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 
 #include "core/bank_registry.h"
+#include "core/memory_budget.h"
+#include "core/worker_pool.h"
 #include "hopfield/v1/memory_service.grpc.pb.h"
 
 namespace hopfield::server {
 
 struct MemoryServiceOptions {
   // Threads a multi-query Retrieve may use (its matrix products are split).
-  // Default: 1.
+  // Default: 1. REQUIRES: 1..256.
   uint32_t retrieve_threads = 1;
+  // Largest reply, bytes (the server's send limit): replies estimated above
+  // it are refused before any work.
+  uint64_t max_message_bytes = 64 << 20;
   // One log line per RPC: method, peer, code, latency, bank.
   bool access_log = false;
 };
 
-// Thread-safe. Does not own `registry`, which must outlive it.
+// Thread-safe. Does not own `registry`, `pool` or `budget`, which must
+// outlive it (and every call it has started: see Drain).
 class MemoryService final : public v1::MemoryService::CallbackService {
  public:
-  MemoryService(BankRegistry* registry, MemoryServiceOptions options);
+  MemoryService(BankRegistry* registry, WorkerPool* pool,
+                std::shared_ptr<MemoryBudget> budget,
+                MemoryServiceOptions options);
   MemoryService(const MemoryService&) = delete;
   MemoryService& operator=(const MemoryService&) = delete;
 
@@ -73,28 +97,72 @@ class MemoryService final : public v1::MemoryService::CallbackService {
                                  const v1::PingRequest* request,
                                  v1::PingResponse* response) override;
 
-  // Applies one StoreRequest (all or nothing): appends the ids to `ids` and
-  // sets `pattern_count`. Shared by Store and StoreStream.
+  // Stops admitting calls (they get UNAVAILABLE) and waits until the calls
+  // already started have finished or `grace` has passed. Returns true if
+  // none is left. Idempotent.
+  bool Drain(absl::Duration grace);
+
+  // Calls started and not yet finished.
+  uint64_t in_flight() const;
+
+  // The pieces below are shared with the stream reactor; not part of the
+  // service's interface.
+
+  // Applies one StoreRequest (all or nothing): appends the ids to `ids`
+  // unless null, and sets `pattern_count`. Shared by Store and StoreStream.
   absl::Status ApplyStore(const v1::StoreRequest& request,
                           google::protobuf::RepeatedField<uint64_t>* ids,
                           uint64_t* pattern_count);
-
+  // Admits a call: false (with UNAVAILABLE in `status`) while draining.
+  bool Admit(absl::Status* status);
+  // Marks an admitted call finished.
+  void Release();
   // Writes the access-log line for a finished call (if enabled).
   void LogCall(absl::string_view method, grpc::CallbackServerContext* context,
                absl::string_view bank, const absl::Status& status,
                absl::Time start) const;
+  WorkerPool* pool() const { return pool_; }
+  uint64_t max_message_bytes() const { return options_.max_message_bytes; }
 
  private:
-  // Finishes a unary call with `status` and logs it.
+  // Finishes a unary call with `status`, logs it and releases it.
   grpc::ServerUnaryReactor* Finish(absl::string_view method,
                                    grpc::CallbackServerContext* context,
                                    absl::string_view bank,
                                    const absl::Status& status,
-                                   absl::Time start) const;
+                                   absl::Time start);
+  // Runs `work` inline (cheap calls), turning exceptions into statuses.
+  grpc::ServerUnaryReactor* RunInline(
+      absl::string_view method, grpc::CallbackServerContext* context,
+      absl::string_view bank, const std::function<absl::Status()>& work);
+  // Queues `work` on the pool and finishes the call when it is done; a full
+  // queue or a deadline that passed while queued finishes it at once.
+  // `work` may park reservations in its CallMemory: they are held until the
+  // reply has been handed to gRPC (serialized), then released.
+  using CallMemory = std::vector<MemoryReservation>;
+  grpc::ServerUnaryReactor* RunHeavy(
+      absl::string_view method, grpc::CallbackServerContext* context,
+      std::string bank, std::function<absl::Status(CallMemory*)> work);
 
   BankRegistry* const registry_;
+  WorkerPool* const pool_;
+  const std::shared_ptr<MemoryBudget> budget_;
   const MemoryServiceOptions options_;
+
+  mutable std::mutex mu_;
+  std::condition_variable idle_;
+  uint64_t in_flight_ = 0;  // guarded by mu_
+  bool draining_ = false;   // guarded by mu_
 };
+
+// Runs `work`, turning std::bad_alloc into RESOURCE_EXHAUSTED and any other
+// exception into INTERNAL, each with a message: an exception escaping a
+// gRPC 1.51 handler would become UNIMPLEMENTED with no message.
+absl::Status RunGuarded(const std::function<absl::Status()>& work);
+
+// `name` fit for an error message or a log line: C-escaped, cut to 64
+// bytes, with its length when cut (a client's bank name is untrusted).
+std::string PrintableName(absl::string_view name);
 
 }  // namespace hopfield::server
 

@@ -185,23 +185,47 @@ void RetrieveResultToProto(const RetrieveResult& result, v1::Retrieval* out) {
   out->set_beta(result.beta);
 }
 
-absl::Status FlattenPatterns(
+absl::Status CheckPatternShapes(
     const google::protobuf::RepeatedPtrField<v1::Pattern>& patterns,
-    uint32_t dim, std::vector<PatternId>* ids, std::vector<float>* values) {
+    uint32_t dim) {
   if (patterns.empty()) {
     return absl::InvalidArgumentError("patterns: empty list, expected >= 1");
   }
+  for (int i = 0; i < patterns.size(); ++i) {
+    if (static_cast<uint32_t>(patterns[i].values_size()) != dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "patterns[", i, "].values: expected ", dim,
+          " values (the bank's dim), got ", patterns[i].values_size()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckQueryShapes(
+    const google::protobuf::RepeatedPtrField<v1::Query>& queries,
+    uint32_t dim) {
+  if (queries.empty()) {
+    return absl::InvalidArgumentError("queries: empty list, expected >= 1");
+  }
+  for (int i = 0; i < queries.size(); ++i) {
+    if (static_cast<uint32_t>(queries[i].values_size()) != dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "queries[", i, "].values: expected ", dim,
+          " values (the bank's dim), got ", queries[i].values_size()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FlattenPatterns(
+    const google::protobuf::RepeatedPtrField<v1::Pattern>& patterns,
+    uint32_t dim, std::vector<PatternId>* ids, std::vector<float>* values) {
+  HOPFIELD_RETURN_IF_ERROR(CheckPatternShapes(patterns, dim));
   ids->clear();
   values->clear();
   ids->reserve(static_cast<size_t>(patterns.size()));
   values->reserve(static_cast<size_t>(patterns.size()) * dim);
-  for (int i = 0; i < patterns.size(); ++i) {
-    const v1::Pattern& pattern = patterns[i];
-    if (static_cast<uint32_t>(pattern.values_size()) != dim) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "patterns[", i, "].values: expected ", dim,
-          " values (the bank's dim), got ", pattern.values_size()));
-    }
+  for (const v1::Pattern& pattern : patterns) {
     ids->push_back(pattern.id());
     values->insert(values->end(), pattern.values().begin(),
                    pattern.values().end());
@@ -220,18 +244,10 @@ absl::StatusOr<std::vector<PatternId>> IdsFromProto(
 absl::Status FlattenQueries(
     const google::protobuf::RepeatedPtrField<v1::Query>& queries, uint32_t dim,
     std::vector<float>* values) {
-  if (queries.empty()) {
-    return absl::InvalidArgumentError("queries: empty list, expected >= 1");
-  }
+  HOPFIELD_RETURN_IF_ERROR(CheckQueryShapes(queries, dim));
   values->clear();
   values->reserve(static_cast<size_t>(queries.size()) * dim);
-  for (int i = 0; i < queries.size(); ++i) {
-    const v1::Query& query = queries[i];
-    if (static_cast<uint32_t>(query.values_size()) != dim) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("queries[", i, "].values: expected ", dim,
-                       " values (the bank's dim), got ", query.values_size()));
-    }
+  for (const v1::Query& query : queries) {
     values->insert(values->end(), query.values().begin(), query.values().end());
   }
   return absl::OkStatus();

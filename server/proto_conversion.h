@@ -47,6 +47,17 @@ absl::Status FlattenPatterns(
     const google::protobuf::RepeatedPtrField<v1::Pattern>& patterns,
     uint32_t dim, std::vector<PatternId>* ids, std::vector<float>* values);
 
+// Checks that every pattern has `dim` values, without copying anything.
+// Errors: an empty list; a pattern of the wrong size, naming it.
+absl::Status CheckPatternShapes(
+    const google::protobuf::RepeatedPtrField<v1::Pattern>& patterns,
+    uint32_t dim);
+
+// Checks that every query has `dim` values, without copying anything.
+// Errors: an empty list; a query of the wrong size, naming it.
+absl::Status CheckQueryShapes(
+    const google::protobuf::RepeatedPtrField<v1::Query>& queries, uint32_t dim);
+
 // The ids of a GetPatterns or Forget request. Errors: an empty list.
 absl::StatusOr<std::vector<PatternId>> IdsFromProto(
     const google::protobuf::RepeatedField<uint64_t>& ids);

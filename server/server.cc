@@ -1,5 +1,6 @@
 #include "server/server.h"
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 #include <utility>
@@ -20,21 +21,47 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   if (config.max_banks < 1) {
     return absl::InvalidArgumentError("max_banks must be >= 1, got 0");
   }
+  if (config.memory_budget_bytes < 1) {
+    return absl::InvalidArgumentError("memory_budget_bytes must be >= 1");
+  }
+  if (config.max_patterns_per_bank < 1 ||
+      config.max_patterns_per_bank > kMaxPatternsPerBank) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_patterns_per_bank must be in 1..", kMaxPatternsPerBank, ", got ",
+        config.max_patterns_per_bank));
+  }
+  if (config.retrieve_threads > 256) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "retrieve_threads must be in 0..256, got ", config.retrieve_threads));
+  }
+  const uint32_t cpus = std::max(1u, std::thread::hardware_concurrency());
   std::unique_ptr<Server> server(new Server);
+  server->budget_ = MemoryBudget::Create(
+      config.memory_budget_bytes,
+      absl::StrCat("memory budget (--memory_budget_bytes)"));
+  WorkerPoolOptions pool_options;
+  pool_options.threads =
+      config.worker_threads > 0 ? config.worker_threads : cpus;
+  pool_options.max_queued = config.max_queued_calls;
+  server->pool_ = std::make_unique<WorkerPool>(pool_options);
   RegistryOptions registry_options;
   registry_options.max_banks = config.max_banks;
+  registry_options.budget = server->budget_;
+  registry_options.max_patterns_per_bank = config.max_patterns_per_bank;
   // Store stays O(patterns x dim); exact separation statistics catch up in
   // the background (Bank.separation_pending says how far behind they are).
   registry_options.separation_update = SeparationUpdate::kDeferred;
   server->registry_ = std::make_unique<BankRegistry>(registry_options);
   MemoryServiceOptions service_options;
-  service_options.retrieve_threads =
-      config.retrieve_threads > 0
-          ? config.retrieve_threads
-          : std::max(1u, std::thread::hardware_concurrency());
+  service_options.retrieve_threads = config.retrieve_threads > 0
+                                         ? config.retrieve_threads
+                                         : std::min(cpus, 256u);
+  service_options.max_message_bytes =
+      static_cast<uint64_t>(config.max_message_bytes);
   service_options.access_log = config.access_log;
-  server->service_ =
-      std::make_unique<MemoryService>(server->registry_.get(), service_options);
+  server->service_ = std::make_unique<MemoryService>(
+      server->registry_.get(), server->pool_.get(), server->budget_,
+      service_options);
 
   // Touch the generated grpc.health.v1 messages so the linker keeps their
   // descriptors: reflection can then resolve the health service it lists
@@ -87,9 +114,19 @@ void Server::Shutdown(absl::Duration grace) {
   if (shut_down_ || server_ == nullptr) return;
   shut_down_ = true;
   server_->GetHealthCheckService()->SetServingStatus(false);
+  // The port stays open while running calls finish: health checks see
+  // NOT_SERVING, new calls get UNAVAILABLE.
+  const bool drained = service_->Drain(grace);
+  // gRPC's shutdown waits for every connection to close, and a client that
+  // never answers the GOAWAY ping holds it for 20 s (gRPC 1.51): give
+  // well-behaved clients a moment, then cancel everything left (nothing,
+  // when drained) and close the connections.
+  const absl::Duration linger =
+      drained ? absl::Milliseconds(200) : absl::ZeroDuration();
   server_->Shutdown(std::chrono::system_clock::now() +
-                    absl::ToChronoMicroseconds(grace));
+                    absl::ToChronoMicroseconds(linger));
   server_->Wait();
+  pool_.reset();  // runs nothing more: every call has finished
 }
 
 }  // namespace hopfield::server

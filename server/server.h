@@ -20,6 +20,8 @@
 #include "grpcpp/grpcpp.h"
 
 #include "core/bank_registry.h"
+#include "core/memory_budget.h"
+#include "core/worker_pool.h"
 #include "server/memory_service.h"
 #include "server/reflection_v1.h"
 #include "server/server_config.h"
@@ -48,13 +50,22 @@ class Server {
   // A channel to this server that bypasses the network (tests).
   std::shared_ptr<grpc::Channel> InProcessChannel();
 
-  // Reports NOT_SERVING, stops accepting calls, lets running calls finish for
-  // up to `grace` and cancels the rest. Idempotent.
+  // Drains: reports NOT_SERVING (the port stays open, so health checks see
+  // it), answers new MemoryService calls UNAVAILABLE, lets running calls
+  // finish for up to `grace`, then cancels the rest and closes every
+  // connection (idle ones included, after ~200 ms for clients to take the
+  // GOAWAY). Idempotent.
   void Shutdown(absl::Duration grace);
+
+  // The memory account and the worker pool (tests, metrics).
+  const MemoryBudget& budget() const { return *budget_; }
+  const WorkerPool& pool() const { return *pool_; }
 
  private:
   Server() = default;
 
+  std::shared_ptr<MemoryBudget> budget_;
+  std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<BankRegistry> registry_;
   std::unique_ptr<MemoryService> service_;
   std::unique_ptr<ReflectionV1Service> reflection_v1_;

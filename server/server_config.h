@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include "core/memory_bank.h"
+
 namespace hopfield::server {
 
 struct ServerConfig {
@@ -20,10 +22,21 @@ struct ServerConfig {
   // the ping is not answered within the timeout.
   int keepalive_time_ms = 60'000;
   int keepalive_timeout_ms = 20'000;
-  // Threads one multi-query Retrieve may use; 0 = the number of CPUs.
+  // Threads one multi-query Retrieve may use; 0 = the number of CPUs
+  // (at most 256). REQUIRES: <= 256.
   uint32_t retrieve_threads = 0;
   // Most banks at once.
   uint32_t max_banks = 1024;
+  // The most bytes banks, in-flight requests, replies and scratch may hold
+  // together (RESOURCE_EXHAUSTED beyond). REQUIRES: >= 1.
+  uint64_t memory_budget_bytes = uint64_t{1} << 30;
+  // Most patterns per bank. REQUIRES: 1..2^32 - 1.
+  uint64_t max_patterns_per_bank = kMaxPatternsPerBank;
+  // Threads of the worker pool that runs heavy calls (Store, Retrieve, ...);
+  // 0 = the number of CPUs.
+  uint32_t worker_threads = 0;
+  // Heavy calls that may wait for a worker; more are RESOURCE_EXHAUSTED.
+  uint32_t max_queued_calls = 64;
   // One log line per RPC.
   bool access_log = false;
 };
