@@ -101,8 +101,42 @@ absl::StatusOr<std::vector<uint64_t>> MemoryClient::Store(
     return absl::InvalidArgumentError(absl::StrCat(
         "ids: expected one per pattern (", rows, "), got ", ids.size()));
   }
+  // Streams of at most rows_per_stream patterns, so that each reply (which
+  // lists the stream's ids, up to 10 bytes each) stays under the server's
+  // reply limit: 4 MiB, or the message limit when smaller.
+  const size_t reply_limit = std::min<size_t>(
+      size_t{4} << 20, static_cast<size_t>(options_.max_message_bytes));
+  const size_t rows_per_stream = std::max<size_t>(1, reply_limit * 3 / 40);
+  std::vector<uint64_t> stored;
+  stored.reserve(rows);
+  size_t first = 0;
+  do {
+    const size_t count = std::min(rows_per_stream, rows - first);
+    absl::StatusOr<std::vector<uint64_t>> part =
+        StoreStream(bank, dim, values.subspan(first * dim, count * dim),
+                    ids.empty() ? ids : ids.subspan(first, count),
+                    [&](size_t done, size_t /*total*/) {
+                      if (progress) progress(first + done, rows);
+                    });
+    if (!part.ok()) {
+      if (first == 0) return part.status();
+      return absl::Status(
+          part.status().code(),
+          absl::StrCat("after ", first,
+                       " patterns were stored: ", part.status().message()));
+    }
+    stored.insert(stored.end(), part->begin(), part->end());
+    first += count;
+  } while (first < rows);
+  return stored;
+}
+
+absl::StatusOr<std::vector<uint64_t>> MemoryClient::StoreStream(
+    const std::string& bank, size_t dim, absl::Span<const float> values,
+    absl::Span<const uint64_t> ids, const ProgressCallback& progress) {
+  const size_t rows = values.size() / dim;
   grpc::ClientContext context;
-  // One stream for the whole upload: its deadline scales with the size.
+  // One stream per call: its deadline scales with the size.
   const size_t per_request = RowsPerRequest(dim);
   const size_t requests =
       std::max<size_t>(1, (rows + per_request - 1) / per_request);

@@ -61,12 +61,19 @@ class MemoryClient {
 
   // Stores rows of `values` (dim floats each) with `ids` (empty, or one per
   // row; 0 = assign). Split into requests under the message limit, sent in
-  // order over one StoreStream; each request is all or nothing. Returns the
-  // ids in row order.
+  // order over StoreStreams of at most ~300,000 patterns (so each reply,
+  // which lists the ids, stays under the server's 4 MiB reply limit); each
+  // request is all or nothing. Returns the ids in row order. On error, the
+  // message says how many patterns were stored before it.
   absl::StatusOr<std::vector<uint64_t>> Store(
       const std::string& bank, size_t dim, absl::Span<const float> values,
       absl::Span<const uint64_t> ids = {},
       const ProgressCallback& progress = {});
+
+  // One StoreStream of all of `values` (Store splits into several).
+  absl::StatusOr<std::vector<uint64_t>> StoreStream(
+      const std::string& bank, size_t dim, absl::Span<const float> values,
+      absl::Span<const uint64_t> ids, const ProgressCallback& progress);
 
   absl::StatusOr<std::vector<v1::Pattern>> GetPatterns(
       const std::string& bank, absl::Span<const uint64_t> ids);

@@ -1,11 +1,15 @@
 // Handler tests: the real Server, called through an in-process channel.
 #include "server/memory_service.h"
 
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -407,6 +411,216 @@ TEST_F(MemoryServiceTest, OversizedMessagesAreResourceExhausted) {
                                            std::vector<float>{1, 2, 3, 4});
   EXPECT_THAT(Store("big", patterns),
               StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
+}  // namespace
+}  // namespace hopfield::server
+
+namespace hopfield::server {
+namespace {
+
+// Issue 13: a malformed bank name was NOT_FOUND on every RPC but
+// CreateBank, and the error echoed it raw (an 8 KB name overflowed the
+// client's metadata limit).
+TEST_F(MemoryServiceTest, Issue13MalformedBankNamesAreInvalidArgument) {
+  const std::string long_name(8192, 'x');
+  for (const std::string& name :
+       {std::string("Bad Name"), std::string("a\nforged log line"),
+        long_name}) {
+    SCOPED_TRACE(name.substr(0, 16));
+    grpc::ClientContext c1;
+    v1::GetBankRequest get;
+    get.set_name(name);
+    v1::Bank bank;
+    const grpc::Status status = stub_->GetBank(&c1, get, &bank);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_LT(status.error_message().size(), 400u);
+    EXPECT_EQ(status.error_message().find('\n'), std::string::npos);
+    EXPECT_THAT(Store(name, {{1, 0}}),
+                StatusIs(absl::StatusCode::kInvalidArgument));
+    EXPECT_THAT(Retrieve(name, {{1, 0}}),
+                StatusIs(absl::StatusCode::kInvalidArgument));
+    grpc::ClientContext c2;
+    v1::DeleteBankRequest drop;
+    drop.set_name(name);
+    v1::DeleteBankResponse dropped;
+    EXPECT_EQ(stub_->DeleteBank(&c2, drop, &dropped).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+    grpc::ClientContext c3;
+    v1::GetPatternsRequest patterns;
+    patterns.set_bank(name);
+    patterns.add_ids(1);
+    v1::GetPatternsResponse got;
+    EXPECT_EQ(stub_->GetPatterns(&c3, patterns, &got).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+}
+
+// Issue 13: replies were built before their size was checked (a 5 KB
+// GetPatterns on a 65,536-d bank built 1.3 GB).
+TEST_F(MemoryServiceTest, Issue13OversizedRepliesAreRefusedBeforeWork) {
+  server_.reset();
+  ServerConfig config;
+  config.max_message_bytes = 256 * 1024;
+  StartServer(config);
+  ASSERT_THAT(CreateBank("wide", 4096), IsOk());
+  ASSERT_THAT(Store("wide", {std::vector<float>(4096, 1.0f)}), IsOk());
+  const uint64_t peak = server_->budget().peak();
+  grpc::ClientContext context;
+  v1::GetPatternsRequest request;
+  request.set_bank("wide");
+  for (int i = 0; i < 100; ++i) request.add_ids(1);  // 100 x 16 KiB
+  v1::GetPatternsResponse response;
+  const grpc::Status status = stub_->GetPatterns(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("--max_message_bytes"));
+  EXPECT_EQ(server_->budget().peak(), peak);  // nothing was reserved
+  // 12 queries of 16 KiB fit in a request; their replies with 1,000-entry
+  // energy traces do not.
+  v1::RetrieveOptions traced;
+  traced.set_return_energy_trace(true);
+  traced.set_max_iterations(1000);
+  const std::vector<std::vector<float>> queries(12,
+                                                std::vector<float>(4096, 1.0f));
+  EXPECT_THAT(Retrieve("wide", queries, traced),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("omit_pattern")));
+  EXPECT_EQ(server_->budget().peak(), peak);
+  traced.set_omit_pattern(true);
+  EXPECT_THAT(Retrieve("wide", queries, traced), IsOk());
+}
+
+// Issue 13: no memory limit at all. Stores are refused once the bank's
+// growth would cross the budget, naming it, and store nothing.
+TEST_F(MemoryServiceTest, Issue13StoresStopAtTheMemoryBudget) {
+  server_.reset();
+  ServerConfig config;
+  config.memory_budget_bytes = 4 << 20;
+  StartServer(config);
+  ASSERT_THAT(CreateBank("full", 256), IsOk());
+  const std::vector<std::vector<float>> batch(500,
+                                              std::vector<float>(256, 0.5f));
+  uint64_t acknowledged = 0;
+  absl::Status refused;
+  for (int i = 0; i < 100 && refused.ok(); ++i) {
+    absl::StatusOr<v1::StoreResponse> stored = Store("full", batch);
+    if (stored.ok()) {
+      acknowledged += 500;
+    } else {
+      refused = stored.status();
+    }
+  }
+  EXPECT_THAT(refused,
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("memory budget (--memory_budget_bytes)"),
+                             HasSubstr("4194304"))));
+  grpc::ClientContext context;
+  v1::GetBankRequest get;
+  get.set_name("full");
+  v1::Bank bank;
+  ASSERT_TRUE(stub_->GetBank(&context, get, &bank).ok());
+  EXPECT_EQ(bank.pattern_count(), acknowledged);
+  EXPECT_GE(bank.memory_bytes(), acknowledged * 256 * 4);
+  EXPECT_LE(server_->budget().peak(), config.memory_budget_bytes);
+}
+
+// Issue 13: heavy calls ran inline on gRPC's few callback threads. Now they
+// queue on the worker pool; a full queue answers at once, and cheap calls
+// never wait behind heavy ones.
+TEST_F(MemoryServiceTest,
+       Issue13FullQueueIsResourceExhaustedAndPingStillWorks) {
+  server_.reset();
+  ServerConfig config;
+  config.worker_threads = 1;
+  config.max_queued_calls = 0;
+  StartServer(config);
+  ASSERT_THAT(CreateBank("slow", 64), IsOk());
+  std::vector<std::vector<float>> patterns;
+  for (int i = 0; i < 4000; ++i) {
+    std::vector<float> p(64, 0.0f);
+    p[static_cast<size_t>(i % 64)] = 1.0f;
+    p[static_cast<size_t>((i * 7) % 64)] +=
+        0.5f + 0.001f * static_cast<float>(i);
+    patterns.push_back(p);
+  }
+  ASSERT_THAT(Store("slow", patterns), IsOk());
+  // A batch slow enough to keep the only worker busy until cancelled.
+  grpc::ClientContext heavy_context;
+  std::thread heavy([&] {
+    v1::RetrieveRequest request;
+    request.set_bank("slow");
+    for (int q = 0; q < 2000; ++q) {
+      request.add_queries()->mutable_values()->Assign(
+          patterns[static_cast<size_t>(q)].begin(),
+          patterns[static_cast<size_t>(q)].end());
+    }
+    request.mutable_options()->set_max_iterations(1000);
+    request.mutable_options()->set_beta(0.5f);
+    v1::RetrieveResponse response;
+    (void)stub_->Retrieve(&heavy_context, request, &response);
+  });
+  for (int i = 0; i < 5000 && server_->pool().Stats().running == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(server_->pool().Stats().running, 1u);
+  EXPECT_THAT(
+      Retrieve("slow", {patterns[0]}),
+      StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("server busy")));
+  grpc::ClientContext ping_context;
+  v1::PingRequest ping;
+  v1::PingResponse pong;
+  EXPECT_TRUE(stub_->Ping(&ping_context, ping, &pong).ok());
+  heavy_context.TryCancel();
+  heavy.join();
+}
+
+// Issue 13: a StoreStream's reply listing every id could outgrow the message
+// limits after everything was stored. The limit is checked before a message
+// is stored; omit_ids lifts it.
+TEST_F(MemoryServiceTest, Issue13StoreStreamChecksItsReplyBeforeStoring) {
+  server_.reset();
+  ServerConfig config;
+  config.max_message_bytes = 4096;  // the reply limit: 4 KiB, ~400 ids
+  StartServer(config);
+  ASSERT_THAT(CreateBank("s", 2), IsOk());
+  auto stream = [&](bool omit_ids, int messages, v1::StoreResponse* response) {
+    grpc::ClientContext context;
+    auto writer = stub_->StoreStream(&context, response);
+    for (int m = 0; m < messages; ++m) {
+      v1::StoreRequest request;
+      request.set_bank("s");
+      request.set_omit_ids(omit_ids && m == 0);
+      for (int i = 0; i < 100; ++i) {
+        v1::Pattern* pattern = request.add_patterns();
+        pattern->add_values(static_cast<float>(i + 1));
+        pattern->add_values(1.0f);
+      }
+      if (!writer->Write(request)) break;
+    }
+    writer->WritesDone();
+    return writer->Finish();
+  };
+  v1::StoreResponse response;
+  const grpc::Status refused = stream(false, 50, &response);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(refused.error_message(),
+              AllOf(HasSubstr("patterns were stored"), HasSubstr("omit_ids")));
+  grpc::ClientContext context;
+  v1::GetBankRequest get;
+  get.set_name("s");
+  v1::Bank bank;
+  ASSERT_TRUE(stub_->GetBank(&context, get, &bank).ok());
+  EXPECT_EQ(bank.pattern_count() % 100, 0u);  // whole messages only
+  EXPECT_GT(bank.pattern_count(), 0u);
+  EXPECT_LT(bank.pattern_count(), 5000u);
+  EXPECT_THAT(refused.error_message(),
+              HasSubstr(absl::StrCat("after ", bank.pattern_count(),
+                                     " patterns were stored")));
+  v1::StoreResponse unlimited;
+  ASSERT_TRUE(stream(true, 50, &unlimited).ok());
+  EXPECT_EQ(unlimited.ids_size(), 0);
+  EXPECT_EQ(unlimited.stored(), 5000u);
+  EXPECT_EQ(unlimited.pattern_count(), bank.pattern_count() + 5000);
 }
 
 }  // namespace
