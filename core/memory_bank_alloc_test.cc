@@ -189,9 +189,14 @@ TEST_P(MemoryBankAllocTest, Issue13FailedAllocationInRemoveChangesNothing) {
   EXPECT_EQ(bank->size(), 50u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Updates, MemoryBankAllocTest,
-                         ::testing::Values(SeparationUpdate::kSynchronous,
-                                           SeparationUpdate::kDeferred));
+INSTANTIATE_TEST_SUITE_P(
+    Updates, MemoryBankAllocTest,
+    ::testing::Values(SeparationUpdate::kSynchronous,
+                      SeparationUpdate::kDeferred),
+    [](const ::testing::TestParamInfo<SeparationUpdate>& info) {
+      return info.param == SeparationUpdate::kSynchronous ? "Synchronous"
+                                                          : "Deferred";
+    });
 
 }  // namespace
 }  // namespace hopfield
