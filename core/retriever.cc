@@ -538,30 +538,38 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
         update += partial[part];
       }
     }
-    // Finish converged queries and those out of budget; compact the rest.
+    // Finish converged queries and those out of budget (in parallel, polled:
+    // O(M) per query); compact the rest.
+    std::vector<char> finished(static_cast<size_t>(n), 0);
+    HOPFIELD_RETURN_IF_ERROR(ParallelForChecked(
+        params, n, query_step, [&](Index, Index begin, Index end) {
+          for (Index k = begin; k < end; ++k) {
+            const auto kk = static_cast<size_t>(k);
+            RetrieveResult& result = results[static_cast<size_t>(active[kk])];
+            const bool weights_settled =
+                t > 0 && (weights.col(k) - weights_prev.col(k)).norm() <=
+                             params.tolerance;
+            const bool state_settled = (update.col(k) - x.col(k)).norm() <=
+                                       kStateTolerance * update.col(k).norm();
+            const bool vanished = cosine && update.col(k).norm() == 0.0f;
+            if (!(weights_settled || state_settled || vanished ||
+                  t + 1 >= params.max_iterations)) {
+              continue;
+            }
+            finished[kk] = 1;
+            result.converged = weights_settled || state_settled;
+            result.iterations = t + 1;
+            if (!params.omit_pattern) {
+              result.pattern.assign(update.col(k).data(),
+                                    update.col(k).data() + dim);
+            }
+            Summarise(view, params, AsSpan(scores.col(k)),
+                      AsSpan(weights.col(k)), null_mass[kk], &result);
+          }
+        }));
     std::vector<Index> keep;
     for (Index k = 0; k < n; ++k) {
-      const auto kk = static_cast<size_t>(k);
-      RetrieveResult& result = results[static_cast<size_t>(active[kk])];
-      const bool weights_settled =
-          t > 0 &&
-          (weights.col(k) - weights_prev.col(k)).norm() <= params.tolerance;
-      const bool state_settled = (update.col(k) - x.col(k)).norm() <=
-                                 kStateTolerance * update.col(k).norm();
-      const bool vanished = cosine && update.col(k).norm() == 0.0f;
-      if (weights_settled || state_settled || vanished ||
-          t + 1 >= params.max_iterations) {
-        result.converged = weights_settled || state_settled;
-        result.iterations = t + 1;
-        if (!params.omit_pattern) {
-          result.pattern.assign(update.col(k).data(),
-                                update.col(k).data() + dim);
-        }
-        Summarise(view, params, AsSpan(scores.col(k)), AsSpan(weights.col(k)),
-                  null_mass[kk], &result);
-      } else {
-        keep.push_back(k);
-      }
+      if (finished[static_cast<size_t>(k)] == 0) keep.push_back(k);
     }
     if (keep.empty()) break;
     const auto m = static_cast<Index>(keep.size());
