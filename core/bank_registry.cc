@@ -12,7 +12,8 @@
 
 namespace hopfield {
 
-BankRegistry::BankRegistry(RegistryOptions options) : options_(options) {
+BankRegistry::BankRegistry(RegistryOptions options)
+    : options_(std::move(options)) {
   if (options_.separation_update == SeparationUpdate::kDeferred) {
     refresher_ = std::thread([this] { RefreshLoop(); });
   }

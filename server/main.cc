@@ -65,8 +65,8 @@ using hopfield::server::Server;
 // 75% of the memory this process may use: physical memory, or the cgroup
 // (v2 memory.max, v1 limit_in_bytes) limit when lower, as in a container.
 uint64_t DefaultMemoryBudget() {
-  const long pages = sysconf(_SC_PHYS_PAGES);
-  const long page_size = sysconf(_SC_PAGE_SIZE);
+  const int64_t pages = sysconf(_SC_PHYS_PAGES);
+  const int64_t page_size = sysconf(_SC_PAGE_SIZE);
   uint64_t limit =
       pages > 0 && page_size > 0
           ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size)

@@ -266,7 +266,8 @@ void MemoryService::LogCall(absl::string_view method,
 
 grpc::ServerUnaryReactor* MemoryService::Finish(
     absl::string_view method, grpc::CallbackServerContext* context,
-    absl::string_view bank, const absl::Status& status, absl::Time start) {
+    absl::string_view bank, const absl::Status& status,
+    absl::Time start) const {
   LogCall(method, context, bank, status, start);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
@@ -288,12 +289,12 @@ grpc::ServerUnaryReactor* MemoryService::RunInline(
 
 grpc::ServerUnaryReactor* MemoryService::RunHeavy(
     absl::string_view method, grpc::CallbackServerContext* context,
-    std::string bank, std::function<absl::Status(CallMemory*)> work) {
+    absl::string_view bank, std::function<absl::Status(CallMemory*)> work) {
   const absl::Time start = absl::Now();
   absl::Status status;
   if (!Admit(&status)) return Finish(method, context, bank, status, start);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  auto task = [this, method, context, reactor, start, bank,
+  auto task = [this, method, context, reactor, start, bank = std::string(bank),
                work = std::move(work)] {
     // A call whose deadline passed (or that was cancelled) while queued
     // does no work.

@@ -130,7 +130,7 @@ class MemoryService final : public v1::MemoryService::CallbackService {
                                    grpc::CallbackServerContext* context,
                                    absl::string_view bank,
                                    const absl::Status& status,
-                                   absl::Time start);
+                                   absl::Time start) const;
   // Runs `work` inline (cheap calls), turning exceptions into statuses.
   grpc::ServerUnaryReactor* RunInline(
       absl::string_view method, grpc::CallbackServerContext* context,
@@ -142,7 +142,7 @@ class MemoryService final : public v1::MemoryService::CallbackService {
   using CallMemory = std::vector<MemoryReservation>;
   grpc::ServerUnaryReactor* RunHeavy(
       absl::string_view method, grpc::CallbackServerContext* context,
-      std::string bank, std::function<absl::Status(CallMemory*)> work);
+      absl::string_view bank, std::function<absl::Status(CallMemory*)> work);
 
   BankRegistry* const registry_;
   WorkerPool* const pool_;
