@@ -1,15 +1,19 @@
 # hopfield: the two commands a fresh Debian 12 machine needs.
 #
 #   make run    install missing packages, build (release), start hopfieldd
-#   make test   install missing packages, build (dev), run every test
+#   make test   install missing packages, build (dev), run every test, then
+#               a bounded run of each fuzzer (make fuzz)
 #
-# Other targets: build, asan, tsan, tidy, format, format-check, bench,
+# Other targets: build, asan, tsan, tidy, fuzz, format, format-check, bench,
 # bench-smoke, clean. Run as root or with sudo available.
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
 # Debian 12 packages the build and tests need (--no-install-recommends).
+# libclang-rt-14-dev: clang's sanitizer and libFuzzer runtimes (only a
+# Recommends of clang).
 APT_PACKAGES := cmake ninja-build pkg-config g++ clang clang-format clang-tidy \
+  libclang-rt-14-dev \
   libabsl-dev libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
   grpc-proto python3-grpcio python3-protobuf zlib1g-dev dataset-fashion-mnist
@@ -17,7 +21,7 @@ APT_PACKAGES := cmake ninja-build pkg-config g++ clang clang-format clang-tidy \
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 JOBS ?= $(shell nproc)
 
-.PHONY: deps build build-dev run test asan tsan tidy format format-check \
+.PHONY: deps build build-dev run test asan tsan tidy fuzz format format-check \
   bench bench-smoke clean
 
 deps:
@@ -52,6 +56,15 @@ run: build
 
 test: build-dev
 	ctest --preset dev -j $(JOBS)
+	$(MAKE) fuzz
+
+# libFuzzer targets (fuzz/README.md), clang + ASan/UBSan in build/fuzz: each
+# replays its seeds and regressions, then fuzzes for FUZZ_SECONDS.
+FUZZ_SECONDS ?= 15
+fuzz: deps
+	cmake --preset fuzz -DHOPFIELD_FUZZ_SECONDS=$(FUZZ_SECONDS)
+	cmake --build --preset fuzz -j $(JOBS)
+	ctest --preset fuzz -j $(JOBS)
 
 asan: deps
 	cmake --workflow --preset asan

@@ -1,5 +1,7 @@
 #include "server/proto_conversion.h"
 
+#include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -106,6 +108,37 @@ TEST(ProtoConversionTest, FlattenQueriesNamesTheBadQuery) {
                AllOf(HasSubstr("queries[0].values"), HasSubstr("expected 3"))));
   EXPECT_THAT(FlattenQueries({}, 3, &values),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty")));
+}
+
+// Regression (fuzz/regressions/request_fuzzer/store-empty-pattern-reserves-
+// dim): sizes are checked before anything is reserved. Reserving patterns x
+// dim first let a request of empty patterns (2 bytes each on the wire) ask
+// for 2 x 10^5 times its own size at dim 65536: a 64 MiB Store came to
+// petabytes, and the bad_alloc in the handler ended the server.
+TEST(ProtoConversionTest, FlattenReservesNothingForAMismatchedRequest) {
+  v1::StoreRequest store;
+  v1::RetrieveRequest retrieve;
+  for (int i = 0; i < 1000; ++i) {
+    store.add_patterns();
+    retrieve.add_queries();
+  }
+  std::vector<PatternId> ids;
+  std::vector<float> values;
+  EXPECT_THAT(FlattenPatterns(store.patterns(), kMaxDim, &ids, &values),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("patterns[0].values")));
+  EXPECT_EQ(ids.capacity(), 0u);
+  EXPECT_EQ(values.capacity(), 0u);
+  EXPECT_THAT(FlattenQueries(retrieve.queries(), kMaxDim, &values),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("queries[0].values")));
+  EXPECT_EQ(values.capacity(), 0u);
+  // 1000 x (2^32 - 1) floats could not even be allocated.
+  const uint32_t huge_dim = std::numeric_limits<uint32_t>::max();
+  EXPECT_THAT(FlattenPatterns(store.patterns(), huge_dim, &ids, &values),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(FlattenQueries(retrieve.queries(), huge_dim, &values),
+              StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 TEST(ProtoConversionTest, RetrieveResultCarriesEveryField) {
