@@ -4,6 +4,7 @@
 // throws std::bad_alloc at the Nth allocation after arming; its own binary
 // because of that replacement.
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 #include <random>
@@ -19,7 +20,14 @@
 namespace {
 
 // Allocations left before the failing one; negative: never fail.
-std::atomic<long> g_allocations_left{-1};
+std::atomic<int64_t> g_allocations_left{-1};
+
+}  // namespace
+
+// The clang static analyzer (clang-tidy) models malloc inside a replaced
+// operator new and then reports leaks in every container.
+#ifndef __clang_analyzer__
+namespace {
 
 void* Allocate(std::size_t size, std::size_t alignment) {
   if (g_allocations_left.load(std::memory_order_relaxed) >= 0 &&
@@ -38,9 +46,6 @@ void* Allocate(std::size_t size, std::size_t alignment) {
 
 }  // namespace
 
-// The clang static analyzer (clang-tidy) models malloc inside a replaced
-// operator new and then reports leaks in every container.
-#ifndef __clang_analyzer__
 void* operator new(std::size_t size) {
   return Allocate(size, alignof(std::max_align_t));
 }
@@ -141,7 +146,7 @@ int AddUnderFailures(MemoryBank& bank, const MemoryBudget& budget,
                      const std::vector<float>& values) {
   const Snapshot before = Take(bank);
   int failures = 0;
-  for (long n = 0;; ++n) {
+  for (int64_t n = 0;; ++n) {
     g_allocations_left.store(n);
     bool threw = false;
     try {
@@ -173,7 +178,7 @@ TEST_P(MemoryBankAllocTest, Issue13FailedAllocationInRemoveChangesNothing) {
   std::vector<PatternId> doomed;
   for (PatternId id = 1; id <= 150; ++id) doomed.push_back(id);
   const Snapshot before = Take(*bank);
-  for (long n = 0;; ++n) {
+  for (int64_t n = 0;; ++n) {
     g_allocations_left.store(n);
     try {
       const uint64_t removed = bank->Remove(doomed);

@@ -87,6 +87,7 @@ TEST(MemoryBudgetTest, ReservationKeepsTheBudgetAlive) {
 TEST(MemoryBudgetTest, ConcurrentReservationsNeverExceedTheLimit) {
   auto budget = MemoryBudget::Create(1000);
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&budget] {
       for (int i = 0; i < 20000; ++i) {

@@ -36,14 +36,37 @@ constexpr uint64_t kReplyMemoryFactor = 2;
 // Polled by long loops in core: the call's cancellation and deadline.
 std::function<absl::Status()> CallWatch(grpc::CallbackServerContext* context) {
   return [context]() -> absl::Status {
-    if (context->IsCancelled()) {
-      return absl::CancelledError("the client cancelled the call");
-    }
+    // The deadline first: gRPC also marks a call whose deadline passed as
+    // cancelled, and the cause matters to the log and to metrics.
     if (std::chrono::system_clock::now() > context->deadline()) {
       return absl::DeadlineExceededError("the call's deadline passed");
     }
+    if (context->IsCancelled()) {
+      return absl::CancelledError("the client cancelled the call");
+    }
     return absl::OkStatus();
   };
+}
+
+// Memory a parsed request holds (gRPC parsed it before the handler ran):
+// packed floats 4 bytes each, packed ids 8 (1 to 10 on the wire), plus
+// per-message overhead.
+uint64_t ParsedBytes(const google::protobuf::RepeatedPtrField<v1::Pattern>& p) {
+  uint64_t bytes = 64;
+  for (const v1::Pattern& pattern : p) {
+    bytes += 48 + static_cast<uint64_t>(pattern.values_size()) * sizeof(float);
+  }
+  return bytes;
+}
+uint64_t ParsedBytes(const google::protobuf::RepeatedPtrField<v1::Query>& q) {
+  uint64_t bytes = 64;
+  for (const v1::Query& query : q) {
+    bytes += 48 + static_cast<uint64_t>(query.values_size()) * sizeof(float);
+  }
+  return bytes;
+}
+uint64_t ParsedBytes(const google::protobuf::RepeatedField<uint64_t>& ids) {
+  return 64 + static_cast<uint64_t>(ids.size()) * sizeof(uint64_t);
 }
 
 absl::Status ReplyTooLarge(uint64_t reply_bytes, uint64_t limit,
@@ -94,6 +117,13 @@ class StoreStreamReactor final
       }
       return;
     }
+    absl::StatusOr<MemoryReservation> held = service_->budget()->Reserve(
+        ParsedBytes(request_.patterns()), "the parsed message");
+    if (!held.ok()) {
+      FinishWith(MessageError(held.status()));
+      return;
+    }
+    message_memory_ = *std::move(held);
     const absl::Status queued =
         service_->pool()->TrySubmit([this] { ApplyMessage(); });
     if (!queued.ok()) FinishWith(MessageError(queued));
@@ -145,6 +175,7 @@ class StoreStreamReactor final
       stored_ += static_cast<uint64_t>(request_.patterns_size());
       return absl::OkStatus();
     });
+    message_memory_.Release();
     if (!status.ok()) {
       FinishWith(MessageError(status));
       return;
@@ -179,7 +210,8 @@ class StoreStreamReactor final
   uint64_t messages_ = 0;
   uint64_t stored_ = 0;
   uint64_t pattern_count_ = 0;
-  uint64_t reply_bytes_ = 0;  // wire bytes of the ids listed so far
+  uint64_t reply_bytes_ = 0;          // wire bytes of the ids listed so far
+  MemoryReservation message_memory_;  // of request_ while it is applied
 };
 
 // Train is not available in this version: finish at once.
@@ -289,13 +321,26 @@ grpc::ServerUnaryReactor* MemoryService::RunInline(
 
 grpc::ServerUnaryReactor* MemoryService::RunHeavy(
     absl::string_view method, grpc::CallbackServerContext* context,
-    absl::string_view bank, std::function<absl::Status(CallMemory*)> work) {
+    absl::string_view bank, uint64_t request_bytes,
+    std::function<absl::Status(CallMemory*)> work) {
   const absl::Time start = absl::Now();
   absl::Status status;
   if (!Admit(&status)) return Finish(method, context, bank, status, start);
+  // The parsed request is held while the call waits and runs: count it, so
+  // queued calls cannot pile up requests beyond the budget.
+  absl::StatusOr<MemoryReservation> request_memory =
+      budget_->Reserve(request_bytes, "the parsed request");
+  if (!request_memory.ok()) {
+    grpc::ServerUnaryReactor* reactor =
+        Finish(method, context, bank, request_memory.status(), start);
+    Release();
+    return reactor;
+  }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  // std::function needs a copyable task: share the move-only reservation.
+  auto held = std::make_shared<MemoryReservation>(*std::move(request_memory));
   auto task = [this, method, context, reactor, start, bank = std::string(bank),
-               work = std::move(work)] {
+               work = std::move(work), held] {
     // A call whose deadline passed (or that was cancelled) while queued
     // does no work.
     CallMemory memory;  // released once gRPC has the reply
@@ -304,6 +349,7 @@ grpc::ServerUnaryReactor* MemoryService::RunHeavy(
     LogCall(method, context, bank, result, start);
     reactor->Finish(ToGrpcStatus(result));
     memory.clear();
+    held->Release();
     Release();
   };
   status = pool_->TrySubmit(std::move(task));
@@ -386,7 +432,7 @@ grpc::ServerUnaryReactor* MemoryService::Store(
     grpc::CallbackServerContext* context, const v1::StoreRequest* request,
     v1::StoreResponse* response) {
   return RunHeavy(
-      "Store", context, request->bank(),
+      "Store", context, request->bank(), ParsedBytes(request->patterns()),
       [this, request, response](CallMemory*) -> absl::Status {
         uint64_t pattern_count = 0;
         HOPFIELD_RETURN_IF_ERROR(
@@ -406,7 +452,7 @@ grpc::ServerUnaryReactor* MemoryService::GetPatterns(
     grpc::CallbackServerContext* context, const v1::GetPatternsRequest* request,
     v1::GetPatternsResponse* response) {
   return RunHeavy(
-      "GetPatterns", context, request->bank(),
+      "GetPatterns", context, request->bank(), ParsedBytes(request->ids()),
       [this, request, response](CallMemory* memory) -> absl::Status {
         HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
                                   registry_->Get(request->bank()));
@@ -446,7 +492,7 @@ grpc::ServerUnaryReactor* MemoryService::Forget(
     grpc::CallbackServerContext* context, const v1::ForgetRequest* request,
     v1::ForgetResponse* response) {
   return RunHeavy(
-      "Forget", context, request->bank(),
+      "Forget", context, request->bank(), ParsedBytes(request->ids()),
       [this, request, response](CallMemory*) -> absl::Status {
         HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
                                   registry_->Get(request->bank()));
@@ -463,7 +509,7 @@ grpc::ServerUnaryReactor* MemoryService::Retrieve(
     grpc::CallbackServerContext* context, const v1::RetrieveRequest* request,
     v1::RetrieveResponse* response) {
   return RunHeavy(
-      "Retrieve", context, request->bank(),
+      "Retrieve", context, request->bank(), ParsedBytes(request->queries()),
       [this, context, request, response](CallMemory* memory) -> absl::Status {
         HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
                                   registry_->Get(request->bank()));

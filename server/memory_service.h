@@ -122,6 +122,7 @@ class MemoryService final : public v1::MemoryService::CallbackService {
                absl::string_view bank, const absl::Status& status,
                absl::Time start) const;
   WorkerPool* pool() const { return pool_; }
+  MemoryBudget* budget() const { return budget_.get(); }
   uint64_t max_message_bytes() const { return options_.max_message_bytes; }
 
  private:
@@ -140,9 +141,12 @@ class MemoryService final : public v1::MemoryService::CallbackService {
   // `work` may park reservations in its CallMemory: they are held until the
   // reply has been handed to gRPC (serialized), then released.
   using CallMemory = std::vector<MemoryReservation>;
+  // `request_bytes`: the parsed request's memory, reserved while the call
+  // waits and runs.
   grpc::ServerUnaryReactor* RunHeavy(
       absl::string_view method, grpc::CallbackServerContext* context,
-      absl::string_view bank, std::function<absl::Status(CallMemory*)> work);
+      absl::string_view bank, uint64_t request_bytes,
+      std::function<absl::Status(CallMemory*)> work);
 
   BankRegistry* const registry_;
   WorkerPool* const pool_;

@@ -474,7 +474,8 @@ TEST_F(MemoryServiceTest, Issue13OversizedRepliesAreRefusedBeforeWork) {
   const grpc::Status status = stub_->GetPatterns(&context, request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(status.error_message(), HasSubstr("--max_message_bytes"));
-  EXPECT_EQ(server_->budget().peak(), peak);  // nothing was reserved
+  // Only the parsed request (100 ids) was reserved, not the 3 MB reply.
+  EXPECT_LT(server_->budget().peak(), peak + 4096);
   // 12 queries of 16 KiB fit in a request; their replies with 1,000-entry
   // energy traces do not.
   v1::RetrieveOptions traced;
@@ -485,7 +486,8 @@ TEST_F(MemoryServiceTest, Issue13OversizedRepliesAreRefusedBeforeWork) {
   EXPECT_THAT(Retrieve("wide", queries, traced),
               StatusIs(absl::StatusCode::kResourceExhausted,
                        HasSubstr("omit_pattern")));
-  EXPECT_EQ(server_->budget().peak(), peak);
+  // The parsed queries were reserved (192 KiB), not the ~600 KiB reply.
+  EXPECT_LT(server_->budget().peak(), peak + 12 * 4096 * 4 + 4096);
   traced.set_omit_pattern(true);
   EXPECT_THAT(Retrieve("wide", queries, traced), IsOk());
 }
@@ -621,6 +623,30 @@ TEST_F(MemoryServiceTest, Issue13StoreStreamChecksItsReplyBeforeStoring) {
   EXPECT_EQ(unlimited.ids_size(), 0);
   EXPECT_EQ(unlimited.stored(), 5000u);
   EXPECT_EQ(unlimited.pattern_count(), bank.pattern_count() + 5000);
+}
+
+}  // namespace
+}  // namespace hopfield::server
+
+namespace hopfield::server {
+namespace {
+
+// The parsed request counts against the budget while its call waits and
+// runs, so queued calls cannot hold requests beyond it.
+TEST_F(MemoryServiceTest, ParsedRequestsCountAgainstTheBudget) {
+  server_.reset();
+  ServerConfig config;
+  config.memory_budget_bytes = 1 << 20;
+  StartServer(config);
+  ASSERT_THAT(CreateBank("b", 1024), IsOk());
+  const std::vector<std::vector<float>> big(300,
+                                            std::vector<float>(1024, 1.0f));
+  EXPECT_THAT(Store("b", big), StatusIs(absl::StatusCode::kResourceExhausted,
+                                        HasSubstr("the parsed request")));
+  EXPECT_EQ(server_->budget().used(), 0u);
+  const std::vector<std::vector<float>> small(10,
+                                              std::vector<float>(1024, 1.0f));
+  EXPECT_THAT(Store("b", small), IsOk());
 }
 
 }  // namespace
