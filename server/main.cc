@@ -55,6 +55,14 @@ ABSL_FLAG(int, max_queued_calls, 64,
           "heavy calls that may wait for a worker thread; more are "
           "RESOURCE_EXHAUSTED at once");
 ABSL_FLAG(bool, access_log, false, "log one line per RPC");
+ABSL_FLAG(uint64_t, max_connections, 10000,
+          "most client connections at once (~16 KiB each when idle); more "
+          "are reset at once (clients see UNAVAILABLE and may retry). 0 = as "
+          "many as the open-file limit allows after --descriptor_reserve");
+ABSL_FLAG(uint64_t, descriptor_reserve, 64,
+          "open-file descriptors kept from connections, for files, gRPC's "
+          "internals and refusing connections; connections may use the "
+          "open-file limit (raised to the hard limit at start) minus this");
 ABSL_FLAG(double, shutdown_grace_seconds, 5.0,
           "on SIGTERM/SIGINT, let running calls finish for this long");
 
@@ -195,6 +203,15 @@ int main(int argc, char** argv) {
   }
   config.access_log = absl::GetFlag(FLAGS_access_log);
   const uint64_t descriptors = RaiseDescriptorLimit();
+  const uint64_t descriptor_reserve = absl::GetFlag(FLAGS_descriptor_reserve);
+  if (descriptor_reserve >= descriptors) {
+    HOPFIELD_LOG(ERROR) << "--descriptor_reserve must be below the open-file "
+                           "limit "
+                        << descriptors << ", got " << descriptor_reserve;
+    return 2;
+  }
+  config.max_descriptors = descriptors - descriptor_reserve;
+  config.max_connections = absl::GetFlag(FLAGS_max_connections);
 
   if (!InstallShutdownHandlers()) {
     HOPFIELD_LOG(ERROR) << "cannot install signal handlers: "
@@ -216,7 +233,10 @@ int main(int argc, char** argv) {
   HOPFIELD_LOG(INFO) << "config worker_threads=" << config.worker_threads
                      << " (0 = number of CPUs) max_queued_calls="
                      << config.max_queued_calls;
-  HOPFIELD_LOG(INFO) << "open file limit=" << descriptors;
+  HOPFIELD_LOG(INFO) << "open file limit=" << descriptors
+                     << " max_descriptors=" << config.max_descriptors
+                     << " max_connections=" << config.max_connections
+                     << " (0 = no cap beyond max_descriptors)";
   HOPFIELD_LOG(INFO) << "config access_log=" << config.access_log;
 
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(config);
@@ -225,7 +245,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   HOPFIELD_LOG(INFO) << "serving hopfield.v1.MemoryService on port "
-                     << (*server)->port();
+                     << (*server)->port() << "; connections refused beyond "
+                     << (*server)->descriptor_cap() << " open descriptors";
   const std::string port_file = absl::GetFlag(FLAGS_port_file);
   if (!port_file.empty() &&
       !WriteFileAtomically(

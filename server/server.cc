@@ -70,8 +70,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(),
-                           &server->port_);
+  // Our own accept loop instead of AddListeningPort: gRPC 1.51's listener
+  // stops for good after EMFILE and has no connection cap.
+  ConnectionLimits limits;
+  limits.max_descriptors = config.max_descriptors;
+  limits.max_connections = config.max_connections;
+  absl::StatusOr<std::unique_ptr<ConnectionAcceptor>> acceptor =
+      ConnectionAcceptor::Create(&builder, config.listen, limits);
+  if (!acceptor.ok()) return acceptor.status();
+  server->acceptor_ = *std::move(acceptor);
+  server->port_ = server->acceptor_->port();
   builder.RegisterService(server->service_.get());
   server->reflection_v1_ =
       std::make_unique<ReflectionV1Service>(std::vector<std::string>{
@@ -91,16 +99,19 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   server->server_ = builder.BuildAndStart();
-  if (server->server_ == nullptr || server->port_ == 0) {
+  if (server->server_ == nullptr) {
     return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", config.listen,
-                     " (address in use, or not a host:port?)"));
+        absl::StrCat("cannot start the gRPC server for ", config.listen));
   }
   grpc::HealthCheckServiceInterface* health =
       server->server_->GetHealthCheckService();
   // Nothing to load yet: ready as soon as the port is bound.
   health->SetServingStatus("", true);
   health->SetServingStatus(std::string(kServiceName), true);
+  // Only now may connections reach gRPC (before the start they would leak).
+  if (absl::Status started = server->acceptor_->Start(); !started.ok()) {
+    return started;
+  }
   return server;
 }
 
@@ -117,6 +128,9 @@ void Server::Shutdown(absl::Duration grace) {
   // The port stays open while running calls finish: health checks see
   // NOT_SERVING, new calls get UNAVAILABLE.
   const bool drained = service_->Drain(grace);
+  // Refuse new connections before gRPC shuts down: gRPC 1.51 never closes a
+  // connection handed to it after Shutdown began.
+  acceptor_->Stop();
   // gRPC's shutdown waits for every connection to close, and a client that
   // never answers the GOAWAY ping holds it for 20 s (gRPC 1.51): give
   // well-behaved clients a moment, then cancel everything left (nothing,

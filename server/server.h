@@ -22,6 +22,7 @@
 #include "core/bank_registry.h"
 #include "core/memory_budget.h"
 #include "core/worker_pool.h"
+#include "server/connection_acceptor.h"
 #include "server/memory_service.h"
 #include "server/reflection_v1.h"
 #include "server/server_config.h"
@@ -61,6 +62,12 @@ class Server {
   const MemoryBudget& budget() const { return *budget_; }
   const WorkerPool& pool() const { return *pool_; }
 
+  // Connection admission: counters, and the descriptor cap in force.
+  ConnectionAcceptorStats connection_stats() const {
+    return acceptor_->Stats();
+  }
+  uint64_t descriptor_cap() const { return acceptor_->descriptor_cap(); }
+
  private:
   Server() = default;
 
@@ -69,6 +76,7 @@ class Server {
   std::unique_ptr<BankRegistry> registry_;
   std::unique_ptr<MemoryService> service_;
   std::unique_ptr<ReflectionV1Service> reflection_v1_;
+  std::unique_ptr<ConnectionAcceptor> acceptor_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   bool shut_down_ = false;

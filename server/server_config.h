@@ -39,6 +39,13 @@ struct ServerConfig {
   uint32_t max_queued_calls = 64;
   // One log line per RPC.
   bool access_log = false;
+  // Connection admission (ConnectionAcceptor): a connection is reset at once
+  // when admitting it would leave more than this many descriptors open.
+  // 0 = the soft RLIMIT_NOFILE minus 64.
+  uint64_t max_descriptors = 0;
+  // At most this many connections (descriptors opened after start) on top;
+  // 0 = only max_descriptors caps them.
+  uint64_t max_connections = 0;
 };
 
 }  // namespace hopfield::server

@@ -24,6 +24,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -49,7 +50,8 @@ class Server:
     stderr (the log, and the access log with --access_log) goes to a file
     that log() reads back."""
 
-    def __init__(self, *flags, channel_options=()):
+    def __init__(self, *flags, channel_options=(), wrapper=()):
+        self.wrapper = list(wrapper)
         self.dir = tempfile.TemporaryDirectory()
         self.log_path = os.path.join(self.dir.name, "log")
         self.log_file = open(self.log_path, "w")
@@ -64,7 +66,7 @@ class Server:
     def _start(self, flags, channel_options):
         ports = os.path.join(self.dir.name, "ports")
         self.process = subprocess.Popen(
-            [os.environ["HOPFIELDD"], "--listen=127.0.0.1:0",
+            [*self.wrapper, os.environ["HOPFIELDD"], "--listen=127.0.0.1:0",
              "--port_file=" + ports, *flags],
             stderr=self.log_file)
         self.pid = self.process.pid
@@ -178,7 +180,7 @@ def bad_flag_exit(*flags):
     that starts anyway is killed (by pid, through subprocess.run) after 10 s."""
     try:
         done = subprocess.run(
-            [os.environ["HOPFIELDD"], "--listen=127.0.0.1:0", *flags],
+            [*self.wrapper, os.environ["HOPFIELDD"], "--listen=127.0.0.1:0", *flags],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=10)
     except subprocess.TimeoutExpired:
         return None, "still running after 10 s"
@@ -925,6 +927,71 @@ class SmallerFindingsTest(HardeningTestCase):
         self.assertEqual([r.nearest_id for r in results[:5]], [1, 2, 3, 4, 5])
         self.assertEqual(server.process.wait(timeout=20), 0)
         self.assertEqual(server.stop(), 0)
+
+
+
+
+class ConnectionTest(HardeningTestCase):
+    """Finding 8: with 1,024 descriptors, 1,100 idle TCP connections made
+    accept4 fail with EMFILE, and gRPC 1.51 never accepted again. Now the
+    server accepts connections itself, caps them below its descriptor limit
+    (resetting the ones over the cap at once) and keeps accepting."""
+
+    def flood(self, port, count):
+        """Opens `count` idle TCP connections; returns them."""
+        sockets = []
+        for _ in range(count):
+            try:
+                sockets.append(socket.create_connection(("127.0.0.1", port),
+                                                        timeout=5))
+            except OSError:
+                pass
+        return sockets
+
+    def assertServesOnNewConnection(self, server):
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        try:
+            health = health_pb2_grpc.HealthStub(channel)
+            response = health.Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=5,
+                wait_for_ready=True)
+            self.assertEqual(response.status, SERVING)
+        finally:
+            channel.close()
+
+    def test_8_a_burst_past_the_descriptor_limit_does_not_stop_accepting(self):
+        # A hard limit of 256 descriptors: the server cannot raise it, and
+        # caps connections at 256 - 64 (--descriptor_reserve).
+        server = self.start(wrapper=["prlimit", "--nofile=256:256", "--"])
+        sockets = self.flood(server.port, 300)
+        self.assertIsNone(server.process.poll())
+        for sock in sockets:
+            sock.close()
+        # Accepting again at once, and still a while later.
+        self.assertServesOnNewConnection(server)
+        time.sleep(1)
+        self.assertServesOnNewConnection(server)
+        self.assertAlive(server)
+
+    def test_8_max_connections_resets_the_ones_over_the_cap(self):
+        server = self.start("--max_connections=20")
+        sockets = self.flood(server.port, 40)
+        # The ones over the cap are closed by the server within a second.
+        closed = 0
+        for sock in sockets:
+            sock.settimeout(1.0)
+            try:
+                if sock.recv(1) == b"":
+                    closed += 1
+            except socket.timeout:
+                pass
+            except OSError:
+                closed += 1  # reset
+        self.assertGreaterEqual(closed, 15)
+        self.assertLess(closed, 40)
+        for sock in sockets:
+            sock.close()
+        self.assertServesOnNewConnection(server)
 
 
 if __name__ == "__main__":
