@@ -160,19 +160,23 @@ absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
                        "]: expected a non-zero norm under cosine similarity, "
                        "got the zero vector"));
     }
-    // Scores are float32: under dot a pattern's score against itself (its
-    // squared norm) must be finite, else its scores overflow to Inf/NaN.
-    // Cosine scores only need the norm itself.
+    // Scores and norms are float32: a pattern's score against itself (its
+    // squared norm) must be finite, else its scores (dot) or the norms of
+    // states mixing it (cosine) overflow to Inf/NaN.
     const double limit =
-        cosine
-            ? std::numeric_limits<float>::max()
-            : std::sqrt(static_cast<double>(std::numeric_limits<float>::max()));
+        std::sqrt(static_cast<double>(std::numeric_limits<float>::max()));
     if (!(norm < limit)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "patterns[", i, "]: norm ", norm, " is too large, expected < ", limit,
-          cosine ? " (float32)"
-                 : " under dot similarity (scores must stay finite in "
-                   "float32)"));
+          " (scores must stay finite in float32)"));
+    }
+    // Under cosine, scores divide by the norm: below 1e-30 the entries
+    // reach float32's denormals and 1/norm its limit.
+    if (cosine && norm > 0.0 && norm < 1e-30) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("patterns[", i, "]: norm ", norm,
+                       " is too small to score under cosine similarity, "
+                       "expected >= 1e-30"));
     }
     inverse_norms[i] = norm > 0.0 ? static_cast<float>(1.0 / norm) : 0.0f;
   }

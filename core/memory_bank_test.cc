@@ -199,16 +199,26 @@ TEST(MemoryBankTest, Issue13LargestIdKeepsIdAssignmentWorking) {
   EXPECT_EQ(bank->size(), 6u);
 }
 
-TEST(MemoryBankTest, DotRejectsPatternsWhoseScoresWouldOverflow) {
-  auto bank = NewBank(2, Similarity::kDot);
-  // 1e19 * 1e19 = 1e38 fits float32, but the squared norm 2e38 is close:
-  // 3e19 squared overflows.
-  EXPECT_THAT(bank->Add({0}, {3e19f, 0}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr("patterns[0]"), HasSubstr("norm"),
-                             HasSubstr("dot"))));
-  EXPECT_THAT(bank->Add({0}, {1e19f, 1e19f}), IsOk());
-  EXPECT_EQ(bank->size(), 1u);
+// Issue 13 (and fuzz/regressions): scores and norms are float32, so a
+// pattern whose squared norm overflows (dot scores, cosine states), or under
+// cosine whose norm underflows, is refused.
+TEST(MemoryBankTest, PatternsWhoseScoresWouldOverflowAreRefused) {
+  for (const Similarity similarity : {Similarity::kDot, Similarity::kCosine}) {
+    SCOPED_TRACE(SimilarityName(similarity));
+    auto bank = NewBank(2, similarity);
+    // 1e19 * 1e19 = 1e38 fits float32; 3e19 squared overflows.
+    EXPECT_THAT(
+        bank->Add({0}, {3e19f, 0}),
+        StatusIs(absl::StatusCode::kInvalidArgument,
+                 AllOf(HasSubstr("patterns[0]"), HasSubstr("too large"))));
+    EXPECT_THAT(bank->Add({0}, {1e19f, 1e19f}), IsOk());
+    EXPECT_EQ(bank->size(), 1u);
+  }
+  auto cosine = NewBank(2, Similarity::kCosine);
+  EXPECT_THAT(
+      cosine->Add({0}, {1e-35f, 0}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("too small")));
+  EXPECT_THAT(cosine->Add({0}, {1e-20f, 1e-20f}), IsOk());
 }
 
 TEST(MemoryBankTest, MaxPatternsIsEnforcedBeforeAnythingChanges) {

@@ -71,15 +71,16 @@ absl::Status ValidateQuery(absl::Span<const float> query, const BankView& view,
     }
     return absl::OkStatus();
   }
-  // Dot: logits β·ξᵀx are bounded by β·||x||·m for the query and β·m² for
-  // later states (which are mixtures of stored patterns); they must stay
-  // finite in float32.
+  // Dot: scores ξᵀx are bounded by ||x||·m for the query and m² for later
+  // states (which are mixtures of stored patterns), logits by β times that;
+  // both must stay finite in float32.
   const double m = view.max_norm;
-  const double bound = static_cast<double>(params.beta) * std::max(norm, m) * m;
+  const double bound =
+      std::max(1.0, static_cast<double>(params.beta)) * std::max(norm, m) * m;
   if (!(bound < std::numeric_limits<float>::max())) {
     return absl::InvalidArgumentError(absl::StrCat(
-        name, ": scores would overflow float32 under dot similarity: beta ",
-        params.beta, " x query norm ", norm, " x largest stored norm ", m,
+        name, ": scores would overflow float32 under dot similarity: max(beta ",
+        params.beta, ", 1) x query norm ", norm, " x largest stored norm ", m,
         " = ", bound, ", expected < ", std::numeric_limits<float>::max(),
         "; scale the query or the patterns down, or use a smaller beta"));
   }
@@ -128,8 +129,26 @@ double StateEnergy(const RetrievalParams& params, double half_sq_norm,
 double HalfSquaredNorm(const RetrievalParams& params,
                        const Eigen::Ref<const VectorXf>& x) {
   if (params.similarity == Similarity::kCosine) return 0.5;
-  const auto norm = static_cast<double>(x.norm());
-  return 0.5 * norm * norm;
+  return 0.5 * x.cast<double>().squaredNorm();  // in double: no overflow
+}
+
+// Writes x / ||x|| into `unit`, computed in double, so that neither a huge
+// nor a tiny x over- or underflows float (scores are then taken against a
+// unit vector); all zero when x is.
+template <typename In, typename Out>
+void Normalize(const In& x, Out&& unit) {
+  const double norm = x.template cast<double>().norm();
+  if (norm > 0.0) {
+    unit = (x.template cast<double>() * (1.0 / norm)).template cast<float>();
+  } else {
+    unit.setZero();
+  }
+}
+
+// True when every entry of `x` is zero.
+template <typename Vector>
+bool AllZero(const Vector& x) {
+  return (x.array() == 0.0f).all();
 }
 
 // Fills nearest/matches/support from the weights and scores of the final
@@ -195,6 +214,7 @@ struct Scratch {
   VectorXf block_weights = VectorXf(kFusedBlock);
   VectorXf x;       // the state, first d entries
   VectorXf update;  // Ξp, first d entries
+  VectorXf unit;    // x / ||x|| under cosine, first d entries
 };
 
 // Makes `v` hold at least n entries. It reallocates only when `v` is smaller,
@@ -215,6 +235,7 @@ Scratch& ThreadScratch(Index size, Index dim) {
   }
   EnsureSize(&scratch.x, dim);
   EnsureSize(&scratch.update, dim);
+  EnsureSize(&scratch.unit, dim);
   return scratch;
 }
 
@@ -228,7 +249,7 @@ Scratch& ThreadScratch(Index size, Index dim) {
 absl::Status Evaluate(const BankView& view, const RetrievalParams& params,
                       const Eigen::Ref<const VectorXf>& x,
                       VectorXf* block_weights, StateEval* eval,
-                      Eigen::Ref<VectorXf> update) {
+                      Eigen::Ref<VectorXf> update, Eigen::Ref<VectorXf> unit) {
   const Index size = view.size();
   // Patterns scored between two polls: whole fused blocks.
   const Index poll_blocks = std::max<Index>(
@@ -240,7 +261,10 @@ absl::Status Evaluate(const BankView& view, const RetrievalParams& params,
     return params.check_continue();
   };
   const bool cosine = params.similarity == Similarity::kCosine;
-  const float query_scale = cosine ? 1.0f / x.norm() : 1.0f;
+  // Under cosine, scores are taken against x / ||x||.
+  if (cosine) Normalize(x, unit);
+  const Eigen::Ref<const VectorXf> probe =
+      cosine ? Eigen::Ref<const VectorXf>(unit) : x;
   const float beta = params.beta;
   auto all_scores = eval->scores.head(size);
   auto all_logits = eval->logits.head(size);
@@ -257,10 +281,9 @@ absl::Status Evaluate(const BankView& view, const RetrievalParams& params,
       const Index count = std::min(kFusedBlock, size - start);
       const auto block = view.patterns.middleCols(start, count);
       auto scores = all_scores.segment(start, count);
-      scores.noalias() = block.transpose() * x;
+      scores.noalias() = block.transpose() * probe;
       if (cosine) {
-        scores = scores.cwiseProduct(view.inverse_norms.segment(start, count)) *
-                 query_scale;
+        scores = scores.cwiseProduct(view.inverse_norms.segment(start, count));
       }
       auto logits = all_logits.segment(start, count);
       logits = beta * scores;
@@ -297,10 +320,10 @@ absl::Status Evaluate(const BankView& view, const RetrievalParams& params,
     HOPFIELD_RETURN_IF_ERROR(poll(start));
     const Index count = std::min(poll_every, size - start);
     all_scores.segment(start, count).noalias() =
-        view.patterns.middleCols(start, count).transpose() * x;
+        view.patterns.middleCols(start, count).transpose() * probe;
   }
   if (cosine) {
-    all_scores = all_scores.cwiseProduct(view.inverse_norms) * query_scale;
+    all_scores = all_scores.cwiseProduct(view.inverse_norms);
   }
   all_logits = beta * all_scores;
   eval->null_mass = Separate(
@@ -337,9 +360,9 @@ absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
     StateEval& now = evals[static_cast<size_t>(current)];
     const StateEval& before = evals[static_cast<size_t>(1 - current)];
     // p_t, E(x_t), Ξ p_t
-    HOPFIELD_RETURN_IF_ERROR(Evaluate(view, params, scratch.x.head(dim),
-                                      &scratch.block_weights, &now,
-                                      scratch.update.head(dim)));
+    HOPFIELD_RETURN_IF_ERROR(
+        Evaluate(view, params, scratch.x.head(dim), &scratch.block_weights,
+                 &now, scratch.update.head(dim), scratch.unit.head(dim)));
     result.patterns_scored += static_cast<uint64_t>(view.size());
     result.energy = now.energy;
     if (params.return_energy_trace) result.energy_trace.push_back(now.energy);
@@ -348,8 +371,9 @@ absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
                      params.tolerance;
     const auto x = scratch.x.head(dim);
     const auto update = scratch.update.head(dim);
-    const bool state_settled =
-        (update - x).norm() <= kStateTolerance * update.norm();
+    // In double: a state of huge patterns would overflow float norms.
+    const bool state_settled = (update - x).cast<double>().norm() <=
+                               kStateTolerance * update.cast<double>().norm();
     scratch.x.swap(scratch.update);  // x_{t+1} = Ξ p_t
     ++t;
     if (weights_settled || state_settled) {
@@ -358,7 +382,7 @@ absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
     }
     if (t >= params.max_iterations) break;
     if (params.similarity == Similarity::kCosine &&
-        scratch.x.head(dim).norm() == 0.0f) {
+        AllZero(scratch.x.head(dim))) {
       // Every weight underflowed (softmax1 far from all patterns): the state
       // vanished and has no cosine scores; report it as it is.
       break;
@@ -438,6 +462,7 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
   MatrixXf x = queries;
   std::vector<Index> active(static_cast<size_t>(count));
   for (Index k = 0; k < count; ++k) active[static_cast<size_t>(k)] = k;
+  MatrixXf unit;  // cosine: the states scaled to unit norm
   MatrixXf scores;
   MatrixXf weights;
   MatrixXf weights_prev;
@@ -452,13 +477,15 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
       HOPFIELD_RETURN_IF_ERROR(params.check_continue());
     }
     const auto n = static_cast<Index>(active.size());
-    VectorXf query_scale = VectorXf::Ones(n);
+    // Under cosine, scores are taken against the unit states (computed in
+    // double: huge or tiny states neither over- nor underflow). A state can
+    // only vanish under softmax1 when every weight underflows; it scores as
+    // all-zero.
     if (cosine) {
-      // A state can only vanish under softmax1 when every weight underflows;
-      // score it as all-zero rather than dividing by zero.
-      query_scale = x.colwise().norm().transpose().unaryExpr(
-          [](float norm) { return norm > 0.0f ? 1.0f / norm : 0.0f; });
+      unit.resize(dim, n);
+      for (Index k = 0; k < n; ++k) Normalize(x.col(k), unit.col(k));
     }
+    const MatrixXf& probe = cosine ? unit : x;
     // Patterns per step between polls: ~check_every_macs multiply-adds, but
     // never so few that the matrix products lose their efficiency.
     const Index step = std::max<Index>(
@@ -469,11 +496,11 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
         params, size, step, [&](Index, Index begin, Index end) {
           auto block = scores.middleRows(begin, end - begin);
           block.noalias() =
-              view.patterns.middleCols(begin, end - begin).transpose() * x;
+              view.patterns.middleCols(begin, end - begin).transpose() * probe;
           if (cosine) {
             block =
                 view.inverse_norms.segment(begin, end - begin).asDiagonal() *
-                block * query_scale.asDiagonal();
+                block;
           }
         }));
     weights.resize(size, n);
@@ -549,9 +576,10 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
             const bool weights_settled =
                 t > 0 && (weights.col(k) - weights_prev.col(k)).norm() <=
                              params.tolerance;
-            const bool state_settled = (update.col(k) - x.col(k)).norm() <=
-                                       kStateTolerance * update.col(k).norm();
-            const bool vanished = cosine && update.col(k).norm() == 0.0f;
+            const bool state_settled =
+                (update.col(k) - x.col(k)).cast<double>().norm() <=
+                kStateTolerance * update.col(k).cast<double>().norm();
+            const bool vanished = cosine && AllZero(update.col(k));
             if (!(weights_settled || state_settled || vanished ||
                   t + 1 >= params.max_iterations)) {
               continue;
@@ -799,7 +827,7 @@ absl::StatusOr<std::vector<RetrieveResult>> Retriever::RetrieveBatch(
             results.reserve(n);
           }
           const uint64_t per_query =
-              (4 * size + (3 + parts) * dim) * sizeof(float) + 64;
+              (4 * size + (4 + parts) * dim) * sizeof(float) + 64;
           const uint64_t fixed = parts * size * sizeof(float);
           const uint64_t available = options.budget->available();
           const uint64_t fit =

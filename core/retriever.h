@@ -95,7 +95,7 @@ struct RetrieveOptions {
   WorkerPool* pool = nullptr;
   // The account a retrieval's memory is reserved from before it is
   // allocated: its results, and its scratch (single query: 6·M + 2·d floats;
-  // batch: about 4·M + (3 + threads)·d floats per query plus threads·M).
+  // batch: about 4·M + (4 + threads)·d floats per query plus threads·M).
   // A batch whose scratch does not fit at once runs in chunks of queries
   // that do, each under its own reader lock (so writes may land between
   // chunks; every query still sees one consistent bank). Null: unaccounted,
@@ -191,7 +191,8 @@ class Retriever {
   // Retrieves one query (dim floats) from `bank` under its reader lock.
   // Errors: FAILED_PRECONDITION if the bank is empty; INVALID_ARGUMENT for a
   // query of the wrong dimension, with NaN/Inf, or of zero norm under cosine,
-  // or (dot) whose scores would overflow float32 (β·max(||x||, m)·m), or bad
+  // or (dot) whose scores would overflow float32 (max(β, 1)·max(||x||, m)·m),
+  // or bad
   // options; RESOURCE_EXHAUSTED when options.budget cannot hold its memory;
   // whatever `check_continue` returns.
   static absl::StatusOr<RetrieveResult> Retrieve(

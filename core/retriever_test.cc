@@ -526,6 +526,67 @@ TEST(RetrieverTest, Issue13DotScoresThatWouldOverflowAreRefused) {
   EXPECT_TRUE(std::isfinite(result.matches[0].score));
 }
 
+// The request_fuzzer regressions (fuzz/regressions/request_fuzzer/retrieve-*):
+// queries whose float norms over- or underflow, or whose dot scores overflow
+// before β, used to be answered OK with NaN/Inf. Now every answer is finite
+// or INVALID_ARGUMENT.
+TEST(RetrieverTest, FuzzRegressionsAnswerFiniteNumbersOrInvalidArgument) {
+  const std::vector<float> stored = {1, 0, 0, 0, 0, 1, 0, 0, 100, -100, 50, 3};
+  struct Case {
+    const char* name;
+    Similarity similarity;
+    std::vector<float> queries;
+    float beta;
+  };
+  const std::vector<Case> cases = {
+      {"retrieve-batch-cosine-query-norm-overflows",
+       Similarity::kCosine,
+       {-2.3e38f, 0, 0, 0, 1, 0, 0, 0},
+       0.0f},
+      {"retrieve-cosine-tiny-query-norm-underflows",
+       Similarity::kCosine,
+       {2.2e-41f, 0, 4.6e-28f, 3.5e-38f},
+       0.0f},
+      {"retrieve-dot-energy-norm-overflows",
+       Similarity::kDot,
+       {-6.5e32f, 1e-30f, 0, 1},
+       4.0f},
+      {"retrieve-dot-score-overflows-small-beta",
+       Similarity::kDot,
+       {-1.78e38f, 0, 0, 0},
+       5.8e-11f},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto bank = NewBank(4, c.similarity, stored);
+    RetrieveOptions options;
+    options.beta = c.beta;
+    options.return_matches = 3;
+    options.return_energy_trace = true;
+    const auto results = Retriever::RetrieveBatch(*bank, c.queries, options);
+    if (!results.ok()) {
+      EXPECT_THAT(results, StatusIs(absl::StatusCode::kInvalidArgument,
+                                    HasSubstr("overflow")));
+      continue;
+    }
+    for (const RetrieveResult& result : *results) {
+      EXPECT_TRUE(std::isfinite(result.energy));
+      for (const double e : result.energy_trace) EXPECT_TRUE(std::isfinite(e));
+      for (const float v : result.pattern) EXPECT_TRUE(std::isfinite(v));
+      for (const Match& m : result.matches) {
+        EXPECT_TRUE(std::isfinite(m.weight) && std::isfinite(m.score));
+      }
+      EXPECT_GT(result.matches[0].weight, 0.0f);
+    }
+  }
+  // The tiny cosine query is a direction like any other: it retrieves.
+  auto cosine = NewBank(4, Similarity::kCosine, stored);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(
+      const RetrieveResult tiny,
+      Retriever::Retrieve(*cosine, std::vector<float>{1e-40f, 0, 1e-39f, 0}));
+  EXPECT_TRUE(std::isfinite(tiny.matches[0].score));
+}
+
 TEST(RetrieverTest, RejectsBadInputWithoutSideEffects) {
   auto bank = IdentityBank();
   const float nan = std::numeric_limits<float>::quiet_NaN();

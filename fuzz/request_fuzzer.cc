@@ -53,35 +53,6 @@ namespace {
 constexpr uint32_t kBankDim = 4;
 constexpr uint32_t kMaxDerivedDim = 64;
 
-// Known core bug, open (fuzz/regressions/open/README.md): core validates a
-// query's norm in double but then uses it in float, which overflows for
-// |values| above ~1.8e19 and underflows for all-tiny queries; and under dot
-// it bounds beta * score but not the score. Under cosine Retrieve then
-// answers OK with NaN weights, scores and energy; under dot with an infinite
-// energy, or infinite scores and all-zero weights. Until that is fixed, a
-// query whose largest |value| is neither 0 nor within [1e-18, 1e18] skips
-// cosine retrieval, and its dot results are checked for status and sizes
-// only (the conversions see every query). HOPFIELD_FUZZ_OPEN_BUGS=1 in the
-// environment lifts the guard. Remove it with the fix.
-constexpr float kMinSafeMagnitude = 1e-18f;
-constexpr float kMaxSafeMagnitude = 1e18f;
-bool guard_open_bugs = true;  // set once, in LLVMFuzzerInitialize
-
-bool FloatNormsSafe(const std::vector<float>& queries) {
-  if (!guard_open_bugs) return true;
-  for (size_t begin = 0; begin < queries.size(); begin += kBankDim) {
-    float largest = 0.0f;
-    for (size_t i = begin; i < begin + kBankDim; ++i) {
-      largest = std::max(largest, std::abs(queries[i]));
-    }
-    if (largest > kMaxSafeMagnitude ||
-        (largest > 0.0f && largest < kMinSafeMagnitude)) {
-      return false;
-    }
-  }
-  return true;
-}
-
 bool HasCode(const absl::Status& status,
              std::initializer_list<absl::StatusCode> codes) {
   return !status.ok() && !status.message().empty() &&
@@ -239,7 +210,7 @@ void FuzzStore(const v1::StoreRequest& request) {
 }
 
 void CheckResult(const RetrieveResult& result, const RetrieveOptions& options,
-                 size_t bank_size, bool check_values) {
+                 size_t bank_size) {
   HOPFIELD_CHECK(result.pattern.size() ==
                  (options.omit_pattern ? 0 : kBankDim));
   const size_t wanted = std::max<uint32_t>(options.return_matches, 1);
@@ -248,7 +219,6 @@ void CheckResult(const RetrieveResult& result, const RetrieveOptions& options,
                  result.iterations <= kMaxIterationsLimit);
   HOPFIELD_CHECK(result.energy_trace.size() ==
                  (options.return_energy_trace ? result.iterations : 0));
-  if (!check_values) return;
   HOPFIELD_CHECK(std::isfinite(result.energy));
   HOPFIELD_CHECK(std::isfinite(result.nearest_weight));
   for (const float value : result.pattern) HOPFIELD_CHECK(std::isfinite(value));
@@ -299,9 +269,7 @@ void FuzzRetrieve(const v1::RetrieveRequest& request) {
     return;
   }
   if (!queries_ok) return;
-  const bool norms_safe = FloatNormsSafe(queries);
   for (const Similarity similarity : {Similarity::kCosine, Similarity::kDot}) {
-    if (similarity == Similarity::kCosine && !norms_safe) continue;
     const MemoryBank& bank = FixedBank(similarity);
     if (count == 1) {
       const absl::StatusOr<RetrieveResult> result =
@@ -310,7 +278,7 @@ void FuzzRetrieve(const v1::RetrieveRequest& request) {
         HOPFIELD_CHECK(IsInvalid(result.status()));
         continue;
       }
-      CheckResult(*result, *options, bank.size(), norms_safe);
+      CheckResult(*result, *options, bank.size());
     } else {
       const absl::StatusOr<std::vector<RetrieveResult>> results =
           Retriever::RetrieveBatch(bank, queries, *options);
@@ -320,7 +288,7 @@ void FuzzRetrieve(const v1::RetrieveRequest& request) {
       }
       HOPFIELD_CHECK(results->size() == count);
       for (const RetrieveResult& result : *results) {
-        CheckResult(result, *options, bank.size(), norms_safe);
+        CheckResult(result, *options, bank.size());
       }
     }
   }
@@ -358,9 +326,6 @@ extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
   // Invalid UTF-8 in a string field fails the parse with a log line per
   // input; drop those (FATAL still aborts).
   google::protobuf::SetLogHandler(nullptr);
-  const char* open_bugs = std::getenv("HOPFIELD_FUZZ_OPEN_BUGS");
-  hopfield::guard_open_bugs =
-      open_bugs == nullptr || std::string(open_bugs) != "1";
   return 0;
 }
 
