@@ -5,6 +5,8 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -647,6 +649,35 @@ TEST_F(MemoryServiceTest, ParsedRequestsCountAgainstTheBudget) {
   const std::vector<std::vector<float>> small(10,
                                               std::vector<float>(1024, 1.0f));
   EXPECT_THAT(Store("b", small), IsOk());
+}
+
+}  // namespace
+}  // namespace hopfield::server
+
+namespace hopfield::server {
+namespace {
+
+// Issue 13: an exception escaping a gRPC 1.51 handler became UNIMPLEMENTED
+// with an empty message. Every handler's work runs through RunGuarded.
+TEST(RunGuardedTest, ExceptionsBecomeStatusesWithMessages) {
+  const absl::Status out_of_memory =
+      RunGuarded([]() -> absl::Status { throw std::bad_alloc(); });
+  EXPECT_THAT(out_of_memory, StatusIs(absl::StatusCode::kResourceExhausted,
+                                      HasSubstr("out of memory")));
+  const absl::Status other = RunGuarded(
+      []() -> absl::Status { throw std::runtime_error("broken invariant"); });
+  EXPECT_THAT(other, StatusIs(absl::StatusCode::kInternal,
+                              HasSubstr("broken invariant")));
+  EXPECT_THAT(RunGuarded([] { return absl::NotFoundError("x"); }),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST(PrintableNameTest, EscapesAndCutsUntrustedNames) {
+  EXPECT_EQ(PrintableName("faces"), "faces");
+  EXPECT_EQ(PrintableName("a\nb"), "a\\nb");
+  const std::string shown = PrintableName(std::string(8192, 'x'));
+  EXPECT_LT(shown.size(), 100u);
+  EXPECT_THAT(shown, HasSubstr("(8192 bytes)"));
 }
 
 }  // namespace
