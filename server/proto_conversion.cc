@@ -185,36 +185,39 @@ void RetrieveResultToProto(const RetrieveResult& result, v1::Retrieval* out) {
   out->set_beta(result.beta);
 }
 
-absl::Status CheckPatternShapes(
-    const google::protobuf::RepeatedPtrField<v1::Pattern>& patterns,
-    uint32_t dim) {
-  if (patterns.empty()) {
-    return absl::InvalidArgumentError("patterns: empty list, expected >= 1");
+namespace {
+
+// Every item (a Pattern or a Query) must hold `dim` values; `field` names
+// the list in errors.
+template <typename Item>
+absl::Status CheckShapes(const google::protobuf::RepeatedPtrField<Item>& items,
+                         uint32_t dim, absl::string_view field) {
+  if (items.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": empty list, expected >= 1"));
   }
-  for (int i = 0; i < patterns.size(); ++i) {
-    if (static_cast<uint32_t>(patterns[i].values_size()) != dim) {
+  for (int i = 0; i < items.size(); ++i) {
+    if (static_cast<uint32_t>(items[i].values_size()) != dim) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "patterns[", i, "].values: expected ", dim,
-          " values (the bank's dim), got ", patterns[i].values_size()));
+          field, "[", i, "].values: expected ", dim,
+          " values (the bank's dim), got ", items[i].values_size()));
     }
   }
   return absl::OkStatus();
 }
 
+}  // namespace
+
+absl::Status CheckPatternShapes(
+    const google::protobuf::RepeatedPtrField<v1::Pattern>& patterns,
+    uint32_t dim) {
+  return CheckShapes(patterns, dim, "patterns");
+}
+
 absl::Status CheckQueryShapes(
     const google::protobuf::RepeatedPtrField<v1::Query>& queries,
     uint32_t dim) {
-  if (queries.empty()) {
-    return absl::InvalidArgumentError("queries: empty list, expected >= 1");
-  }
-  for (int i = 0; i < queries.size(); ++i) {
-    if (static_cast<uint32_t>(queries[i].values_size()) != dim) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "queries[", i, "].values: expected ", dim,
-          " values (the bank's dim), got ", queries[i].values_size()));
-    }
-  }
-  return absl::OkStatus();
+  return CheckShapes(queries, dim, "queries");
 }
 
 absl::Status FlattenPatterns(
