@@ -180,7 +180,7 @@ def bad_flag_exit(*flags):
     that starts anyway is killed (by pid, through subprocess.run) after 10 s."""
     try:
         done = subprocess.run(
-            [*self.wrapper, os.environ["HOPFIELDD"], "--listen=127.0.0.1:0", *flags],
+            [os.environ["HOPFIELDD"], "--listen=127.0.0.1:0", *flags],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=10)
     except subprocess.TimeoutExpired:
         return None, "still running after 10 s"
