@@ -19,6 +19,17 @@
 //   (RESOURCE_EXHAUSTED is counted, not fatal) and whether the loaded probes
 //   meet the target p99 < 50 ms. Not in the default list: it takes two
 //   --duration_seconds plus the heavy calls in flight at the end.
+// - ingest2: loading two banks alternately. Creates two fresh banks and
+//   stores --patterns images into each with unary Store calls of --batch
+//   (bank A batch 1, bank B batch 1, A batch 2, ...); prints Store latency
+//   p50/p99/max per 10k-pattern segment of bank size and overall, both
+//   banks' separation_pending at each segment's end, and how long after the
+//   last write both reached separation_pending 0 (at most
+//   --catchup_timeout_seconds). --qps paces the Store calls (as a client
+//   that pauses between batches); --trace_csv writes every call. Banks
+//   loadgen-PID-a and -b, deleted at exit; with --bank=NAME, NAME-a and
+//   NAME-b, which must not exist yet and are kept. Not in the default list
+//   (minutes: the catch-up of two full banks).
 //
 // --scenarios picks and orders them (default: the first five, store first,
 // in one run, so their ratios are comparable). Each latency scenario runs
@@ -64,7 +75,7 @@
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "hopfieldd address");
 ABSL_FLAG(std::string, scenarios, "store,ping,retrieve,inprocess,compare",
           "comma-separated scenarios, run in this order; also available: "
-          "mixed (not run by default)");
+          "mixed, ingest2 (not run by default)");
 ABSL_FLAG(int, concurrency, 1, "closed-loop clients per latency scenario");
 ABSL_FLAG(double, duration_seconds, 10, "length of each latency scenario");
 ABSL_FLAG(double, qps, 0, "total request rate (0 = as fast as the clients go)");
@@ -73,7 +84,9 @@ ABSL_FLAG(
     "calls per client instead of --duration_seconds, so scenarios see the "
     "same query sequence (paired comparisons)");
 ABSL_FLAG(int, patterns, 60000, "Fashion-MNIST images in the bank");
-ABSL_FLAG(int, batch, 1000, "store: patterns per StoreStream message");
+ABSL_FLAG(int, batch, 1000,
+          "store: patterns per StoreStream message; ingest2: patterns per "
+          "unary Store call");
 ABSL_FLAG(int, payload_bytes, 3136,
           "ping: payload size (3136 = one 784-float vector)");
 ABSL_FLAG(double, mask_fraction, 0.5, "retrieve: pixels zeroed in each query");
@@ -89,9 +102,17 @@ ABSL_FLAG(double, heavy_backoff_ms, 100,
           "mixed: pause of a heavy client after a failed call (e.g. "
           "RESOURCE_EXHAUSTED) before it sends again, as a retrying client "
           "backs off; 0 = resend at once");
+ABSL_FLAG(double, catchup_timeout_seconds, 900,
+          "ingest2: longest wait after the last write for both banks' "
+          "separation_pending to reach 0 (reported as not caught up after)");
+ABSL_FLAG(std::string, trace_csv, "",
+          "ingest2: also write every Store call to this CSV file (bank, "
+          "patterns before the call, start in seconds since the first call, "
+          "latency in ms)");
 ABSL_FLAG(std::string, bank, "",
           "bank to use, kept at exit and reused as is (no store) when it "
-          "already exists; empty = a fresh loadgen-PID bank, deleted at exit");
+          "already exists; empty = a fresh loadgen-PID bank, deleted at exit. "
+          "ingest2 uses NAME-a and NAME-b, which must not exist yet");
 
 namespace hopfield::bench {
 namespace {
@@ -450,6 +471,284 @@ void Mixed(const client::ClientOptions& base, const std::string& bank,
   std::fflush(stdout);
 }
 
+// One unary Store call of the ingest2 scenario.
+struct StoreCall {
+  size_t bank = 0;           // 0 = A, 1 = B
+  uint64_t size_before = 0;  // patterns in that bank before the call
+  double start_seconds = 0;  // since the first call began
+  double ms = 0;
+};
+
+// Both banks' separation_pending after `written` patterns per bank.
+struct PendingSample {
+  uint64_t written = 0;
+  std::array<uint64_t, 2> pending{};
+};
+
+absl::Status FromGrpc(const grpc::Status& status) {
+  return {static_cast<absl::StatusCode>(status.error_code()),
+          status.error_message()};
+}
+
+// `value` with `digits` decimals.
+std::string Fixed(double value, int digits) {
+  std::array<char, 32> text{};
+  std::snprintf(text.data(), text.size(), "%.*f", digits, value);
+  return text.data();
+}
+
+// Prints p50/p99/max of `ms` (sorted here) after `label`.
+void PrintLatencies(const std::string& label, std::vector<double>& ms,
+                    const std::string& suffix) {
+  std::sort(ms.begin(), ms.end());
+  std::printf("%-10s %-13s calls=%-4zu p50=%.3fms p99=%.3fms max=%.3fms%s\n",
+              "ingest2", label.c_str(), ms.size(), Percentile(ms, 0.50),
+              Percentile(ms, 0.99), ms.empty() ? 0.0 : ms.back(),
+              suffix.c_str());
+}
+
+// Loads banks `names` alternately and reports (see the header); the banks
+// are deleted at exit unless `keep_banks`, and always on failure.
+absl::Status IngestTwo(client::MemoryClient& client,
+                       const client::ClientOptions& options,
+                       const std::array<std::string, 2>& names, bool keep_banks,
+                       size_t dim, absl::Span<const float> pixels) {
+  const size_t count = pixels.size() / dim;
+  const auto batch =
+      static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_batch)));
+  constexpr uint64_t kSegment = 10000;
+  std::vector<std::string> created;
+  auto drop_created = [&] {
+    for (const std::string& name : created) (void)client.DeleteBank(name);
+  };
+  for (const std::string& name : names) {
+    absl::StatusOr<v1::Bank> existing = client.GetBank(name);
+    if (existing.ok()) {
+      drop_created();
+      return absl::FailedPreconditionError(
+          absl::StrCat("ingest2 needs fresh banks and ", name,
+                       " exists; delete it or pick another --bank"));
+    }
+    v1::BankConfig config;
+    config.set_dim(static_cast<uint32_t>(dim));
+    absl::StatusOr<v1::Bank> bank = client.CreateBank(name, config);
+    if (!bank.ok()) {
+      drop_created();
+      return bank.status();
+    }
+    created.push_back(name);
+  }
+  std::printf(
+      "%-10s banks %s and %s: %zu patterns each, unary Store of %zu, "
+      "alternating\n",
+      "ingest2", names[0].c_str(), names[1].c_str(), count, batch);
+  std::fflush(stdout);
+
+  std::unique_ptr<v1::MemoryService::Stub> stub =
+      v1::MemoryService::NewStub(OwnChannel(options));
+  std::vector<StoreCall> calls;
+  std::vector<PendingSample> samples;
+  auto sample_pending = [&](uint64_t written) -> absl::Status {
+    PendingSample sample;
+    sample.written = written;
+    for (size_t b = 0; b < names.size(); ++b) {
+      absl::StatusOr<v1::Bank> state = client.GetBank(names[b]);
+      if (!state.ok()) return state.status();
+      sample.pending[b] = state->separation_pending();
+    }
+    samples.push_back(sample);
+    return absl::OkStatus();
+  };
+  Clock::time_point start;
+  auto store = [&](size_t b, size_t first, size_t rows) -> absl::Status {
+    v1::StoreRequest request;
+    request.set_bank(names[b]);
+    request.mutable_patterns()->Reserve(static_cast<int>(rows));
+    for (size_t r = first; r < first + rows; ++r) {
+      const absl::Span<const float> row = pixels.subspan(r * dim, dim);
+      request.add_patterns()->mutable_values()->Add(row.begin(), row.end());
+    }
+    v1::StoreResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         absl::ToChronoMilliseconds(options.timeout));
+    const Clock::time_point t0 = Clock::now();
+    const grpc::Status status = stub->Store(&context, request, &response);
+    const double ms =
+        std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    if (!status.ok()) return FromGrpc(status);
+    if (response.pattern_count() != first + rows) {
+      return absl::InternalError(
+          absl::StrCat(names[b], " holds ", response.pattern_count(),
+                       " patterns after a Store, expected ", first + rows));
+    }
+    calls.push_back(
+        {b, first, std::chrono::duration<double>(t0 - start).count(), ms});
+    return absl::OkStatus();
+  };
+  // With --qps, one Store every 1/qps seconds: a client that pauses
+  // between writes (reading, decoding) leaves each bank quiet in between.
+  const double qps = absl::GetFlag(FLAGS_qps);
+  const auto interval = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(qps > 0 ? 1 / qps : 0));
+  start = Clock::now();
+  Clock::time_point next = start;
+  for (size_t first = 0; first < count; first += batch) {
+    const size_t rows = std::min(batch, count - first);
+    for (size_t b = 0; b < names.size(); ++b) {
+      if (qps > 0) {
+        std::this_thread::sleep_until(next);
+        next += interval;
+      }
+      if (absl::Status s = store(b, first, rows); !s.ok()) {
+        drop_created();
+        return absl::Status(s.code(),
+                            absl::StrCat("Store into ", names[b], " at ", first,
+                                         " patterns: ", s.message()));
+      }
+    }
+    const uint64_t written = first + rows;
+    // Untimed, between two Stores: does the refresher get a turn?
+    if (written % kSegment == 0 || written == count) {
+      if (absl::Status s = sample_pending(written); !s.ok()) {
+        drop_created();
+        return s;
+      }
+    }
+  }
+  const Clock::time_point last_write = Clock::now();
+  const double write_seconds =
+      std::chrono::duration<double>(last_write - start).count();
+
+  // Catch-up: poll until both banks' statistics are exact again.
+  const auto timeout =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+          absl::GetFlag(FLAGS_catchup_timeout_seconds)));
+  std::array<double, 2> caught_up_seconds{-1, -1};
+  std::array<v1::Bank, 2> after_writes;
+  std::array<v1::Bank, 2> state;
+  Clock::time_point next_progress = last_write + std::chrono::seconds(10);
+  for (bool first_poll = true;; first_poll = false) {
+    const double since =
+        std::chrono::duration<double>(Clock::now() - last_write).count();
+    bool done = true;
+    for (size_t b = 0; b < names.size(); ++b) {
+      if (caught_up_seconds[b] >= 0) continue;
+      absl::StatusOr<v1::Bank> polled = client.GetBank(names[b]);
+      if (!polled.ok()) {
+        drop_created();
+        return polled.status();
+      }
+      state[b] = *std::move(polled);
+      if (first_poll) after_writes[b] = state[b];
+      if (state[b].separation_pending() == 0) {
+        caught_up_seconds[b] = since;
+      } else {
+        done = false;
+      }
+    }
+    if (done || Clock::now() - last_write > timeout) break;
+    if (Clock::now() >= next_progress) {
+      std::printf(
+          "%-10s %.0f s after the last write: pending A=%llu B=%llu\n",
+          "ingest2", since,
+          static_cast<unsigned long long>(state[0].separation_pending()),
+          static_cast<unsigned long long>(state[1].separation_pending()));
+      std::fflush(stdout);
+      next_progress += std::chrono::seconds(10);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+
+  // Latency per segment of bank size (both banks' calls together).
+  std::map<uint64_t, std::vector<double>> segments;
+  std::vector<double> overall;
+  for (const StoreCall& call : calls) {
+    segments[call.size_before / kSegment].push_back(call.ms);
+    overall.push_back(call.ms);
+  }
+  std::printf(
+      "%-10s Store latency by bank size before the call (A and B calls "
+      "together); separation_pending A/B at the segment's end\n",
+      "ingest2");
+  for (auto& [segment, ms] : segments) {
+    const uint64_t end = std::min<uint64_t>((segment + 1) * kSegment, count);
+    std::string pending;
+    for (const PendingSample& sample : samples) {
+      if (sample.written == end) {
+        pending = absl::StrCat(" pending=", sample.pending[0], "/",
+                               sample.pending[1]);
+      }
+    }
+    PrintLatencies(
+        absl::StrCat("[", segment * kSegment / 1000, "k,", end / 1000, "k)"),
+        ms, pending);
+  }
+  PrintLatencies(
+      "overall", overall,
+      absl::StrCat(
+          " patterns_per_second=",
+          static_cast<uint64_t>(static_cast<double>(2 * count) / write_seconds),
+          " (", Fixed(write_seconds, 2), " s)"));
+  std::vector<StoreCall> slowest = calls;
+  const size_t shown = std::min<size_t>(5, slowest.size());
+  std::partial_sort(
+      slowest.begin(), slowest.begin() + static_cast<std::ptrdiff_t>(shown),
+      slowest.end(),
+      [](const StoreCall& a, const StoreCall& b) { return a.ms > b.ms; });
+  std::string listed;
+  for (size_t i = 0; i < shown; ++i) {
+    absl::StrAppend(&listed, " ", slowest[i].bank == 0 ? "A" : "B", "@",
+                    slowest[i].size_before, "=", Fixed(slowest[i].ms, 1), "ms");
+  }
+  std::printf("%-10s slowest (bank@size before):%s\n", "ingest2",
+              listed.c_str());
+  if (const std::string path = absl::GetFlag(FLAGS_trace_csv); !path.empty()) {
+    std::FILE* csv = std::fopen(path.c_str(), "w");
+    if (csv == nullptr) {
+      std::fprintf(stderr, "ingest2: cannot write %s\n", path.c_str());
+    } else {
+      std::fprintf(csv, "bank,size_before,start_seconds,ms\n");
+      for (const StoreCall& call : calls) {
+        std::fprintf(csv, "%c,%llu,%.4f,%.3f\n", call.bank == 0 ? 'A' : 'B',
+                     static_cast<unsigned long long>(call.size_before),
+                     call.start_seconds, call.ms);
+      }
+      std::fclose(csv);
+    }
+  }
+  for (size_t b = 0; b < names.size(); ++b) {
+    const std::string then =
+        caught_up_seconds[b] >= 0
+            ? absl::StrCat("exact ", Fixed(caught_up_seconds[b], 2),
+                           " s after it:")
+            : absl::StrCat("still pending=", state[b].separation_pending(),
+                           " at the timeout:");
+    std::printf(
+        "%-10s %s: at the last write pending=%llu min_separation=%g "
+        "effective_beta=%g; %s min_separation=%g effective_beta=%g\n",
+        "ingest2", b == 0 ? "A" : "B",
+        static_cast<unsigned long long>(after_writes[b].separation_pending()),
+        after_writes[b].min_separation(), after_writes[b].effective_beta(),
+        then.c_str(), state[b].min_separation(), state[b].effective_beta());
+  }
+  const double both = std::max(caught_up_seconds[0], caught_up_seconds[1]);
+  if (caught_up_seconds[0] >= 0 && caught_up_seconds[1] >= 0) {
+    std::printf(
+        "ingest2: separation_pending 0 in both banks %.2f s after the last "
+        "write\n",
+        both);
+  } else {
+    std::printf(
+        "ingest2: separation_pending not 0 in both banks %g s after the last "
+        "write (timeout)\n",
+        absl::GetFlag(FLAGS_catchup_timeout_seconds));
+  }
+  std::fflush(stdout);
+  if (!keep_banks) drop_created();
+  return absl::OkStatus();
+}
+
 int Main() {
   const std::vector<std::string> scenarios =
       absl::StrSplit(absl::GetFlag(FLAGS_scenarios), ',', absl::SkipEmpty());
@@ -661,6 +960,15 @@ int Main() {
         heavy_rows.insert(heavy_rows.end(), row.begin(), row.end());
       }
       Mixed(options, bank, dim, heavy_rows, pool, remote_options);
+    } else if (scenario == "ingest2") {
+      if (absl::Status s =
+              IngestTwo(client, options,
+                        {absl::StrCat(bank, "-a"), absl::StrCat(bank, "-b")},
+                        keep_bank, dim, images->pixels);
+          !s.ok()) {
+        std::fprintf(stderr, "ingest2: %s\n", s.ToString().c_str());
+        return 1;
+      }
     } else {
       std::fprintf(stderr, "unknown scenario \"%s\"\n", scenario.c_str());
       return 2;
