@@ -92,7 +92,9 @@ TEST(MemoryBudgetTest, ConcurrentReservationsNeverExceedTheLimit) {
     threads.emplace_back([&budget] {
       for (int i = 0; i < 20000; ++i) {
         auto r = budget->Reserve(300, "r");
-        if (r.ok()) EXPECT_LE(budget->used(), 1000u);
+        if (r.ok()) {
+          EXPECT_LE(budget->used(), 1000u);
+        }
       }
     });
   }
