@@ -140,7 +140,7 @@ struct BankStats {
   uint64_t pattern_count = 0;
   // Bytes held for patterns, norms, ids, separation and the id index: the
   // allocated capacity, which is what the bank has reserved from its budget
-  // (growth adds 1/8, so at most ~1/8 above what the patterns need).
+  // (growth adds 1/4, so at most ~1/4 above what the patterns need).
   uint64_t memory_bytes = 0;
   // Δ_min over the patterns whose statistics are up to date (empty when
   // fewer than two patterns are stored or none is processed yet).
@@ -161,7 +161,7 @@ struct BankStats {
 // A named bank of patterns. Not copyable.
 //
 // Memory: the bank reserves its buffers from `BankEnvironment::budget`
-// before allocating them (growth by 1/8 of the capacity at a time, while the
+// before allocating them (growth by 1/4 of the capacity at a time, while the
 // old and new buffers coexist), gives memory back when removals leave it less
 // than half full, and holds the reservation until it is destroyed.
 //
