@@ -198,9 +198,9 @@ INSTANTIATE_TEST_SUITE_P(
     Updates, MemoryBankAllocTest,
     ::testing::Values(SeparationUpdate::kSynchronous,
                       SeparationUpdate::kDeferred),
-    [](const ::testing::TestParamInfo<SeparationUpdate>& info) {
-      return info.param == SeparationUpdate::kSynchronous ? "Synchronous"
-                                                          : "Deferred";
+    [](const ::testing::TestParamInfo<SeparationUpdate>& update) {
+      return update.param == SeparationUpdate::kSynchronous ? "Synchronous"
+                                                            : "Deferred";
     });
 
 }  // namespace
