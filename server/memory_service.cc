@@ -194,8 +194,12 @@ class StoreStreamReactor final
 
   void FinishWith(const absl::Status& status) {
     service_->LogCall("StoreStream", context_, bank_, status, start_);
+    // OnDone may delete this reactor as soon as Finish is called: nothing
+    // of `this` may be touched after it.
+    MemoryService* const service = service_;
+    const bool admitted = admitted_;
     Finish(ToGrpcStatus(status));
-    if (admitted_) service_->Release();
+    if (admitted) service->Release();
   }
 
   MemoryService* const service_;
