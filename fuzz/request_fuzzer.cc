@@ -296,7 +296,7 @@ void FuzzRetrieve(const v1::RetrieveRequest& request) {
 
 void FuzzGetPatterns(const v1::GetPatternsRequest& request) {
   CheckName(request.bank());
-  const absl::StatusOr<std::vector<PatternId>> ids =
+  const absl::StatusOr<absl::Span<const PatternId>> ids =
       server::IdsFromProto(request.ids());
   if (!ids.ok()) {
     HOPFIELD_CHECK(IsInvalid(ids.status()));

@@ -460,9 +460,8 @@ grpc::ServerUnaryReactor* MemoryService::GetPatterns(
       [this, request, response](CallMemory* memory) -> absl::Status {
         HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
                                   registry_->Get(request->bank()));
-        if (request->ids().empty()) {
-          return absl::InvalidArgumentError("ids: empty list, expected >= 1");
-        }
+        HOPFIELD_ASSIGN_OR_RETURN(const absl::Span<const PatternId> ids,
+                                  IdsFromProto(request->ids()));
         // Sized from the request before anything is built.
         const auto count = static_cast<uint64_t>(request->ids_size());
         const uint64_t dim = bank->dim();
@@ -479,8 +478,6 @@ grpc::ServerUnaryReactor* MemoryService::GetPatterns(
                 kReplyMemoryFactor * wire,
                 absl::StrCat("the reply of ", count, " patterns")));
         memory->push_back(std::move(reply));
-        const absl::Span<const PatternId> ids(request->ids().data(),
-                                              request->ids().size());
         response->mutable_patterns()->Reserve(request->ids_size());
         HOPFIELD_RETURN_IF_ERROR(bank->VisitPatterns(
             ids, [&](size_t i, absl::Span<const float> values) {
@@ -500,11 +497,9 @@ grpc::ServerUnaryReactor* MemoryService::Forget(
       [this, request, response](CallMemory*) -> absl::Status {
         HOPFIELD_ASSIGN_OR_RETURN(const std::shared_ptr<MemoryBank> bank,
                                   registry_->Get(request->bank()));
-        if (request->ids().empty()) {
-          return absl::InvalidArgumentError("ids: empty list, expected >= 1");
-        }
-        response->set_forgotten(bank->Remove(absl::Span<const PatternId>(
-            request->ids().data(), request->ids().size())));
+        HOPFIELD_ASSIGN_OR_RETURN(const absl::Span<const PatternId> ids,
+                                  IdsFromProto(request->ids()));
+        response->set_forgotten(bank->Remove(ids));
         return absl::OkStatus();
       });
 }

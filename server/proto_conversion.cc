@@ -236,12 +236,13 @@ absl::Status FlattenPatterns(
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<PatternId>> IdsFromProto(
+absl::StatusOr<absl::Span<const PatternId>> IdsFromProto(
     const google::protobuf::RepeatedField<uint64_t>& ids) {
   if (ids.empty()) {
     return absl::InvalidArgumentError("ids: empty list, expected >= 1");
   }
-  return std::vector<PatternId>(ids.begin(), ids.end());
+  return absl::Span<const PatternId>(ids.data(),
+                                     static_cast<size_t>(ids.size()));
 }
 
 absl::Status FlattenQueries(

@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "google/protobuf/repeated_field.h"
 #include "google/protobuf/repeated_ptr_field.h"
 
@@ -58,8 +59,9 @@ absl::Status CheckPatternShapes(
 absl::Status CheckQueryShapes(
     const google::protobuf::RepeatedPtrField<v1::Query>& queries, uint32_t dim);
 
-// The ids of a GetPatterns or Forget request. Errors: an empty list.
-absl::StatusOr<std::vector<PatternId>> IdsFromProto(
+// The ids of a GetPatterns or Forget request, viewed in place (valid while
+// the request lives). Errors: an empty list.
+absl::StatusOr<absl::Span<const PatternId>> IdsFromProto(
     const google::protobuf::RepeatedField<uint64_t>& ids);
 
 // Concatenates the queries' values for Retriever::RetrieveBatch. Errors: an
