@@ -105,7 +105,7 @@ TEST(BankRegistryTest, Issue13RefresherProgressesUnderSustainedWrites) {
   // Writes every 2 ms (never quiet for 200 ms) for ~1 s.
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   while (std::chrono::steady_clock::now() < end) {
-    std::vector<float> values(8 * 8);
+    std::vector<float> values(size_t{8} * 8);
     for (float& v : values) v = normal(rng);
     ASSERT_THAT(bank->Add(std::vector<PatternId>(8, 0), values), IsOk());
     written += 8;

@@ -85,7 +85,7 @@ void RebuildIndex(Index* index, size_t entries) {
   // Failed maps are kept reachable here (never destroyed), so leak checkers
   // do not report them; each is a few dozen bytes holding no memory.
   static std::mutex graveyard_mu;
-  static auto* const graveyard = new std::vector<void*>();
+  static auto* const kGraveyard = new std::vector<void*>();
   auto fresh = std::make_unique<Index>();
   try {
     fresh->reserve(entries);
@@ -93,7 +93,7 @@ void RebuildIndex(Index* index, size_t entries) {
     {
       std::lock_guard<std::mutex> lock(graveyard_mu);
       try {
-        graveyard->push_back(fresh.get());
+        kGraveyard->push_back(fresh.get());
       } catch (...) {  // out of memory again: leak it instead
       }
     }

@@ -489,8 +489,9 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
     // Patterns per step between polls: ~check_every_macs multiply-adds, but
     // never so few that the matrix products lose their efficiency.
     const Index step = std::max<Index>(
-        256, static_cast<Index>(params.check_every_macs /
-                                static_cast<uint64_t>(n * dim)));
+        256, static_cast<Index>(
+                 params.check_every_macs /
+                 std::max<uint64_t>(1, static_cast<uint64_t>(n * dim))));
     scores.resize(size, n);
     HOPFIELD_RETURN_IF_ERROR(ParallelForChecked(
         params, size, step, [&](Index, Index begin, Index end) {

@@ -55,9 +55,11 @@ TEST(WorkerPoolTest, RunsSubmittedTasks) {
 }
 
 TEST(WorkerPoolTest, RefusesBeyondTheQueueLimit) {
-  WorkerPool pool(WorkerPoolOptions{1, 2});
+  // The gate outlives the pool: a worker may still be inside Wait() after
+  // Open() returns, until the pool's destructor joins it.
   Gate gate;
   std::promise<void> started;
+  WorkerPool pool(WorkerPoolOptions{1, 2});
   ASSERT_THAT(pool.TrySubmit([&] {
     started.set_value();
     gate.Wait();
@@ -76,25 +78,23 @@ TEST(WorkerPoolTest, RefusesBeyondTheQueueLimit) {
 }
 
 TEST(WorkerPoolTest, ZeroQueueAdmitsOnlyWhenAThreadIsIdle) {
+  // Declared before the pool so that they outlive its worker (see above).
+  Gate gate;
+  std::promise<void> started;
   WorkerPool pool(WorkerPoolOptions{1, 0});
-  // Let the worker reach its idle wait.
-  while (true) {
-    Gate gate;
-    std::promise<void> started;
-    const absl::Status status = pool.TrySubmit([&] {
-      started.set_value();
-      gate.Wait();
-    });
-    if (!status.ok()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      continue;
-    }
-    started.get_future().wait();
-    EXPECT_THAT(pool.TrySubmit([] {}),
-                StatusIs(absl::StatusCode::kResourceExhausted));
-    gate.Open();
-    break;
+  // Until the worker reaches its idle wait, a zero queue refuses everything;
+  // a refused task is destroyed without running, so the promise stays unset.
+  while (!pool.TrySubmit([&] {
+                started.set_value();
+                gate.Wait();
+              })
+              .ok()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+  started.get_future().wait();
+  EXPECT_THAT(pool.TrySubmit([] {}),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  gate.Open();
 }
 
 TEST(WorkerPoolTest, ParallelForRunsEveryPartOnce) {

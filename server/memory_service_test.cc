@@ -489,7 +489,7 @@ TEST_F(MemoryServiceTest, Issue13OversizedRepliesAreRefusedBeforeWork) {
               StatusIs(absl::StatusCode::kResourceExhausted,
                        HasSubstr("omit_pattern")));
   // The parsed queries were reserved (192 KiB), not the ~600 KiB reply.
-  EXPECT_LT(server_->budget().peak(), peak + 12 * 4096 * 4 + 4096);
+  EXPECT_LT(server_->budget().peak(), peak + size_t{12} * 4096 * 4 + 4096);
   traced.set_omit_pattern(true);
   EXPECT_THAT(Retrieve("wide", queries, traced), IsOk());
 }
