@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 #include <mutex>
+#include <random>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -104,6 +106,56 @@ void RebuildIndex(Index* index, size_t entries) {
   index->swap(*fresh);
 }
 
+// The largest norm a pattern or key may have: its squared norm (its score
+// against itself) must stay finite in float32.
+double NormLimit() {
+  return std::sqrt(static_cast<double>(std::numeric_limits<float>::max()));
+}
+
+// The keys Φ(x) of `count` patterns (dim floats each, contiguous) under a
+// learned `map`, and their inverse norms (computed in double; 0 for a key too
+// small to normalise). Errors: INVALID_ARGUMENT naming the pattern (as
+// name(i)) when its key's norm reaches NormLimit().
+absl::Status ComputeKeys(const FeatureMap& map, const float* values,
+                         size_t count,
+                         const std::function<std::string(size_t)>& name,
+                         Eigen::MatrixXf* keys,
+                         std::vector<float>* inverse_norms) {
+  const auto n = static_cast<Eigen::Index>(count);
+  const Eigen::Map<const Eigen::MatrixXf> x(
+      values, static_cast<Eigen::Index>(map.input_dim()), n);
+  keys->resize(static_cast<Eigen::Index>(map.feature_dim()), n);
+  map.Apply(x, *keys);
+  inverse_norms->resize(count);
+  for (Eigen::Index i = 0; i < n; ++i) {
+    const double norm = keys->col(i).cast<double>().norm();
+    if (!(norm < NormLimit())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name(static_cast<size_t>(i)),
+                       ": its feature vector under feature map version ",
+                       map.version(), " has norm ", norm, ", expected < ",
+                       NormLimit(), " (scores must stay finite in float32)"));
+    }
+    (*inverse_norms)[static_cast<size_t>(i)] =
+        norm >= 1e-30 ? static_cast<float>(1.0 / norm) : 0.0f;
+  }
+  return absl::OkStatus();
+}
+
+// How a batch's errors name pattern i.
+std::string BatchName(size_t i) { return absl::StrCat("patterns[", i, "]"); }
+
+// The largest norm among columns with these inverse norms (0 if none).
+double MaxNorm(absl::Span<const float> inverse_norms) {
+  float min_inverse_norm = std::numeric_limits<float>::infinity();
+  for (const float inverse : inverse_norms) {
+    if (inverse > 0.0f) min_inverse_norm = std::min(min_inverse_norm, inverse);
+  }
+  return std::isfinite(min_inverse_norm)
+             ? 1.0 / static_cast<double>(min_inverse_norm)
+             : 0.0;
+}
+
 // A copy of `v` with capacity `capacity` (>= v.size()).
 template <typename Vector>
 Vector Reallocated(const Vector& v, size_t capacity) {
@@ -123,6 +175,10 @@ BankView MakeBankView(const float* patterns, Eigen::Index dim,
                   ids,
                   similarity,
                   std::nullopt,
+                  0.0,
+                  Eigen::Map<const Eigen::MatrixXf>(patterns, dim, size),
+                  Eigen::Map<const Eigen::VectorXf>(inverse_norms, size),
+                  nullptr,
                   0.0};
 }
 
@@ -141,7 +197,9 @@ absl::StatusOr<std::unique_ptr<MemoryBank>> MemoryBank::Create(
 
 MemoryBank::MemoryBank(std::string name, const BankOptions& options,
                        BankEnvironment env)
-    : name_(std::move(name)), options_(options), env_(std::move(env)) {}
+    : name_(std::move(name)), options_(options), env_(std::move(env)) {
+  feature_map_ = FeatureMap::Identity(options_.dim);
+}
 
 absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
     absl::Span<const PatternId> ids, absl::Span<const float> values) {
@@ -178,8 +236,7 @@ absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
     // Scores and norms are float32: a pattern's score against itself (its
     // squared norm) must be finite, else its scores (dot) or the norms of
     // states mixing it (cosine) overflow to Inf/NaN.
-    const double limit =
-        std::sqrt(static_cast<double>(std::numeric_limits<float>::max()));
+    const double limit = NormLimit();
     if (!(norm < limit)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "patterns[", i, "]: norm ", norm, " is too large, expected < ", limit,
@@ -213,6 +270,15 @@ absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
         "patterns[", repeat, "].id: id ", ids[repeat], " repeats patterns[",
         repeated, "].id; expected distinct ids within a batch"));
   }
+  // Keys under a learned map, computed before the writer lock; a map
+  // published in between has them recomputed under it.
+  std::shared_ptr<const FeatureMap> map = feature_map();
+  Eigen::MatrixXf keys;
+  std::vector<float> key_inverse_norms;
+  if (!map->is_identity()) {
+    HOPFIELD_RETURN_IF_ERROR(ComputeKeys(*map, values.data(), ids.size(),
+                                         BatchName, &keys, &key_inverse_norms));
+  }
   auto named_in_batch = [&explicit_ids](PatternId id) {
     const auto it = std::lower_bound(explicit_ids.begin(), explicit_ids.end(),
                                      std::pair<PatternId, size_t>(id, 0));
@@ -220,6 +286,17 @@ absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
   };
 
   WriterLock lock(&mu_);
+  if (feature_map_ != map) {
+    map = feature_map_;
+    if (map->is_identity()) {
+      keys.resize(0, 0);
+    } else {
+      HOPFIELD_RETURN_IF_ERROR(ComputeKeys(*map, values.data(), ids.size(),
+                                           BatchName, &keys,
+                                           &key_inverse_norms));
+    }
+  }
+  const size_t key_dim = StoredKeyDimLocked();
   // Columns of the replaced ids (overwritten in place) and the new count.
   std::vector<Eigen::Index> replaced_column(ids.size(), -1);
   size_t replaced = 0;
@@ -284,6 +361,11 @@ absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
       std::copy_n(pattern, dim,
                   values_.begin() + static_cast<std::ptrdiff_t>(c * dim));
       inverse_norms_[c] = inverse_norms[i];
+      if (key_dim > 0) {
+        std::copy_n(keys.col(static_cast<Eigen::Index>(i)).data(), key_dim,
+                    keys_.begin() + static_cast<std::ptrdiff_t>(c * key_dim));
+        key_inverse_norms_[c] = key_inverse_norms[i];
+      }
       nearest_score_[c] = -std::numeric_limits<float>::infinity();
       nearest_id_[c] = 0;
       stamp_[c] = write_stamp_;
@@ -291,6 +373,11 @@ absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
       column = static_cast<Eigen::Index>(ids_.size());
       values_.insert(values_.end(), pattern, pattern + dim);
       inverse_norms_.push_back(inverse_norms[i]);
+      if (key_dim > 0) {
+        const float* key = keys.col(static_cast<Eigen::Index>(i)).data();
+        keys_.insert(keys_.end(), key, key + key_dim);
+        key_inverse_norms_.push_back(key_inverse_norms[i]);
+      }
       ids_.push_back(assigned[i]);
       nearest_score_.push_back(-std::numeric_limits<float>::infinity());
       nearest_id_.push_back(0);
@@ -340,7 +427,7 @@ absl::Status MemoryBank::EnsureCapacityLocked(size_t count) {
   const size_t capacity =
       std::max({count, capacity_ + capacity_ / kGrowthDivisor, kMinCapacity});
   const uint64_t before = MemoryBytesLocked();
-  const uint64_t after = BytesForCapacity(capacity);
+  const uint64_t after = BytesForCapacity(capacity, StoredKeyDimLocked());
   // While the buffers are copied, old and new ones coexist.
   const std::string what =
       absl::StrCat("bank \"", name_, "\" growing to ", capacity, " patterns");
@@ -371,7 +458,9 @@ void MemoryBank::MaybeShrinkLocked() {
     const std::string what = absl::StrCat("bank \"", name_, "\" shrinking");
     if (env_.budget != nullptr &&
         !reservation_
-             .Resize(MemoryBytesLocked() + BytesForCapacity(capacity), what)
+             .Resize(MemoryBytesLocked() +
+                         BytesForCapacity(capacity, StoredKeyDimLocked()),
+                     what)
              .ok()) {
       return;  // no room for the copy now; try after a later removal
     }
@@ -389,6 +478,10 @@ void MemoryBank::ReallocateLocked(size_t capacity) {
   // buffer as it was; swapping cannot fail.
   auto values = Reallocated(values_, capacity * options_.dim);
   auto inverse_norms = Reallocated(inverse_norms_, capacity);
+  const size_t key_dim = StoredKeyDimLocked();
+  auto keys = Reallocated(keys_, capacity * key_dim);
+  auto key_inverse_norms =
+      Reallocated(key_inverse_norms_, key_dim > 0 ? capacity : 0);
   auto ids = Reallocated(ids_, capacity);
   auto nearest_score = Reallocated(nearest_score_, capacity);
   auto nearest_id = Reallocated(nearest_id_, capacity);
@@ -397,6 +490,8 @@ void MemoryBank::ReallocateLocked(size_t capacity) {
   RebuildIndex(&column_of_, IndexEntriesFor(capacity));
   values_.swap(values);
   inverse_norms_.swap(inverse_norms);
+  keys_.swap(keys);
+  key_inverse_norms_.swap(key_inverse_norms);
   ids_.swap(ids);
   nearest_score_.swap(nearest_score);
   nearest_id_.swap(nearest_id);
@@ -405,8 +500,11 @@ void MemoryBank::ReallocateLocked(size_t capacity) {
   capacity_ = capacity;
 }
 
-uint64_t MemoryBank::BytesForCapacity(size_t capacity) const {
-  return capacity * (uint64_t{options_.dim} * sizeof(float) + kColumnOverhead) +
+uint64_t MemoryBank::BytesForCapacity(size_t capacity, size_t key_dim) const {
+  const uint64_t key_bytes =
+      key_dim > 0 ? (uint64_t{key_dim} + 1) * sizeof(float) : 0;
+  return capacity * (uint64_t{options_.dim} * sizeof(float) + kColumnOverhead +
+                     key_bytes) +
          IndexSlotsFor(IndexEntriesFor(capacity)) * kIndexSlotBytes;
 }
 
@@ -432,7 +530,7 @@ bool MemoryBank::RefreshedWithin(std::chrono::nanoseconds period) const {
 size_t MemoryBank::RefreshSeparation(size_t max_patterns,
                                      const std::atomic<bool>* stop) {
   if (max_patterns == 0) return 0;
-  const Eigen::Index dim = options_.dim;
+  Eigen::Index key_dim = 0;  // of the keys the targets were copied from
   std::vector<Eigen::Index> targets;
   std::vector<uint64_t> stamps;  // of every column when first scored
   Eigen::MatrixXf target_values;
@@ -459,7 +557,8 @@ size_t MemoryBank::RefreshSeparation(size_t max_patterns,
       const uint64_t scratch_bytes =
           ids_.size() * (sizeof(uint64_t) + sizeof(float) + sizeof(PatternId) +
                          sizeof(char)) +
-          targets.size() * (uint64_t{options_.dim} + 16) * sizeof(float);
+          targets.size() * (static_cast<uint64_t>(KeysLocked().rows()) + 16) *
+              sizeof(float);
       if (env_.budget != nullptr) {
         absl::StatusOr<MemoryReservation> reserved =
             env_.budget->Reserve(scratch_bytes, "separation refresh");
@@ -468,6 +567,7 @@ size_t MemoryBank::RefreshSeparation(size_t max_patterns,
       }
       stamps.assign(stamp_.begin(), stamp_.end());
       CopyTargetsLocked(targets, &target_values, &target_scale);
+      key_dim = KeysLocked().rows();
       update.Reset(targets.size(), ids_.size());
       generation = layout_generation_;
       next_row = 0;
@@ -477,8 +577,8 @@ size_t MemoryBank::RefreshSeparation(size_t max_patterns,
     const auto rows_known = static_cast<Eigen::Index>(stamps.size());
     if (next_row >= rows_known) break;
     const auto rows = static_cast<Eigen::Index>(std::max<uint64_t>(
-        64,
-        kMacsPerLockedBlock / (static_cast<uint64_t>(dim) * targets.size())));
+        64, kMacsPerLockedBlock /
+                (static_cast<uint64_t>(key_dim) * targets.size())));
     const Eigen::Index end = std::min(rows_known, next_row + rows);
     ScoreRowsLocked(targets, 0, target_values, target_scale, next_row, end,
                     &update);
@@ -533,6 +633,213 @@ absl::Status MemoryBank::VisitPatterns(
   return absl::OkStatus();
 }
 
+std::shared_ptr<const FeatureMap> MemoryBank::feature_map() const {
+  ReaderLock lock(&mu_);
+  return feature_map_;
+}
+
+absl::Status MemoryBank::SetFeatureMap(
+    std::shared_ptr<const FeatureMap> map,
+    const std::function<absl::Status()>& check_continue) {
+  if (map == nullptr) {
+    return absl::InvalidArgumentError("feature map: expected a map, got null");
+  }
+  if (map->input_dim() != options_.dim) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("feature map: expected input dimension ", options_.dim,
+                     " (the bank's dim), got ", map->input_dim()));
+  }
+  const size_t dim = options_.dim;
+  const size_t key_dim = map->is_identity() ? 0 : map->feature_dim();
+  const FeatureMap& new_map = *map;
+  // Called only with mu_ held (inside ComputeKeys below).
+  auto name_column = [this](size_t column) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return absl::StrCat("pattern id ", ids_[column]);
+  };
+  // Phase 1, without blocking writers for long: the keys of every column
+  // present now, block by block under reader locks. Columns written
+  // meanwhile (their stamp changes) or appended are done in phase 2; if
+  // columns move (a removal), phase 2 redoes the rest.
+  std::vector<float, CacheAlignedAllocator<float>> keys;
+  std::vector<float> key_inverse_norms;
+  std::vector<uint64_t> stamps;
+  uint64_t generation = 0;
+  size_t computed = 0;
+  MemoryReservation reserved;
+  auto reserve = [&](size_t capacity) -> absl::Status {
+    if (env_.budget == nullptr) return absl::OkStatus();
+    // Keys and inverse norms at `capacity`, the stamps, the map.
+    const uint64_t bytes =
+        capacity * ((key_dim + 1) * sizeof(float) + sizeof(uint64_t)) +
+        new_map.memory_bytes();
+    const std::string what =
+        absl::StrCat("feature map keys of bank \"", name_, "\"");
+    if (reserved.bytes() == 0) {
+      HOPFIELD_ASSIGN_OR_RETURN(reserved, env_.budget->Reserve(bytes, what));
+      return absl::OkStatus();
+    }
+    return reserved.Resize(bytes, what);
+  };
+  if (key_dim > 0) {
+    size_t known = 0;
+    size_t capacity = 0;
+    {
+      ReaderLock lock(&mu_);
+      generation = layout_generation_;
+      known = ids_.size();
+      capacity = capacity_;
+    }
+    HOPFIELD_RETURN_IF_ERROR(reserve(capacity));
+    keys.reserve(capacity * key_dim);
+    key_inverse_norms.reserve(capacity);
+    keys.resize(known * key_dim);
+    key_inverse_norms.resize(known);
+    stamps.resize(known);
+    const size_t block = std::max<size_t>(
+        64, static_cast<size_t>(kMacsPerLockedBlock / (dim * key_dim)));
+    Eigen::MatrixXf block_keys;
+    std::vector<float> block_inverse_norms;
+    while (computed < known) {
+      if (check_continue) HOPFIELD_RETURN_IF_ERROR(check_continue());
+      ReaderLock lock(&mu_);
+      if (layout_generation_ != generation || ids_.size() < known) break;
+      const size_t end = std::min(known, computed + block);
+      HOPFIELD_RETURN_IF_ERROR(ComputeKeys(
+          new_map, values_.data() + computed * dim, end - computed,
+          [&](size_t i) { return name_column(computed + i); }, &block_keys,
+          &block_inverse_norms));
+      std::copy_n(
+          block_keys.data(), (end - computed) * key_dim,
+          keys.begin() + static_cast<std::ptrdiff_t>(computed * key_dim));
+      std::copy(
+          block_inverse_norms.begin(), block_inverse_norms.end(),
+          key_inverse_norms.begin() + static_cast<std::ptrdiff_t>(computed));
+      std::copy_n(stamp_.begin() + static_cast<std::ptrdiff_t>(computed),
+                  end - computed,
+                  stamps.begin() + static_cast<std::ptrdiff_t>(computed));
+      computed = end;
+    }
+  }
+  if (check_continue) HOPFIELD_RETURN_IF_ERROR(check_continue());
+
+  // Phase 2, under the writer lock: finish, then swap.
+  WriterLock lock(&mu_);
+  const size_t size = ids_.size();
+  if (key_dim > 0) {
+    if (layout_generation_ != generation) computed = 0;
+    HOPFIELD_RETURN_IF_ERROR(reserve(capacity_));
+    keys.reserve(capacity_ * key_dim);
+    key_inverse_norms.reserve(capacity_);
+    keys.resize(size * key_dim);
+    key_inverse_norms.resize(size);
+    Eigen::MatrixXf column_keys;
+    std::vector<float> column_inverse_norms;
+    for (size_t c = 0; c < size; ++c) {
+      if (c < computed && stamp_[c] == stamps[c]) continue;
+      // Consecutive columns that need keys go in one product.
+      size_t end = c + 1;
+      while (end < size && (end >= computed || stamp_[end] != stamps[end])) {
+        ++end;
+      }
+      HOPFIELD_RETURN_IF_ERROR(ComputeKeys(
+          new_map, values_.data() + c * dim, end - c,
+          [&](size_t i) { return name_column(c + i); }, &column_keys,
+          &column_inverse_norms));
+      std::copy_n(column_keys.data(), (end - c) * key_dim,
+                  keys.begin() + static_cast<std::ptrdiff_t>(c * key_dim));
+      std::copy(column_inverse_norms.begin(), column_inverse_norms.end(),
+                key_inverse_norms.begin() + static_cast<std::ptrdiff_t>(c));
+      c = end - 1;
+    }
+  }
+  // Nothing below fails (the provisional scores below allocate nothing;
+  // the synchronous recomputation falls back to pending on bad_alloc).
+  keys_.swap(keys);
+  key_inverse_norms_.swap(key_inverse_norms);
+  feature_map_ = std::move(map);
+  ++layout_generation_;  // a refresh in flight scored the old keys
+  NoteWrite();
+  // Provisional separation: each column's old nearest neighbour re-scored
+  // in the new space (a lower bound on its new nearest score).
+  const Eigen::Map<const Eigen::MatrixXf> new_keys = KeysLocked();
+  const float* const inverse = KeyInverseNormsLocked();
+  const bool cosine = options_.similarity == Similarity::kCosine;
+  std::vector<Eigen::Index> targets;
+  try {
+    targets.reserve(size);
+  } catch (const std::bad_alloc&) {
+  }
+  for (size_t c = 0; c < size; ++c) {
+    float score = -std::numeric_limits<float>::infinity();
+    const auto it = column_of_.find(nearest_id_[c]);
+    if (nearest_id_[c] != 0 && it != column_of_.end()) {
+      const auto n = it->second;
+      const auto cc = static_cast<Eigen::Index>(c);
+      score = new_keys.col(cc).dot(new_keys.col(n));
+      if (cosine) score *= inverse[cc] * inverse[n];
+    }
+    nearest_score_[c] = score;
+    if (pending_[c] == 0) {
+      pending_[c] = 1;
+      ++pending_count_;
+    }
+    if (targets.capacity() == size) {
+      targets.push_back(static_cast<Eigen::Index>(c));
+    }
+  }
+  if (env_.separation_update == SeparationUpdate::kSynchronous &&
+      targets.size() == size) {
+    UpdateOrMarkLocked(targets);
+  } else if (size > 0 && env_.on_pending) {
+    env_.on_pending();
+  }
+  RefreshSummaryLocked();
+  reservation_.Absorb(std::move(reserved));
+  if (env_.budget != nullptr) {
+    (void)reservation_.Resize(MemoryBytesLocked(), "");  // shrinks
+  }
+  return absl::OkStatus();
+}
+
+MemoryBank::PatternSample MemoryBank::Sample(size_t max_count,
+                                             uint64_t seed) const {
+  ReaderLock lock(&mu_);
+  const size_t size = ids_.size();
+  std::vector<size_t> columns(size);
+  for (size_t c = 0; c < size; ++c) columns[c] = c;
+  if (max_count < size) {
+    std::mt19937_64 rng(seed);
+    for (size_t i = 0; i < max_count; ++i) {
+      std::uniform_int_distribution<size_t> pick(i, size - 1);
+      std::swap(columns[i], columns[pick(rng)]);
+    }
+    columns.resize(max_count);
+  }
+  const PatternId* const ids = ids_.data();
+  std::sort(columns.begin(), columns.end(),
+            [ids](size_t a, size_t b) { return ids[a] < ids[b]; });
+  const size_t dim = options_.dim;
+  PatternSample sample;
+  const auto n = static_cast<Eigen::Index>(columns.size());
+  sample.patterns.resize(static_cast<Eigen::Index>(dim), n);
+  sample.ids.resize(columns.size());
+  absl::flat_hash_map<PatternId, Eigen::Index> position;
+  position.reserve(columns.size());
+  for (Eigen::Index i = 0; i < n; ++i) {
+    const size_t c = columns[static_cast<size_t>(i)];
+    sample.patterns.col(i) = Eigen::Map<const Eigen::VectorXf>(
+        values_.data() + c * dim, static_cast<Eigen::Index>(dim));
+    sample.ids[static_cast<size_t>(i)] = ids_[c];
+    position.emplace(ids_[c], i);
+  }
+  sample.nearest.assign(columns.size(), -1);
+  for (size_t i = 0; i < columns.size(); ++i) {
+    const auto it = position.find(nearest_id_[columns[i]]);
+    if (it != position.end()) sample.nearest[i] = it->second;
+  }
+  return sample;
+}
+
 bool MemoryBank::Contains(PatternId id) const {
   ReaderLock lock(&mu_);
   return column_of_.contains(id);
@@ -551,19 +858,24 @@ BankStats MemoryBank::Stats() const {
   stats.min_separation = min_separation_;
   stats.separation_pending = pending_count_;
   stats.max_norm = max_norm_;
+  stats.max_key_norm = max_key_norm_;
+  stats.feature_map_version = feature_map_->version();
+  stats.feature_dim = feature_map_->feature_dim();
   const double rule_norm =
-      options_.similarity == Similarity::kCosine ? 1.0 : max_norm_;
+      options_.similarity == Similarity::kCosine ? 1.0 : max_key_norm_;
   stats.effective_beta =
       options_.beta > 0.0f ? static_cast<double>(options_.beta)
                            : AutoBeta(stats.pattern_count,
                                       min_separation_.value_or(0.0), rule_norm);
   if (min_separation_.has_value()) {
-    stats.log_capacity = LogCapacity(stats.effective_beta, options_.dim,
-                                     *min_separation_, rule_norm);
+    stats.log_capacity =
+        LogCapacity(stats.effective_beta, feature_map_->feature_dim(),
+                    *min_separation_, rule_norm);
   } else {
     // With fewer than two patterns nothing competes: report the capacity the
     // dimension alone allows (an optimal code) so utilisation stays small.
-    stats.log_capacity = LogCapacity(stats.effective_beta, options_.dim, 2.0);
+    stats.log_capacity =
+        LogCapacity(stats.effective_beta, feature_map_->feature_dim(), 2.0);
   }
   stats.capacity_utilization =
       CapacityUtilization(stats.pattern_count, stats.log_capacity);
@@ -593,7 +905,30 @@ BankView MemoryBank::ViewLocked() const {
                    inverse_norms_.data(), ids_, options_.similarity);
   view.min_separation = min_separation_;
   view.max_norm = max_norm_;
+  new (&view.keys) Eigen::Map<const Eigen::MatrixXf>(KeysLocked());
+  new (&view.key_inverse_norms)
+      Eigen::Map<const Eigen::VectorXf>(KeyInverseNormsLocked(), SizeLocked());
+  view.feature_map = feature_map_.get();
+  view.max_key_norm = max_key_norm_;
   return view;
+}
+
+size_t MemoryBank::StoredKeyDimLocked() const {
+  return feature_map_->is_identity() ? 0 : feature_map_->feature_dim();
+}
+
+Eigen::Map<const Eigen::MatrixXf> MemoryBank::KeysLocked() const {
+  if (feature_map_->is_identity()) {
+    return Eigen::Map<const Eigen::MatrixXf>(values_.data(), options_.dim,
+                                             SizeLocked());
+  }
+  return Eigen::Map<const Eigen::MatrixXf>(
+      keys_.data(), feature_map_->feature_dim(), SizeLocked());
+}
+
+const float* MemoryBank::KeyInverseNormsLocked() const {
+  return feature_map_->is_identity() ? inverse_norms_.data()
+                                     : key_inverse_norms_.data();
 }
 
 void MemoryBank::RemoveColumnLocked(Eigen::Index column) {
@@ -607,6 +942,13 @@ void MemoryBank::RemoveColumnLocked(Eigen::Index column) {
     std::copy_n(values_.begin() + static_cast<std::ptrdiff_t>(last * dim), dim,
                 values_.begin() + static_cast<std::ptrdiff_t>(col * dim));
     inverse_norms_[col] = inverse_norms_[last];
+    const size_t key_dim = StoredKeyDimLocked();
+    if (key_dim > 0) {
+      std::copy_n(keys_.begin() + static_cast<std::ptrdiff_t>(last * key_dim),
+                  key_dim,
+                  keys_.begin() + static_cast<std::ptrdiff_t>(col * key_dim));
+      key_inverse_norms_[col] = key_inverse_norms_[last];
+    }
     ids_[col] = ids_[last];
     nearest_score_[col] = nearest_score_[last];
     nearest_id_[col] = nearest_id_[last];
@@ -616,6 +958,10 @@ void MemoryBank::RemoveColumnLocked(Eigen::Index column) {
   }
   values_.resize(last * dim);
   inverse_norms_.pop_back();
+  if (!key_inverse_norms_.empty()) {
+    keys_.resize(last * StoredKeyDimLocked());
+    key_inverse_norms_.pop_back();
+  }
   ids_.pop_back();
   nearest_score_.pop_back();
   nearest_id_.pop_back();
@@ -629,10 +975,9 @@ void MemoryBank::ScoreRowsLocked(absl::Span<const Eigen::Index> targets,
                                  const Eigen::VectorXf& target_scale,
                                  Eigen::Index begin, Eigen::Index end,
                                  NearestUpdate* out) const {
-  const Eigen::Index dim = options_.dim;
   const bool cosine = options_.similarity == Similarity::kCosine;
-  const Eigen::Map<const Eigen::MatrixXf> patterns(values_.data(), dim,
-                                                   SizeLocked());
+  const Eigen::Map<const Eigen::MatrixXf> keys = KeysLocked();
+  const float* const key_inverse_norms = KeyInverseNormsLocked();
   const auto t = static_cast<Eigen::Index>(targets.size());
   // Blocks of rows x targets scores of ~1 MiB stay in cache.
   const Eigen::Index row_block = std::max<Eigen::Index>(
@@ -640,11 +985,10 @@ void MemoryBank::ScoreRowsLocked(absl::Span<const Eigen::Index> targets,
   Eigen::MatrixXf scores;
   for (Eigen::Index row = begin; row < end; row += row_block) {
     const Eigen::Index rows = std::min(row_block, end - row);
-    scores.noalias() =
-        patterns.middleCols(row, rows).transpose() * target_values;
+    scores.noalias() = keys.middleCols(row, rows).transpose() * target_values;
     if (cosine) {
       const Eigen::Map<const Eigen::VectorXf> inverse_norms(
-          inverse_norms_.data() + row, rows);
+          key_inverse_norms + row, rows);
       scores = inverse_norms.asDiagonal() * scores * target_scale.asDiagonal();
     }
     for (Eigen::Index k = 0; k < t; ++k) {
@@ -718,6 +1062,11 @@ void MemoryBank::ApplyNearestLocked(const std::vector<Eigen::Index>& targets,
 
 void MemoryBank::MarkPendingLocked(const std::vector<Eigen::Index>& targets) {
   for (const Eigen::Index c : targets) {
+    // Its nearest neighbour changed or went: what is recorded no longer
+    // bounds its separation.
+    nearest_score_[static_cast<size_t>(c)] =
+        -std::numeric_limits<float>::infinity();
+    nearest_id_[static_cast<size_t>(c)] = 0;
     char& pending = pending_[static_cast<size_t>(c)];
     if (pending == 0) {
       pending = 1;
@@ -757,16 +1106,16 @@ void MemoryBank::UpdateOrMarkLocked(const std::vector<Eigen::Index>& targets) {
 void MemoryBank::CopyTargetsLocked(absl::Span<const Eigen::Index> targets,
                                    Eigen::MatrixXf* values,
                                    Eigen::VectorXf* scale) const {
-  const Eigen::Index dim = options_.dim;
+  const Eigen::Map<const Eigen::MatrixXf> keys = KeysLocked();
+  const float* const key_inverse_norms = KeyInverseNormsLocked();
   const auto t = static_cast<Eigen::Index>(targets.size());
-  values->resize(dim, t);
+  values->resize(keys.rows(), t);
   scale->resize(t);
   for (Eigen::Index k = 0; k < t; ++k) {
     const Eigen::Index c = targets[static_cast<size_t>(k)];
-    values->col(k) =
-        Eigen::Map<const Eigen::VectorXf>(values_.data() + c * dim, dim);
+    values->col(k) = keys.col(c);
     (*scale)[k] = options_.similarity == Similarity::kCosine
-                      ? inverse_norms_[static_cast<size_t>(c)]
+                      ? key_inverse_norms[c]
                       : 1.0f;
   }
 }
@@ -782,20 +1131,19 @@ void MemoryBank::NearestUpdate::Reset(size_t targets, size_t rows) {
 
 void MemoryBank::RefreshSummaryLocked() {
   const Eigen::Index size = SizeLocked();
-  float min_inverse_norm = std::numeric_limits<float>::infinity();
-  for (const float inverse : inverse_norms_) {
-    if (inverse > 0.0f) min_inverse_norm = std::min(min_inverse_norm, inverse);
-  }
-  max_norm_ = size > 0 && std::isfinite(min_inverse_norm)
-                  ? 1.0 / static_cast<double>(min_inverse_norm)
-                  : 0.0;
+  max_norm_ = MaxNorm(inverse_norms_);
+  max_key_norm_ =
+      feature_map_->is_identity() ? max_norm_ : MaxNorm(key_inverse_norms_);
   if (size < 2) {
     min_separation_.reset();
     return;
   }
+  // Pending columns count when they hold a provisional score (after a map
+  // change: their old neighbour re-scored, a lower bound on the true
+  // nearest score); fresh ones hold -inf and are skipped.
   double min_separation = std::numeric_limits<double>::infinity();
   for (Eigen::Index c = 0; c < size; ++c) {
-    if (pending_[static_cast<size_t>(c)] != 0) continue;
+    if (!std::isfinite(nearest_score_[static_cast<size_t>(c)])) continue;
     min_separation = std::min(
         min_separation,
         SelfScoreLocked(c) -
@@ -810,8 +1158,7 @@ void MemoryBank::RefreshSummaryLocked() {
 
 double MemoryBank::SelfScoreLocked(Eigen::Index column) const {
   if (options_.similarity == Similarity::kCosine) return 1.0;
-  const auto inverse =
-      static_cast<double>(inverse_norms_[static_cast<size_t>(column)]);
+  const auto inverse = static_cast<double>(KeyInverseNormsLocked()[column]);
   return inverse > 0.0 ? 1.0 / (inverse * inverse) : 0.0;
 }
 
@@ -821,7 +1168,9 @@ uint64_t MemoryBank::MemoryBytesLocked() const {
          ids_.capacity() * sizeof(PatternId) +
          nearest_score_.capacity() * sizeof(float) +
          nearest_id_.capacity() * sizeof(PatternId) + pending_.capacity() +
-         stamp_.capacity() * sizeof(uint64_t) +
+         keys_.capacity() * sizeof(float) +
+         key_inverse_norms_.capacity() * sizeof(float) +
+         feature_map_->memory_bytes() + stamp_.capacity() * sizeof(uint64_t) +
          (column_of_.capacity() > 0 ? column_of_.capacity() * kIndexSlotBytes
                                     : 0);
 }

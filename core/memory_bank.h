@@ -10,6 +10,13 @@
 // implementation detail (removal moves the last column into the hole); ids
 // are the stable names.
 //
+// Feature space: a bank scores in the space of its feature map Φ
+// (feature_map.h; the identity until Train publishes a learned one). Under a
+// learned map the bank keeps the keys Φ(ξ_μ) (D_Φ x M, with their inverse
+// norms) beside the patterns: scores, separation statistics, automatic β and
+// capacity are computed on the keys, outputs on the patterns. Under the
+// identity the patterns are the keys (nothing extra is stored).
+//
 // Separation is kept up to date incrementally: processing n new patterns in a
 // bank of M costs one blocked matrix product of O(n·M·dim) (each new pattern
 // against every stored one), never a recomputation over all pairs; removing a
@@ -43,6 +50,7 @@
 #include "absl/types/span.h"
 
 #include "core/bank_options.h"
+#include "core/feature_map.h"
 #include "core/memory_budget.h"
 #include "core/mutex.h"
 
@@ -123,14 +131,29 @@ struct BankView {
   // m = max_μ ||ξ_μ||, the raw norm (outputs live in pattern space). Under
   // cosine, scores use unit vectors and the β rule uses m = 1.
   double max_norm = 0.0;
+  // What scores are taken against: the patterns themselves under the
+  // identity map (the default of MakeBankView), else the keys Φ(ξ_μ)
+  // (D_Φ x M) and their inverse norms (0 for a zero key).
+  Eigen::Map<const Eigen::MatrixXf> keys;
+  Eigen::Map<const Eigen::VectorXf> key_inverse_norms;
+  // The map a query goes through before scoring. Null means the identity.
+  const FeatureMap* feature_map = nullptr;
+  // max_μ ||Φ(ξ_μ)|| (= max_norm under the identity): the m of the β rule
+  // and of the overflow checks under dot similarity.
+  double max_key_norm = 0.0;
 
   Eigen::Index dim() const { return patterns.rows(); }
   Eigen::Index size() const { return patterns.cols(); }
+  Eigen::Index key_dim() const { return keys.rows(); }
+  bool learned() const {
+    return feature_map != nullptr && !feature_map->is_identity();
+  }
 };
 
 // Builds a view over caller-owned buffers (tests, benchmarks, reference
 // computations). `patterns` is dim x M column-major; `inverse_norms` and
-// `ids` have M entries. Statistics are left empty.
+// `ids` have M entries. The keys are the patterns (identity map); statistics
+// are left empty.
 BankView MakeBankView(const float* patterns, Eigen::Index dim,
                       Eigen::Index size, const float* inverse_norms,
                       absl::Span<const PatternId> ids, Similarity similarity);
@@ -156,6 +179,11 @@ struct BankStats {
   double log_capacity = 0.0;
   // pattern_count / capacity; above 1 means retrieval errors are expected.
   double capacity_utilization = 0.0;
+  // The feature map's version (0 = identity) and D_Φ (dim under identity).
+  uint32_t feature_map_version = 0;
+  uint32_t feature_dim = 0;
+  // max_μ ||Φ(ξ_μ)|| (max_norm under the identity).
+  double max_key_norm = 0.0;
 };
 
 // A named bank of patterns. Not copyable.
@@ -197,9 +225,10 @@ class MemoryBank {
   // Returns the ids in input order.
   // Errors: INVALID_ARGUMENT for an empty batch, values.size() != ids.size() *
   // dim, a NaN/Inf value, a zero-norm pattern in a cosine bank, a pattern
-  // whose squared norm overflows float32 (its scores would be Inf), or an id
-  // repeated within the batch; RESOURCE_EXHAUSTED when the bank would exceed
-  // env.max_patterns, or its growth does not fit in the memory budget.
+  // whose squared norm overflows float32 (its scores would be Inf) or whose
+  // key under a learned map does, or an id repeated within the batch;
+  // RESOURCE_EXHAUSTED when the bank would exceed env.max_patterns, or its
+  // growth does not fit in the memory budget.
   absl::StatusOr<std::vector<PatternId>> Add(absl::Span<const PatternId> ids,
                                              absl::Span<const float> values);
 
@@ -255,6 +284,40 @@ class MemoryBank {
   // True if `id` is stored.
   bool Contains(PatternId id) const;
 
+  // The current feature map (never null; version 0 is the identity). A
+  // snapshot: a later SetFeatureMap does not change it.
+  std::shared_ptr<const FeatureMap> feature_map() const;
+
+  // Publishes `map`: computes the keys of every stored pattern under it (in
+  // blocks, each under a reader lock, so retrievals proceed and writers wait
+  // at most one block), then swaps keys and map in under a short writer lock
+  // (keys of patterns written meanwhile are computed there). Retrievals see
+  // the old map or the new one, never a mix. Separation statistics restart
+  // in the new space: every pattern's nearest neighbour is re-scored under
+  // the new keys as a provisional value (an upper bound on its Δ_μ) and
+  // marked pending until RefreshSeparation (or, under kSynchronous, this
+  // call) finds the exact one.
+  // Errors: INVALID_ARGUMENT when map->input_dim() != dim() or a stored
+  // pattern's key overflows float32 (under dot); RESOURCE_EXHAUSTED when
+  // the budget cannot hold the new keys beside the old ones; whatever
+  // `check_continue` (polled between blocks) returns. On error nothing
+  // changes.
+  absl::Status SetFeatureMap(
+      std::shared_ptr<const FeatureMap> map,
+      const std::function<absl::Status()>& check_continue = {});
+
+  // A copy of up to `max_count` patterns for training: all of them when the
+  // bank holds no more, else a uniform random sample drawn with `seed`;
+  // sorted by id either way (so a bank written in the same order samples the
+  // same way). `nearest[i]` is the sample position of pattern i's current
+  // nearest neighbour, or -1 when it is not in the sample or unknown.
+  struct PatternSample {
+    Eigen::MatrixXf patterns;  // dim x n
+    std::vector<PatternId> ids;
+    std::vector<Eigen::Index> nearest;
+  };
+  PatternSample Sample(size_t max_count, uint64_t seed) const;
+
   uint64_t size() const;
   BankStats Stats() const;
 
@@ -297,6 +360,14 @@ class MemoryBank {
   };
 
   BankView ViewLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // D_Φ of the keys buffer: 0 under the identity map (the patterns are the
+  // keys), else the learned map's feature dimension.
+  size_t StoredKeyDimLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The keys (key_dim x M) and their inverse norms: the patterns under the
+  // identity map.
+  Eigen::Map<const Eigen::MatrixXf> KeysLocked() const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  const float* KeyInverseNormsLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   Eigen::Index SizeLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return static_cast<Eigen::Index>(ids_.size());
   }
@@ -309,14 +380,15 @@ class MemoryBank {
   void MaybeShrinkLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Reallocates every buffer to hold exactly `capacity` patterns.
   void ReallocateLocked(size_t capacity) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Bytes the buffers take at `capacity` patterns (an upper bound for the
-  // id index, whose capacity is rounded up).
-  uint64_t BytesForCapacity(size_t capacity) const;
+  // Bytes the buffers take at `capacity` patterns with keys of `key_dim`
+  // floats (0: identity map) (an upper bound for the id index, whose
+  // capacity is rounded up).
+  uint64_t BytesForCapacity(size_t capacity, size_t key_dim) const;
   // Moves the last column into `column` and shrinks by one. No allocation.
   void RemoveColumnLocked(Eigen::Index column)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Copies the targets' values (dim x t) and score scales (1/||x|| under
-  // cosine, else 1).
+  // Copies the targets' keys (key_dim x t) and score scales (1/||Φ(x)||
+  // under cosine, else 1).
   void CopyTargetsLocked(absl::Span<const Eigen::Index> targets,
                          Eigen::MatrixXf* values, Eigen::VectorXf* scale) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -360,6 +432,11 @@ class MemoryBank {
   // dim * M floats, column-major.
   std::vector<float, CacheAlignedAllocator<float>> values_ ABSL_GUARDED_BY(mu_);
   std::vector<float> inverse_norms_ ABSL_GUARDED_BY(mu_);
+  // Under a learned map: D_Φ * M floats, column-major, and M inverse norms
+  // (empty under the identity).
+  std::vector<float, CacheAlignedAllocator<float>> keys_ ABSL_GUARDED_BY(mu_);
+  std::vector<float> key_inverse_norms_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const FeatureMap> feature_map_ ABSL_GUARDED_BY(mu_);
   std::vector<PatternId> ids_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<PatternId, Eigen::Index> column_of_ ABSL_GUARDED_BY(mu_);
   // Per column: max over other columns of the similarity, and its id.
@@ -378,6 +455,7 @@ class MemoryBank {
   uint64_t layout_generation_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<double> min_separation_ ABSL_GUARDED_BY(mu_);
   double max_norm_ ABSL_GUARDED_BY(mu_) = 0.0;
+  double max_key_norm_ ABSL_GUARDED_BY(mu_) = 0.0;
   // Where the search for a fresh id starts.
   PatternId next_id_ ABSL_GUARDED_BY(mu_) = 1;
   // What the buffers hold against env_.budget (MemoryBytesLocked()).

@@ -79,6 +79,12 @@ absl::Status MemoryReservation::Resize(uint64_t bytes, absl::string_view what) {
   return absl::OkStatus();
 }
 
+void MemoryReservation::Absorb(MemoryReservation&& other) {
+  if (other.bytes_ == 0) return;
+  if (budget_ == nullptr) budget_ = other.budget_;
+  bytes_ += std::exchange(other.bytes_, 0);
+}
+
 void MemoryReservation::Release() {
   if (budget_ != nullptr && bytes_ > 0) budget_->Give(bytes_);
   bytes_ = 0;

@@ -111,6 +111,10 @@ class MemoryReservation {
 
   // Gives everything back now; the reservation is then empty.
   void Release();
+  // Takes over `other`'s bytes (without touching the budget), leaving it
+  // empty: memory reserved ahead of a change becomes part of what the
+  // change keeps. REQUIRES: both come from the same budget, or one is empty.
+  void Absorb(MemoryReservation&& other);
 
  private:
   friend class MemoryBudget;

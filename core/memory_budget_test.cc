@@ -75,6 +75,23 @@ TEST(MemoryBudgetTest, MovedReservationGivesBackOnce) {
   EXPECT_EQ(budget->used(), 0u);
 }
 
+TEST(MemoryBudgetTest, AbsorbMergesWithoutTouchingTheBudget) {
+  auto budget = MemoryBudget::Create(1000);
+  MemoryReservation empty;
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(MemoryReservation a, budget->Reserve(300, "a"));
+  empty.Absorb(std::move(a));
+  EXPECT_EQ(empty.bytes(), 300u);
+  EXPECT_EQ(a.bytes(), 0u);  // NOLINT(bugprone-use-after-move)
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(MemoryReservation b, budget->Reserve(200, "b"));
+  empty.Absorb(std::move(b));
+  EXPECT_EQ(empty.bytes(), 500u);
+  EXPECT_EQ(budget->used(), 500u);
+  ASSERT_THAT(empty.Resize(100, "shrink"), IsOk());
+  EXPECT_EQ(budget->used(), 100u);
+  empty.Release();
+  EXPECT_EQ(budget->used(), 0u);
+}
+
 TEST(MemoryBudgetTest, ReservationKeepsTheBudgetAlive) {
   MemoryReservation r;
   {

@@ -56,8 +56,21 @@ absl::Status ValidateQuery(absl::Span<const float> query, const BankView& view,
           name, ".values[", i, "]: expected a finite number, got ", query[i]));
     }
   }
-  const double norm =
-      Eigen::Map<const VectorXf>(query.data(), dim).cast<double>().norm();
+  const Eigen::Map<const VectorXf> x(query.data(), dim);
+  double norm = x.cast<double>().norm();
+  if (view.learned()) {
+    // Scores are taken against Φ(x): check it instead (in double).
+    const FeatureMap& map = *view.feature_map;
+    norm = (map.weights().cast<double>() * (x - map.center()).cast<double>())
+               .norm();
+    if (params.similarity == Similarity::kCosine && !(norm > 0.0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name,
+          ": expected a query whose feature vector under feature map "
+          "version ",
+          map.version(), " is non-zero, got the zero vector"));
+    }
+  }
   if (params.similarity == Similarity::kCosine) {
     if (norm == 0.0) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -73,8 +86,10 @@ absl::Status ValidateQuery(absl::Span<const float> query, const BankView& view,
   }
   // Dot: scores ξᵀx are bounded by ||x||·m for the query and m² for later
   // states (which are mixtures of stored patterns), logits by β times that;
-  // both must stay finite in float32.
-  const double m = view.max_norm;
+  // both must stay finite in float32. Under a learned map the same holds
+  // for Φ(x) and the keys (Φ is affine: Φ of a mixture is the mixture of
+  // the keys).
+  const double m = view.max_key_norm;
   const double bound =
       std::max(1.0, static_cast<double>(params.beta)) * std::max(norm, m) * m;
   if (!(bound < std::numeric_limits<float>::max())) {
@@ -212,9 +227,10 @@ struct StateEval {
 struct Scratch {
   std::array<StateEval, 2> evals;  // x_t and x_{t-1}
   VectorXf block_weights = VectorXf(kFusedBlock);
-  VectorXf x;       // the state, first d entries
-  VectorXf update;  // Ξp, first d entries
-  VectorXf unit;    // x / ||x|| under cosine, first d entries
+  VectorXf x;        // the state, first d entries
+  VectorXf update;   // Ξp, first d entries
+  VectorXf feature;  // Φ(x) under a learned map, first D_Φ entries
+  VectorXf unit;     // the scored vector / its norm under cosine, first D_Φ
 };
 
 // Makes `v` hold at least n entries. It reallocates only when `v` is smaller,
@@ -226,7 +242,7 @@ void EnsureSize(VectorXf* v, Index n) {
 
 // This thread's scratch, sized for `size` patterns of `dim` floats. x and
 // update always have equal sizes, so swapping them swaps the states.
-Scratch& ThreadScratch(Index size, Index dim) {
+Scratch& ThreadScratch(Index size, Index dim, Index key_dim) {
   thread_local Scratch scratch;
   for (StateEval& eval : scratch.evals) {
     EnsureSize(&eval.scores, size);
@@ -235,7 +251,8 @@ Scratch& ThreadScratch(Index size, Index dim) {
   }
   EnsureSize(&scratch.x, dim);
   EnsureSize(&scratch.update, dim);
-  EnsureSize(&scratch.unit, dim);
+  EnsureSize(&scratch.feature, key_dim);
+  EnsureSize(&scratch.unit, key_dim);
   return scratch;
 }
 
@@ -249,7 +266,8 @@ Scratch& ThreadScratch(Index size, Index dim) {
 absl::Status Evaluate(const BankView& view, const RetrievalParams& params,
                       const Eigen::Ref<const VectorXf>& x,
                       VectorXf* block_weights, StateEval* eval,
-                      Eigen::Ref<VectorXf> update, Eigen::Ref<VectorXf> unit) {
+                      Eigen::Ref<VectorXf> update, Eigen::Ref<VectorXf> feature,
+                      Eigen::Ref<VectorXf> unit) {
   const Index size = view.size();
   // Patterns scored between two polls: whole fused blocks.
   const Index poll_blocks = std::max<Index>(
@@ -262,9 +280,13 @@ absl::Status Evaluate(const BankView& view, const RetrievalParams& params,
   };
   const bool cosine = params.similarity == Similarity::kCosine;
   // Under cosine, scores are taken against x / ||x||.
-  if (cosine) Normalize(x, unit);
+  // Under a learned map scores are taken against Φ(x) (and the keys).
+  if (view.learned()) view.feature_map->Apply(x, feature);
+  const Eigen::Ref<const VectorXf> mapped =
+      view.learned() ? Eigen::Ref<const VectorXf>(feature) : x;
+  if (cosine) Normalize(mapped, unit);
   const Eigen::Ref<const VectorXf> probe =
-      cosine ? Eigen::Ref<const VectorXf>(unit) : x;
+      cosine ? Eigen::Ref<const VectorXf>(unit) : mapped;
   const float beta = params.beta;
   auto all_scores = eval->scores.head(size);
   auto all_logits = eval->logits.head(size);
@@ -281,9 +303,10 @@ absl::Status Evaluate(const BankView& view, const RetrievalParams& params,
       const Index count = std::min(kFusedBlock, size - start);
       const auto block = view.patterns.middleCols(start, count);
       auto scores = all_scores.segment(start, count);
-      scores.noalias() = block.transpose() * probe;
+      scores.noalias() = view.keys.middleCols(start, count).transpose() * probe;
       if (cosine) {
-        scores = scores.cwiseProduct(view.inverse_norms.segment(start, count));
+        scores =
+            scores.cwiseProduct(view.key_inverse_norms.segment(start, count));
       }
       auto logits = all_logits.segment(start, count);
       logits = beta * scores;
@@ -312,7 +335,7 @@ absl::Status Evaluate(const BankView& view, const RetrievalParams& params,
                  : 0.0;
     const double log_partition =
         static_cast<double>(running_max) + std::log(denominator);
-    eval->energy = HalfSquaredNorm(params, x) - log_partition / beta;
+    eval->energy = HalfSquaredNorm(params, mapped) - log_partition / beta;
     return absl::OkStatus();
   }
   // Sparse maps: score, separate, then add up the support only.
@@ -320,10 +343,10 @@ absl::Status Evaluate(const BankView& view, const RetrievalParams& params,
     HOPFIELD_RETURN_IF_ERROR(poll(start));
     const Index count = std::min(poll_every, size - start);
     all_scores.segment(start, count).noalias() =
-        view.patterns.middleCols(start, count).transpose() * probe;
+        view.keys.middleCols(start, count).transpose() * probe;
   }
   if (cosine) {
-    all_scores = all_scores.cwiseProduct(view.inverse_norms);
+    all_scores = all_scores.cwiseProduct(view.key_inverse_norms);
   }
   all_logits = beta * all_scores;
   eval->null_mass = Separate(
@@ -336,7 +359,7 @@ absl::Status Evaluate(const BankView& view, const RetrievalParams& params,
     }
   }
   eval->energy =
-      StateEnergy(params, HalfSquaredNorm(params, x), AsSpan(all_scores),
+      StateEnergy(params, HalfSquaredNorm(params, mapped), AsSpan(all_scores),
                   AsSpan(all_logits), AsSpan(all_weights));
   return absl::OkStatus();
 }
@@ -346,7 +369,8 @@ absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
                                            absl::Span<const float> query) {
   const Index dim = view.dim();
   const Index size = view.size();
-  Scratch& scratch = ThreadScratch(size, dim);
+  const Index key_dim = view.key_dim();
+  Scratch& scratch = ThreadScratch(size, dim, key_dim);
   scratch.x.head(dim) = Eigen::Map<const VectorXf>(query.data(), dim);
   // evals[current] describes x_t; evals[1 - current] describes x_{t-1}.
   std::array<StateEval, 2>& evals = scratch.evals;
@@ -362,7 +386,8 @@ absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
     // p_t, E(x_t), Ξ p_t
     HOPFIELD_RETURN_IF_ERROR(
         Evaluate(view, params, scratch.x.head(dim), &scratch.block_weights,
-                 &now, scratch.update.head(dim), scratch.unit.head(dim)));
+                 &now, scratch.update.head(dim), scratch.feature.head(key_dim),
+                 scratch.unit.head(key_dim)));
     result.patterns_scored += static_cast<uint64_t>(view.size());
     result.energy = now.energy;
     if (params.return_energy_trace) result.energy_trace.push_back(now.energy);
@@ -462,7 +487,9 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
   MatrixXf x = queries;
   std::vector<Index> active(static_cast<size_t>(count));
   for (Index k = 0; k < count; ++k) active[static_cast<size_t>(k)] = k;
-  MatrixXf unit;  // cosine: the states scaled to unit norm
+  const Index key_dim = view.key_dim();
+  MatrixXf features;  // learned map: Φ of the states
+  MatrixXf unit;      // cosine: the scored vectors scaled to unit norm
   MatrixXf scores;
   MatrixXf weights;
   MatrixXf weights_prev;
@@ -481,27 +508,32 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
     // double: huge or tiny states neither over- nor underflow). A state can
     // only vanish under softmax1 when every weight underflows; it scores as
     // all-zero.
-    if (cosine) {
-      unit.resize(dim, n);
-      for (Index k = 0; k < n; ++k) Normalize(x.col(k), unit.col(k));
+    if (view.learned()) {
+      features.resize(key_dim, n);
+      view.feature_map->Apply(x, features);
     }
-    const MatrixXf& probe = cosine ? unit : x;
+    const MatrixXf& mapped = view.learned() ? features : x;
+    if (cosine) {
+      unit.resize(key_dim, n);
+      for (Index k = 0; k < n; ++k) Normalize(mapped.col(k), unit.col(k));
+    }
+    const MatrixXf& probe = cosine ? unit : mapped;
     // Patterns per step between polls: ~check_every_macs multiply-adds, but
     // never so few that the matrix products lose their efficiency.
     const Index step = std::max<Index>(
         256, static_cast<Index>(
                  params.check_every_macs /
-                 std::max<uint64_t>(1, static_cast<uint64_t>(n * dim))));
+                 std::max<uint64_t>(1, static_cast<uint64_t>(n * key_dim))));
     scores.resize(size, n);
     HOPFIELD_RETURN_IF_ERROR(ParallelForChecked(
         params, size, step, [&](Index, Index begin, Index end) {
           auto block = scores.middleRows(begin, end - begin);
           block.noalias() =
-              view.patterns.middleCols(begin, end - begin).transpose() * probe;
+              view.keys.middleCols(begin, end - begin).transpose() * probe;
           if (cosine) {
-            block =
-                view.inverse_norms.segment(begin, end - begin).asDiagonal() *
-                block;
+            block = view.key_inverse_norms.segment(begin, end - begin)
+                        .asDiagonal() *
+                    block;
           }
         }));
     weights.resize(size, n);
@@ -524,7 +556,7 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
                          absl::Span<float>(weights.col(k).data(),
                                            static_cast<size_t>(size)));
             result.energy = StateEnergy(
-                params, HalfSquaredNorm(params, x.col(k)),
+                params, HalfSquaredNorm(params, mapped.col(k)),
                 AsSpan(scores.col(k)), AsSpan(logits), AsSpan(weights.col(k)));
             if (params.return_energy_trace) {
               result.energy_trace.push_back(result.energy);
@@ -667,7 +699,7 @@ absl::StatusOr<RetrievalParams> ResolveRetrieval(
     params.beta = bank.beta;
   } else {
     const double rule_norm =
-        bank.similarity == Similarity::kCosine ? 1.0 : view.max_norm;
+        bank.similarity == Similarity::kCosine ? 1.0 : view.max_key_norm;
     params.beta = static_cast<float>(
         AutoBeta(static_cast<uint64_t>(view.size()),
                  view.min_separation.value_or(0.0), rule_norm));
@@ -778,11 +810,12 @@ absl::StatusOr<RetrieveResult> Retriever::Retrieve(
         if (options.budget != nullptr) {
           const auto size = static_cast<uint64_t>(view.size());
           const auto dim = static_cast<uint64_t>(view.dim());
+          const auto key_dim = static_cast<uint64_t>(view.key_dim());
           HOPFIELD_ASSIGN_OR_RETURN(
-              memory,
-              options.budget->Reserve((6 * size + 2 * dim) * sizeof(float) +
-                                          ResultBytes(params, size, dim),
-                                      "retrieval scratch"));
+              memory, options.budget->Reserve(
+                          (6 * size + 2 * dim + 2 * key_dim) * sizeof(float) +
+                              ResultBytes(params, size, dim),
+                          "retrieval scratch"));
         }
         return Retrieve(view, params, query);
       });
@@ -828,7 +861,10 @@ absl::StatusOr<std::vector<RetrieveResult>> Retriever::RetrieveBatch(
             results.reserve(n);
           }
           const uint64_t per_query =
-              (4 * size + (4 + parts) * dim) * sizeof(float) + 64;
+              (4 * size + (4 + parts) * dim +
+               2 * static_cast<uint64_t>(view.key_dim())) *
+                  sizeof(float) +
+              64;
           const uint64_t fixed = parts * size * sizeof(float);
           const uint64_t available = options.budget->available();
           const uint64_t fit =

@@ -94,8 +94,9 @@ struct RetrieveOptions {
   // parts run on short-lived threads. Not owned; must outlive the call.
   WorkerPool* pool = nullptr;
   // The account a retrieval's memory is reserved from before it is
-  // allocated: its results, and its scratch (single query: 6·M + 2·d floats;
-  // batch: about 4·M + (4 + threads)·d floats per query plus threads·M).
+  // allocated: its results, and its scratch (single query: 6·M + 2·d + 2·D_Φ
+  // floats; batch: about 4·M + (4 + threads)·d + 2·D_Φ floats per query plus
+  // threads·M).
   // A batch whose scratch does not fit at once runs in chunks of queries
   // that do, each under its own reader lock (so writes may land between
   // chunks; every query still sees one consistent bank). Null: unaccounted,
