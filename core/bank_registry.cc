@@ -127,6 +127,7 @@ absl::Status BankRegistry::Drop(absl::string_view name) {
   if (it == banks_.end()) {
     return absl::NotFoundError(absl::StrCat("bank \"", name, "\" not found"));
   }
+  it->second->Close();  // a training run on it stops
   banks_.erase(it);
   return absl::OkStatus();
 }

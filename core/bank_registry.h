@@ -83,7 +83,8 @@ class BankRegistry {
   // message shows it escaped and cut); NOT_FOUND naming the bank.
   absl::StatusOr<std::shared_ptr<MemoryBank>> Get(absl::string_view name) const;
 
-  // Removes the bank from the registry; holders of its pointer keep it alive.
+  // Removes the bank from the registry and closes it (MemoryBank::Close: a
+  // training run on it stops); holders of its pointer keep it alive.
   // Errors: INVALID_ARGUMENT for a malformed name; NOT_FOUND naming the bank.
   absl::Status Drop(absl::string_view name);
 

@@ -331,6 +331,18 @@ class MemoryBank {
   };
   absl::StatusOr<Neighbour> PatternSeparation(PatternId id) const;
 
+  // Marks the bank as dropped from its registry: long operations on it
+  // (training) stop at their next poll with CANCELLED. Idempotent.
+  void Close() { closed_.store(true, std::memory_order_relaxed); }
+  bool closed() const { return closed_.load(std::memory_order_relaxed); }
+
+  // At most one training run per bank: true if this caller may train (and
+  // must call FinishTraining when done), false while another run holds it.
+  bool TryStartTraining() {
+    return !training_.exchange(true, std::memory_order_acq_rel);
+  }
+  void FinishTraining() { training_.store(false, std::memory_order_release); }
+
   // Calls `fn(const BankView&)` under the reader lock and returns its result.
   // The view must not escape `fn`. `fn` must not call the bank's writers.
   template <typename Fn>
@@ -464,6 +476,8 @@ class MemoryBank {
   // in nanoseconds (lock-free).
   std::atomic<int64_t> last_write_nanos_{0};
   std::atomic<int64_t> last_refresh_nanos_{0};
+  std::atomic<bool> closed_{false};
+  std::atomic<bool> training_{false};
 };
 
 }  // namespace hopfield
