@@ -11,7 +11,11 @@
 //   forget BANK ID...
 //   retrieve BANK FILE [--offset=R] [--limit=N] [--mask_fraction=F]
 //            [--noise=S] [--expect_first_id=ID] [--output=FIXED_POINTS.csv]
-//   train BANK [--iterations=N ...]
+//   train BANK [--mode=separation|uhop_compat] [--feature_dim=D]
+//         [--iterations=N] [--learning_rate=L] [--temperature=T]
+//         [--final_temperature=T] [--batch_size=B] [--train_seed=S]
+//         [--validation_mask_fraction=F] [--validation_noise=S]
+//         [--skip_validation]          progress bar, then the result
 //   health [SERVICE]
 //
 // FILE is IDX (gzip or plain; bytes scaled to [0, 1]), CSV or .npy, one
@@ -79,6 +83,18 @@ ABSL_FLAG(uint32_t, iterations, 0, "train: optimiser iterations");
 ABSL_FLAG(float, learning_rate, 0, "train: learning rate");
 ABSL_FLAG(float, temperature, 0, "train: separation-loss temperature τ");
 ABSL_FLAG(uint64_t, train_seed, 0, "train: seed");
+ABSL_FLAG(std::string, mode, "",
+          "train: separation (default) or uhop_compat (the U-Hop protocol)");
+ABSL_FLAG(float, final_temperature, 0,
+          "train: anneal τ to this (0 = constant τ)");
+ABSL_FLAG(uint32_t, batch_size, 0, "train: minibatch size (0 = 1024)");
+ABSL_FLAG(float, validation_mask_fraction, 0,
+          "train: validation queries zero this fraction of values");
+ABSL_FLAG(float, validation_noise, 0,
+          "train: validation noise σ relative to the pattern's RMS value "
+          "(both 0: mask 0.5)");
+ABSL_FLAG(bool, skip_validation, false,
+          "train: publish the map without the validation gate");
 
 namespace {
 
@@ -191,7 +207,8 @@ void PrintBank(const v1::Bank& bank) {
             << " min_separation=" << bank.min_separation()
             << " capacity_utilization=" << bank.capacity_utilization()
             << " separation_pending=" << bank.separation_pending()
-            << " feature_map_version=" << bank.feature_map_version() << "\n";
+            << " feature_map_version=" << bank.feature_map_version()
+            << " feature_dim=" << bank.feature_dim() << "\n";
 }
 
 // Rows [--offset, --offset + --limit) of FILE.
@@ -370,23 +387,49 @@ int Retrieve(MemoryClient& client, const std::string& bank,
 
 int Train(MemoryClient& client, const std::string& bank) {
   v1::TrainOptions options;
+  const std::string mode = absl::GetFlag(FLAGS_mode);
+  if (mode == "uhop_compat") {
+    options.set_mode(v1::TRAIN_MODE_UHOP_COMPAT);
+  } else if (mode == "separation") {
+    options.set_mode(v1::TRAIN_MODE_SEPARATION);
+  } else if (!mode.empty()) {
+    return Usage(absl::StrCat(
+        "--mode must be separation or uhop_compat, got \"", mode, "\""));
+  }
   options.set_feature_dim(absl::GetFlag(FLAGS_feature_dim));
   options.set_iterations(absl::GetFlag(FLAGS_iterations));
   options.set_learning_rate(absl::GetFlag(FLAGS_learning_rate));
   options.set_temperature(absl::GetFlag(FLAGS_temperature));
+  options.set_final_temperature(absl::GetFlag(FLAGS_final_temperature));
+  options.set_batch_size(absl::GetFlag(FLAGS_batch_size));
   options.set_seed(absl::GetFlag(FLAGS_train_seed));
+  options.set_validation_mask_fraction(
+      absl::GetFlag(FLAGS_validation_mask_fraction));
+  options.set_validation_noise(absl::GetFlag(FLAGS_validation_noise));
+  options.set_skip_validation(absl::GetFlag(FLAGS_skip_validation));
+  Progress progress("iterations");
   absl::StatusOr<v1::TrainResult> result =
-      client.Train(bank, options, [](const v1::TrainProgress& p) {
-        std::cout << "iteration=" << p.iteration() << "/"
-                  << p.total_iterations() << " loss=" << p.loss()
-                  << " min_separation=" << p.min_separation() << "\n";
+      client.Train(bank, options, [&](const v1::TrainProgress& p) {
+        progress(p.iteration(), p.total_iterations());
       });
   if (!result.ok()) return Fail(result.status());
   std::cout << "accepted=" << (result->accepted() ? "true" : "false")
+            << " feature_map_version=" << result->feature_map_version()
             << " min_separation_before=" << result->min_separation_before()
             << " min_separation_after=" << result->min_separation_after()
-            << " feature_map_version=" << result->feature_map_version()
-            << " seconds=" << result->seconds() << "\n";
+            << " min_separation_exact="
+            << (result->min_separation_exact() ? "true" : "false")
+            << " validation_accuracy_before="
+            << result->validation_accuracy_before()
+            << " validation_accuracy_after="
+            << result->validation_accuracy_after()
+            << " validation_error_before=" << result->validation_error_before()
+            << " validation_error_after=" << result->validation_error_after()
+            << " validation_queries=" << result->validation_queries()
+            << " training_patterns=" << result->training_patterns()
+            << " iterations=" << result->iterations()
+            << " loss=" << result->loss() << " seconds=" << result->seconds()
+            << "\n";
   return 0;
 }
 

@@ -160,6 +160,12 @@ absl::StatusOr<Validation> Validate(
 
 }  // namespace
 
+absl::Status AlreadyTrainingError(const MemoryBank& bank) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("bank \"", bank.name(),
+                   "\" is already training; wait for that Train to end"));
+}
+
 absl::Status BankTrainOptions::Validate() const {
   if (!(validation_mask_fraction >= 0.0f && validation_mask_fraction < 1.0f)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -193,15 +199,16 @@ absl::StatusOr<TrainReport> TrainBank(MemoryBank& bank,
   report.config =
       ResolveTrainConfig(options.config, dim, bank_options.feature_dim);
   HOPFIELD_RETURN_IF_ERROR(report.config.Validate());
-  if (!bank.TryStartTraining()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("bank \"", bank.name(),
-                     "\" is already training; wait for that Train to end"));
+  if (!hooks.claimed && !bank.TryStartTraining()) {
+    return AlreadyTrainingError(bank);
   }
   struct Finish {
     MemoryBank& bank;
-    ~Finish() { bank.FinishTraining(); }
-  } finish{bank};
+    bool release;
+    ~Finish() {
+      if (release) bank.FinishTraining();
+    }
+  } finish{bank, !hooks.claimed};
   const std::function<absl::Status()> check = [&]() -> absl::Status {
     if (bank.closed()) {
       return absl::CancelledError(
@@ -348,9 +355,19 @@ absl::StatusOr<TrainReport> TrainBank(MemoryBank& bank,
     report.validation_error_before = was.error;
     report.validation_error_after = is.error;
   }
-  report.accepted = options.skip_validation ||
-                    (!sources.empty() && report.validation_error_after <
-                                             report.validation_error_before);
+  // An improvement: lower retrieval error; or, when both maps retrieve
+  // equally well (e.g. both exactly), no lower accuracy and a larger Δ_min.
+  const double error_tolerance = 1e-9 * (1.0 + report.validation_error_before);
+  const bool lower_error = report.validation_error_after <
+                           report.validation_error_before - error_tolerance;
+  const bool tie_but_better_separated =
+      report.validation_error_after <=
+          report.validation_error_before + error_tolerance &&
+      report.validation_accuracy_after >= report.validation_accuracy_before &&
+      report.min_separation_after > report.min_separation_before;
+  report.accepted =
+      options.skip_validation ||
+      (!sources.empty() && (lower_error || tie_but_better_separated));
   if (report.accepted) {
     HOPFIELD_RETURN_IF_ERROR(check());
     HOPFIELD_RETURN_IF_ERROR(bank.SetFeatureMap(candidate, check));

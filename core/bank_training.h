@@ -12,11 +12,12 @@
 //      fraction of coordinates zeroed and/or Gaussian noise) are retrieved
 //      from the sample under the current map and under the candidate, with
 //      the bank's retrieval settings (β: the bank's, or automatic from each
-//      map's Δ_min); the candidate is accepted only if its mean retrieval
-//      error Σ_i ||x̂ - ξ||² / n is lower (argmax accuracy is reported beside
-//      it; error decides, because it counts both wrong basins and blurred
-//      mixtures, and because algorithms.md D6-b shows accuracy alone hides
-//      the metastable regime where learning helps);
+//      map's Δ_min); the candidate is accepted only if it improves: its
+//      mean retrieval error Σ_i ||x̂ - ξ||² / n is lower, or equal (to 1e-9
+//      relative, e.g. both retrieve exactly) with no lower argmax accuracy
+//      and a larger Δ_min. Error decides rather than accuracy because it
+//      counts both wrong basins and blurred mixtures (algorithms.md D6-b:
+//      accuracy alone hides the metastable regime where learning helps);
 //   3. on acceptance (or with skip_validation) the map is published to the
 //      bank (MemoryBank::SetFeatureMap) as version current + 1.
 //
@@ -72,6 +73,9 @@ struct TrainHooks {
   // Working memory (sample, keys, validation) is reserved here first.
   // Not owned.
   MemoryBudget* budget = nullptr;
+  // The caller already holds the bank's training claim
+  // (MemoryBank::TryStartTraining succeeded) and releases it itself.
+  bool claimed = false;
 };
 
 struct TrainReport {
@@ -93,6 +97,9 @@ struct TrainReport {
   double seconds = 0.0;
   TrainConfig config;  // as resolved
 };
+
+// The FAILED_PRECONDITION of a second training of `bank`.
+absl::Status AlreadyTrainingError(const MemoryBank& bank);
 
 // Trains, validates and (if accepted) publishes a feature map for `bank`.
 // Errors: INVALID_ARGUMENT from the options; FAILED_PRECONDITION when the

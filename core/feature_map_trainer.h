@@ -45,26 +45,27 @@
 
 namespace hopfield {
 
-// Settings of one training run, with every default resolved (see
-// ResolveTrainConfig). A plain value type.
+// Settings of one training run. Fields that are 0 stand for the mode's
+// default until ResolveTrainConfig fills them; Validate() and Train() need
+// them resolved. A plain value type.
 struct TrainConfig {
   TrainMode mode = TrainMode::kSeparation;
   // D_Φ. REQUIRES: 1 <= feature_dim <= 65536.
   uint32_t feature_dim = 0;
   // Optimiser steps (kUHopCompat: epochs, one full pass each).
   // REQUIRES: 1 <= iterations <= 100000.
-  uint32_t iterations = 300;
+  uint32_t iterations = 0;
   // REQUIRES: 0 < learning_rate <= 1000.
-  float learning_rate = 0.01f;
+  float learning_rate = 0.0f;
   // τ of the separation loss (unused by kUHopCompat).
   // REQUIRES: 1e-3 <= temperature <= 10.
-  float temperature = 0.1f;
+  float temperature = 0.0f;
   // Anneal τ geometrically from `temperature` to this over the run; 0 keeps
   // τ constant. REQUIRES: 0 or 1e-3 <= final_temperature <= temperature.
   float final_temperature = 0.0f;
   // Patterns per minibatch. REQUIRES: 2 <= batch_size <= 16384.
-  uint32_t batch_size = 1024;
-  uint64_t seed = 1;
+  uint32_t batch_size = 0;
+  uint64_t seed = 0;
   // Adam: gradients are clipped to this Frobenius norm (kSeparation only).
   float gradient_clip = 10.0f;
 

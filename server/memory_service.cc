@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "google/protobuf/io/coded_stream.h"
 
+#include "core/bank_training.h"
 #include "core/retriever.h"
 #include "core/status_macros.h"
 #include "server/logging.h"
@@ -218,14 +219,197 @@ class StoreStreamReactor final
   MemoryReservation message_memory_;  // of request_ while it is applied
 };
 
-// Train is not available in this version: finish at once.
-class UnimplementedTrainReactor final
-    : public grpc::ServerWriteReactor<v1::TrainProgress> {
+// Runs a Train on the worker pool and streams its progress: one message per
+// optimiser step while the client keeps up (a step that finds a write still
+// in flight only replaces the pending one, so a slow client sees fewer
+// messages, never a backlog), then the final message with the result.
+//
+// Lifetime: gRPC calls OnDone once Finish has been called and every write
+// has completed; OnDone deletes the reactor. Finish is called exactly once,
+// by whichever thread sees the last write done with the outcome known, and
+// nothing touches the reactor after that call (the decision is made under
+// mu_, the gRPC call happens after unlocking).
+class TrainReactor final : public grpc::ServerWriteReactor<v1::TrainProgress> {
  public:
-  explicit UnimplementedTrainReactor(const grpc::Status& status) {
-    Finish(status);
+  TrainReactor(MemoryService* service, grpc::CallbackServerContext* context,
+               const v1::TrainRequest* request)
+      : service_(service),
+        context_(context),
+        bank_name_(request->bank()),
+        start_(absl::Now()) {
+    absl::Status status;
+    if (!service_->Admit(&status)) {
+      FinishEarly(status);
+      return;
+    }
+    admitted_ = true;
+    absl::StatusOr<BankTrainOptions> options =
+        TrainOptionsFromProto(request->options());
+    absl::StatusOr<std::shared_ptr<MemoryBank>> bank =
+        options.ok() ? service_->registry()->Get(request->bank())
+                     : options.status();
+    if (!bank.ok()) {
+      FinishEarly(bank.status());
+      return;
+    }
+    // The bank first: a second Train of it is FAILED_PRECONDITION whatever
+    // else runs.
+    if (!(*bank)->TryStartTraining()) {
+      FinishEarly(AlreadyTrainingError(**bank));
+      return;
+    }
+    bank_ = *std::move(bank);
+    if (!service_->StartTrain()) {
+      bank_->FinishTraining();
+      FinishEarly(absl::ResourceExhaustedError(absl::StrCat(
+          "the server already runs ", service_->max_trains(),
+          " Train calls (the most at once, so that other calls keep a "
+          "worker); retry when one has finished")));
+      return;
+    }
+    training_ = true;
+    options_ = *std::move(options);
+    const absl::Status queued =
+        service_->pool()->TrySubmit([this] { RunTraining(); });
+    if (!queued.ok()) FinishEarly(queued);
   }
-  void OnDone() override { delete this; }
+
+  void OnWriteDone(bool ok) override {
+    Action action;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      writing_ = false;
+      if (!ok) client_gone_ = true;
+      action = NextLocked();
+    }
+    Perform(action);
+  }
+
+  void OnDone() override {
+    if (training_) {
+      bank_->FinishTraining();
+      service_->FinishTrain();
+    }
+    if (admitted_) service_->Release();
+    delete this;
+  }
+
+ private:
+  // What to do once mu_ is released.
+  enum class Action { kNone, kWrite, kFinish };
+
+  // On a worker.
+  void RunTraining() {
+    TrainHooks hooks;
+    hooks.budget = service_->budget();
+    hooks.claimed = true;
+    hooks.check_continue = CallWatch(context_);
+    hooks.on_step = [this](const TrainStep& step) {
+      Action action;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        TrainStepToProto(step, &pending_);
+        has_pending_ = true;
+        action = NextLocked();
+      }
+      Perform(action);
+      return absl::OkStatus();
+    };
+    absl::StatusOr<TrainReport> report = absl::InternalError("not run");
+    const absl::Status status = RunGuarded([&]() -> absl::Status {
+      report = TrainBank(*bank_, options_, hooks);
+      return report.status();
+    });
+    // Free the bank and the slot before the result goes out, so a client
+    // that trains again right after reading it is not refused.
+    bank_->FinishTraining();
+    service_->FinishTrain();
+    training_ = false;
+    service_->LogCall("Train", context_, bank_name_, status, start_);
+    Action action;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      outcome_ = status;
+      outcome_known_ = true;
+      if (status.ok()) {
+        TrainReportToProto(*report, &pending_);
+        has_pending_ = true;
+        final_pending_ = true;
+      } else {
+        has_pending_ = false;
+      }
+      action = NextLocked();
+    }
+    Perform(action);  // may end the call: nothing of `this` after it
+  }
+
+  // Decides the next step; the caller performs it after unlocking.
+  Action NextLocked() {
+    if (writing_ || finished_) return Action::kNone;
+    if (client_gone_) {
+      if (!outcome_known_) return Action::kNone;  // training notices itself
+      finished_ = true;
+      if (outcome_.ok()) {
+        outcome_ = absl::CancelledError(
+            "the client went away before the result was sent");
+      }
+      return Action::kFinish;
+    }
+    if (has_pending_) {
+      // Intermediate messages go out only until the outcome is known.
+      if (!outcome_known_ || final_pending_) {
+        writing_ = true;
+        has_pending_ = false;
+        if (final_pending_) final_written_ = true;
+        sending_.Swap(&pending_);
+        return Action::kWrite;
+      }
+    }
+    if (outcome_known_ && (!outcome_.ok() || final_written_)) {
+      finished_ = true;
+      return Action::kFinish;
+    }
+    return Action::kNone;
+  }
+
+  void Perform(Action action) {
+    switch (action) {
+      case Action::kNone:
+        return;
+      case Action::kWrite:
+        StartWrite(&sending_);
+        return;
+      case Action::kFinish:
+        Finish(ToGrpcStatus(outcome_));
+        return;
+    }
+  }
+
+  void FinishEarly(const absl::Status& status) {
+    service_->LogCall("Train", context_, bank_name_, status, start_);
+    Finish(ToGrpcStatus(status));
+  }
+
+  MemoryService* const service_;
+  grpc::CallbackServerContext* const context_;
+  const std::string bank_name_;
+  const absl::Time start_;
+  bool admitted_ = false;
+  bool training_ = false;  // holds a train slot
+  std::shared_ptr<MemoryBank> bank_;
+  BankTrainOptions options_;
+
+  std::mutex mu_;
+  v1::TrainProgress pending_;  // guarded by mu_
+  v1::TrainProgress sending_;  // owned by gRPC while writing_
+  bool has_pending_ = false;   // guarded by mu_
+  bool final_pending_ = false;
+  bool final_written_ = false;
+  bool writing_ = false;
+  bool client_gone_ = false;
+  bool finished_ = false;
+  bool outcome_known_ = false;
+  absl::Status outcome_;
 };
 
 }  // namespace
@@ -574,15 +758,19 @@ grpc::ServerUnaryReactor* MemoryService::Retrieve(
 
 grpc::ServerWriteReactor<v1::TrainProgress>* MemoryService::Train(
     grpc::CallbackServerContext* context, const v1::TrainRequest* request) {
-  const absl::Time start = absl::Now();
-  absl::Status status = registry_->Get(request->bank()).status();
-  if (status.ok()) {
-    status = absl::UnimplementedError(
-        "Train: learning a feature map is not available in this version of "
-        "hopfieldd; retrieval uses the identity map (cosine or dot scores)");
-  }
-  LogCall("Train", context, request->bank(), status, start);
-  return new UnimplementedTrainReactor(ToGrpcStatus(status));
+  return new TrainReactor(this, context, request);
+}
+
+bool MemoryService::StartTrain() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (trains_ >= options_.max_trains) return false;
+  ++trains_;
+  return true;
+}
+
+void MemoryService::FinishTrain() {
+  std::lock_guard<std::mutex> lock(mu_);
+  --trains_;
 }
 
 grpc::ServerUnaryReactor* MemoryService::Ping(

@@ -49,6 +49,9 @@ struct MemoryServiceOptions {
   uint64_t max_message_bytes = 64 << 20;
   // One log line per RPC: method, peer, code, latency, bank.
   bool access_log = false;
+  // Train calls running at once (each holds a worker for its whole run);
+  // more are RESOURCE_EXHAUSTED. Default 1.
+  uint32_t max_trains = 1;
 };
 
 // Thread-safe. Does not own `registry`, `pool` or `budget`, which must
@@ -121,6 +124,11 @@ class MemoryService final : public v1::MemoryService::CallbackService {
   void LogCall(absl::string_view method, grpc::CallbackServerContext* context,
                absl::string_view bank, const absl::Status& status,
                absl::Time start) const;
+  // Claims one of options.max_trains slots: false when all are taken.
+  bool StartTrain();
+  void FinishTrain();
+  BankRegistry* registry() const { return registry_; }
+  uint32_t max_trains() const { return options_.max_trains; }
   WorkerPool* pool() const { return pool_; }
   MemoryBudget* budget() const { return budget_.get(); }
   uint64_t max_message_bytes() const { return options_.max_message_bytes; }
@@ -156,6 +164,7 @@ class MemoryService final : public v1::MemoryService::CallbackService {
   mutable std::mutex mu_;
   std::condition_variable idle_;
   uint64_t in_flight_ = 0;  // guarded by mu_
+  uint32_t trains_ = 0;     // guarded by mu_
   bool draining_ = false;   // guarded by mu_
 };
 

@@ -3,9 +3,11 @@
 
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <new>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -359,19 +361,168 @@ TEST_F(MemoryServiceTest, RetrieveCodes) {
             grpc::StatusCode::DEADLINE_EXCEEDED);
 }
 
-TEST_F(MemoryServiceTest, TrainIsUnimplementedForKnownBanks) {
-  ASSERT_THAT(CreateBank("t", 2), IsOk());
-  for (const auto& [bank, code] :
-       {std::pair{"t", grpc::StatusCode::UNIMPLEMENTED},
-        std::pair{"nope", grpc::StatusCode::NOT_FOUND}}) {
-    grpc::ClientContext context;
-    v1::TrainRequest request;
-    request.set_bank(bank);
-    auto reader = stub_->Train(&context, request);
-    v1::TrainProgress progress;
-    EXPECT_FALSE(reader->Read(&progress));
-    EXPECT_EQ(reader->Finish().error_code(), code) << bank;
+// Unit patterns of dim 16, crowded along the leading axes (separation
+// training spreads them).
+std::vector<std::vector<float>> CrowdedPatterns(int count, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<std::vector<float>> patterns(static_cast<size_t>(count),
+                                           std::vector<float>(16));
+  for (auto& pattern : patterns) {
+    float norm = 0.0f;
+    for (size_t k = 0; k < 16; ++k) {
+      pattern[k] = normal(rng) * std::pow(0.7f, static_cast<float>(k));
+      norm += pattern[k] * pattern[k];
+    }
+    for (float& v : pattern) v /= std::sqrt(norm);
   }
+  return patterns;
+}
+
+struct TrainOutcome {
+  grpc::Status status;
+  std::vector<v1::TrainProgress> messages;
+};
+
+TrainOutcome RunTrain(v1::MemoryService::Stub* stub, const std::string& bank,
+                      const v1::TrainOptions& options,
+                      const std::function<void(int)>& after_message = {}) {
+  grpc::ClientContext context;
+  v1::TrainRequest request;
+  request.set_bank(bank);
+  *request.mutable_options() = options;
+  auto reader = stub->Train(&context, request);
+  TrainOutcome outcome;
+  v1::TrainProgress progress;
+  while (reader->Read(&progress)) {
+    outcome.messages.push_back(progress);
+    if (after_message) after_message(static_cast<int>(outcome.messages.size()));
+  }
+  outcome.status = reader->Finish();
+  return outcome;
+}
+
+TEST_F(MemoryServiceTest, TrainStreamsProgressThenTheResultAndPublishes) {
+  ASSERT_THAT(CreateBank("t", 16), IsOk());
+  ASSERT_THAT(Store("t", CrowdedPatterns(64, 1)), IsOk());
+  v1::TrainOptions options;
+  options.set_iterations(50);
+  options.set_validation_noise(0.01f);
+  const TrainOutcome outcome = RunTrain(stub_.get(), "t", options);
+  ASSERT_TRUE(outcome.status.ok()) << outcome.status.error_message();
+  ASSERT_GE(outcome.messages.size(), 2u);
+  for (size_t i = 0; i + 1 < outcome.messages.size(); ++i) {
+    EXPECT_FALSE(outcome.messages[i].done());
+    EXPECT_EQ(outcome.messages[i].total_iterations(), 50u);
+    EXPECT_GE(outcome.messages[i].iteration(), 1u);
+  }
+  const v1::TrainProgress& last = outcome.messages.back();
+  ASSERT_TRUE(last.done());
+  EXPECT_TRUE(last.result().accepted());
+  EXPECT_EQ(last.result().feature_map_version(), 1u);
+  EXPECT_GT(last.result().min_separation_after(),
+            last.result().min_separation_before());
+  EXPECT_LE(last.result().validation_error_after(),
+            last.result().validation_error_before());
+  EXPECT_EQ(last.result().training_patterns(), 64u);
+  EXPECT_EQ(last.result().iterations(), 50u);
+  EXPECT_GT(last.result().seconds(), 0.0);
+  // GetBank shows the new map.
+  grpc::ClientContext context;
+  v1::GetBankRequest request;
+  request.set_name("t");
+  v1::Bank bank;
+  ASSERT_TRUE(stub_->GetBank(&context, request, &bank).ok());
+  EXPECT_EQ(bank.feature_map_version(), 1u);
+  EXPECT_EQ(bank.feature_dim(), 16u);
+  EXPECT_EQ(bank.feature_map().mode(), v1::TRAIN_MODE_SEPARATION);
+  EXPECT_EQ(bank.feature_map().iterations(), 50u);
+  // Retrieval through the map: each stored pattern finds itself.
+  const auto patterns = CrowdedPatterns(64, 1);
+  absl::StatusOr<v1::RetrieveResponse> retrieved =
+      Retrieve("t", {patterns[0], patterns[1]});
+  ASSERT_THAT(retrieved, IsOk());
+  EXPECT_EQ(retrieved->results(0).nearest_id(), 1u);
+  EXPECT_EQ(retrieved->results(1).nearest_id(), 2u);
+}
+
+TEST_F(MemoryServiceTest, TrainErrorsHaveTheirCodes) {
+  ASSERT_THAT(CreateBank("empty", 16), IsOk());
+  ASSERT_THAT(CreateBank("full", 16), IsOk());
+  ASSERT_THAT(Store("full", CrowdedPatterns(8, 2)), IsOk());
+  v1::TrainOptions options;
+  EXPECT_EQ(RunTrain(stub_.get(), "nope", options).status.error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(RunTrain(stub_.get(), "empty", options).status.error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  options.set_temperature(-1.0f);
+  const TrainOutcome bad = RunTrain(stub_.get(), "full", options);
+  EXPECT_EQ(bad.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(bad.status.error_message(),
+              HasSubstr("TrainOptions.temperature"));
+  options.set_temperature(0.0f);
+  options.set_mode(static_cast<v1::TrainMode>(42));
+  EXPECT_EQ(RunTrain(stub_.get(), "full", options).status.error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(MemoryServiceTest, SecondTrainOfABankIsRefusedAndDeleteCancels) {
+  ASSERT_THAT(CreateBank("long", 16), IsOk());
+  ASSERT_THAT(Store("long", CrowdedPatterns(64, 3)), IsOk());
+  v1::TrainOptions options;
+  options.set_iterations(100000);  // far longer than the test
+  TrainOutcome second;
+  grpc::Status deleted;
+  const TrainOutcome first =
+      RunTrain(stub_.get(), "long", options, [&](int message) {
+        if (message != 1) return;
+        // Running now: another Train of the bank is refused...
+        second = RunTrain(stub_.get(), "long", options);
+        // ...Store and Retrieve keep working...
+        EXPECT_THAT(Store("long", CrowdedPatterns(2, 4)), IsOk());
+        EXPECT_THAT(Retrieve("long", {CrowdedPatterns(1, 3)[0]}), IsOk());
+        // ...and DeleteBank cancels the run.
+        grpc::ClientContext context;
+        v1::DeleteBankRequest request;
+        request.set_name("long");
+        v1::DeleteBankResponse response;
+        deleted = stub_->DeleteBank(&context, request, &response);
+      });
+  EXPECT_EQ(second.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(second.status.error_message(), HasSubstr("already training"));
+  EXPECT_TRUE(deleted.ok());
+  EXPECT_EQ(first.status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_THAT(first.status.error_message(), HasSubstr("deleted"));
+}
+
+TEST_F(MemoryServiceTest, TrainStopsAtTheDeadline) {
+  ASSERT_THAT(CreateBank("slow", 16), IsOk());
+  ASSERT_THAT(Store("slow", CrowdedPatterns(64, 5)), IsOk());
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(300));
+  v1::TrainRequest request;
+  request.set_bank("slow");
+  request.mutable_options()->set_iterations(100000);
+  auto reader = stub_->Train(&context, request);
+  v1::TrainProgress progress;
+  while (reader->Read(&progress)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The bank is free again once the server's run notices (the client gave
+  // up at its deadline; the run stops at its next step).
+  v1::TrainOptions options;
+  options.set_iterations(5);
+  options.set_skip_validation(true);
+  TrainOutcome again = RunTrain(stub_.get(), "slow", options);
+  for (int i = 0; i < 100 && again.status.error_code() ==
+                                 grpc::StatusCode::FAILED_PRECONDITION;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    again = RunTrain(stub_.get(), "slow", options);
+  }
+  EXPECT_TRUE(again.status.ok())
+      << again.status.error_code() << " " << again.status.error_message();
 }
 
 TEST_F(MemoryServiceTest, PingEchoesItsPayload) {

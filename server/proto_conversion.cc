@@ -50,6 +50,16 @@ absl::StatusOr<std::optional<Separation>> SeparationFromProto(
   }
 }
 
+v1::TrainMode TrainModeToProto(TrainMode mode) {
+  switch (mode) {
+    case TrainMode::kSeparation:
+      return v1::TRAIN_MODE_SEPARATION;
+    case TrainMode::kUHopCompat:
+      return v1::TRAIN_MODE_UHOP_COMPAT;
+  }
+  return v1::TRAIN_MODE_UNSPECIFIED;
+}
+
 v1::Separation SeparationToProto(Separation separation) {
   switch (separation) {
     case Separation::kSoftmax:
@@ -136,12 +146,93 @@ void BankToProto(const MemoryBank& bank, v1::Bank* out) {
   BankOptionsToProto(bank.options(), out->mutable_config());
   out->set_pattern_count(stats.pattern_count);
   out->set_memory_bytes(stats.memory_bytes);
-  out->set_feature_map_version(0);  // identity until Train lands
+  out->set_feature_map_version(stats.feature_map_version);
+  out->set_feature_dim(stats.feature_dim);
+  const std::shared_ptr<const FeatureMap> map = bank.feature_map();
+  if (!map->is_identity()) {
+    const FeatureMapInfo& info = map->info();
+    v1::FeatureMapInfo* proto = out->mutable_feature_map();
+    proto->set_mode(TrainModeToProto(info.mode));
+    proto->set_iterations(info.iterations);
+    proto->set_learning_rate(info.learning_rate);
+    proto->set_temperature(info.temperature);
+    proto->set_batch_size(info.batch_size);
+    proto->set_seed(info.seed);
+    proto->set_training_patterns(info.training_patterns);
+    proto->set_loss(info.loss);
+  }
   out->set_min_separation(
       static_cast<float>(stats.min_separation.value_or(0.0)));
   out->set_capacity_utilization(static_cast<float>(stats.capacity_utilization));
   out->set_effective_beta(static_cast<float>(stats.effective_beta));
   out->set_separation_pending(stats.separation_pending);
+}
+
+absl::StatusOr<BankTrainOptions> TrainOptionsFromProto(
+    const v1::TrainOptions& options) {
+  BankTrainOptions out;
+  switch (options.mode()) {
+    case v1::TRAIN_MODE_UNSPECIFIED:
+    case v1::TRAIN_MODE_SEPARATION:
+      out.config.mode = TrainMode::kSeparation;
+      break;
+    case v1::TRAIN_MODE_UHOP_COMPAT:
+      out.config.mode = TrainMode::kUHopCompat;
+      break;
+    default:
+      return UnknownEnum("options.mode", options.mode());
+  }
+  out.config.feature_dim = options.feature_dim();
+  out.config.iterations = options.iterations();
+  out.config.learning_rate = options.learning_rate();
+  out.config.temperature = options.temperature();
+  out.config.final_temperature = options.final_temperature();
+  out.config.batch_size = options.batch_size();
+  out.config.seed = options.seed();
+  out.validation_mask_fraction = options.validation_mask_fraction();
+  out.validation_noise = options.validation_noise();
+  out.skip_validation = options.skip_validation();
+  if (options.validation_queries() != 0) {
+    out.validation_queries = options.validation_queries();
+  }
+  if (options.max_training_patterns() != 0) {
+    out.max_training_patterns = options.max_training_patterns();
+  }
+  return out;
+}
+
+void TrainStepToProto(const TrainStep& step, v1::TrainProgress* out) {
+  out->set_iteration(step.iteration);
+  out->set_total_iterations(step.total_iterations);
+  out->set_loss(step.loss);
+  out->set_min_separation(static_cast<float>(step.min_separation));
+}
+
+void TrainReportToProto(const TrainReport& report, v1::TrainProgress* out) {
+  out->set_iteration(report.iterations);
+  out->set_total_iterations(report.config.iterations);
+  out->set_loss(report.loss);
+  out->set_min_separation(static_cast<float>(report.min_separation_after));
+  out->set_done(true);
+  v1::TrainResult* result = out->mutable_result();
+  result->set_accepted(report.accepted);
+  result->set_min_separation_before(
+      static_cast<float>(report.min_separation_before));
+  result->set_min_separation_after(
+      static_cast<float>(report.min_separation_after));
+  result->set_validation_accuracy_before(
+      static_cast<float>(report.validation_accuracy_before));
+  result->set_validation_accuracy_after(
+      static_cast<float>(report.validation_accuracy_after));
+  result->set_feature_map_version(report.feature_map_version);
+  result->set_seconds(report.seconds);
+  result->set_validation_error_before(report.validation_error_before);
+  result->set_validation_error_after(report.validation_error_after);
+  result->set_validation_queries(report.validation_queries);
+  result->set_min_separation_exact(report.min_separation_exact);
+  result->set_training_patterns(report.training_patterns);
+  result->set_iterations(report.iterations);
+  result->set_loss(report.loss);
 }
 
 absl::StatusOr<RetrieveOptions> RetrieveOptionsFromProto(

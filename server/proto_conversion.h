@@ -19,6 +19,7 @@
 #include "google/protobuf/repeated_ptr_field.h"
 
 #include "core/bank_options.h"
+#include "core/bank_training.h"
 #include "core/memory_bank.h"
 #include "core/retriever.h"
 #include "hopfield/v1/memory_service.pb.h"
@@ -40,6 +41,15 @@ absl::StatusOr<RetrieveOptions> RetrieveOptionsFromProto(
     const v1::RetrieveOptions& options);
 
 void RetrieveResultToProto(const RetrieveResult& result, v1::Retrieval* out);
+
+// TrainOptions -> BankTrainOptions; 0 fields stay 0 (TrainBank resolves
+// them). Errors: unknown TrainMode.
+absl::StatusOr<BankTrainOptions> TrainOptionsFromProto(
+    const v1::TrainOptions& options);
+// One progress message per optimiser step.
+void TrainStepToProto(const TrainStep& step, v1::TrainProgress* out);
+// The final message: done, the result, and the last step's numbers.
+void TrainReportToProto(const TrainReport& report, v1::TrainProgress* out);
 
 // Concatenates the patterns' values for MemoryBank::Add and collects their
 // ids. Errors: a pattern whose value count is not `dim`, naming it

@@ -59,6 +59,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   service_options.max_message_bytes =
       static_cast<uint64_t>(config.max_message_bytes);
   service_options.access_log = config.access_log;
+  // Each Train holds a worker for its whole run: leave at least one worker
+  // for every other call.
+  service_options.max_trains = std::max<uint32_t>(
+      1, pool_options.threads > 1 ? pool_options.threads - 1 : 1);
   server->service_ = std::make_unique<MemoryService>(
       server->registry_.get(), server->pool_.get(), server->budget_,
       service_options);

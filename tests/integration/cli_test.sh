@@ -48,7 +48,13 @@ expect "retrieve fixed points" 0 'nearest_id' -- cli retrieve toy "$work/p.csv" 
 [ "$(wc -l <"$work/out.csv")" = 4 ] || { echo "FAIL: --output wrote $(wc -l <"$work/out.csv") lines"; failures=$((failures + 1)); }
 expect "retrieve unknown bank" 5 'NOT_FOUND' -- cli retrieve nope "$work/p.csv"
 expect "forget" 0 '^forgotten=1$' -- cli forget toy 100 555
-expect "train" 12 'UNIMPLEMENTED' -- cli train toy
+expect "train bad mode" 64 'uhop_compat' -- cli train toy --mode=nope
+expect "train bad option" 3 'TrainOptions.temperature' -- cli train toy --temperature=-1
+expect "train unknown bank" 5 'NOT_FOUND' -- cli train nope
+expect "train" 0 '^accepted=true feature_map_version=1 .*training_patterns=4 iterations=20 ' -- cli train toy --iterations=20 --skip_validation
+expect "bank after train" 0 'feature_map_version=1 feature_dim=3$' -- cli bank toy
+expect "retrieve through the map" 0 'recall=1 ' -- cli retrieve toy "$work/p.csv" --limit=3 --expect_first_id=1 --beta=100
+expect "train uhop_compat" 0 '^accepted=true feature_map_version=2 .*training_patterns=4 ' -- cli train toy --mode=uhop_compat --iterations=10 --skip_validation
 expect "unknown command" 64 'unknown command' -- cli frobnicate
 expect "missing file" 5 'cannot open' -- cli store toy "$work/none.csv"
 expect "delete-bank" 0 '^deleted=toy$' -- cli delete-bank toy

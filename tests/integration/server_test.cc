@@ -110,7 +110,8 @@ TEST_F(ServerTest, ErrorsKeepTheirCodesOverTheWire) {
                        HasSubstr("expected 4 values")));
   v1::TrainOptions train;
   EXPECT_THAT(client_->Train("e", train),
-              StatusIs(absl::StatusCode::kUnimplemented));
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("at least 2")));
 }
 
 TEST_F(ServerTest, SigtermDrainsAndExitsZero) {

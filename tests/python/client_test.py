@@ -7,6 +7,7 @@ stubs generated at build time and HOPFIELDD at the server binary.
 """
 import math
 import os
+import random
 import signal
 import subprocess
 import tempfile
@@ -241,14 +242,54 @@ class ClientTest(unittest.TestCase):
             bank="py-cancel", queries=[pb.Query(values=rows[0])]), timeout=10)
         self.assertEqual(len(ok.results), 1)
 
-    def test_train_is_unimplemented(self):
-        self.create("py-train", 2)
-        with self.assertRaises(grpc.RpcError) as raised:
-            list(self.stub.Train(pb.TrainRequest(bank="py-train"), timeout=10))
-        self.assertEqual(raised.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
-        with self.assertRaises(grpc.RpcError) as raised:
-            list(self.stub.Train(pb.TrainRequest(bank="py-nope"), timeout=10))
-        self.assertEqual(raised.exception.code(), grpc.StatusCode.NOT_FOUND)
+    def test_train_streams_progress_and_publishes(self):
+        self.create("py-train", 16)
+        rng = random.Random(7)
+        rows = []
+        for _ in range(64):
+            row = [rng.gauss(0, 1) * 0.7 ** k for k in range(16)]
+            norm = sum(v * v for v in row) ** 0.5
+            rows.append([v / norm for v in row])
+        self.stub.Store(pb.StoreRequest(
+            bank="py-train",
+            patterns=[pb.Pattern(values=row) for row in rows]), timeout=10)
+        messages = list(self.stub.Train(pb.TrainRequest(
+            bank="py-train",
+            options=pb.TrainOptions(iterations=40, validation_noise=0.01)),
+            timeout=60))
+        self.assertGreaterEqual(len(messages), 2)
+        self.assertTrue(all(not m.done for m in messages[:-1]))
+        self.assertTrue(all(m.total_iterations == 40 for m in messages))
+        last = messages[-1]
+        self.assertTrue(last.done)
+        self.assertTrue(last.result.accepted)
+        self.assertEqual(last.result.feature_map_version, 1)
+        self.assertGreater(last.result.min_separation_after,
+                           last.result.min_separation_before)
+        bank = self.stub.GetBank(pb.GetBankRequest(name="py-train"), timeout=10)
+        self.assertEqual(bank.feature_map_version, 1)
+        self.assertEqual(bank.feature_map.iterations, 40)
+        # Retrieval goes through the learned map: rows find themselves.
+        result = self.stub.Retrieve(pb.RetrieveRequest(
+            bank="py-train", queries=[pb.Query(values=rows[5])]), timeout=10)
+        self.assertEqual(result.results[0].nearest_id, 6)
+
+    def test_train_errors(self):
+        self.create("py-train-empty", 2)
+        cases = [
+            ("py-train-empty", pb.TrainOptions(),
+             grpc.StatusCode.FAILED_PRECONDITION),
+            ("py-nope", pb.TrainOptions(), grpc.StatusCode.NOT_FOUND),
+            ("py-train-empty", pb.TrainOptions(learning_rate=-1),
+             grpc.StatusCode.INVALID_ARGUMENT),
+        ]
+        for bank, options, code in cases:
+            with self.subTest(bank=bank, code=code):
+                with self.assertRaises(grpc.RpcError) as raised:
+                    list(self.stub.Train(
+                        pb.TrainRequest(bank=bank, options=options), timeout=10))
+                self.assertEqual(raised.exception.code(), code)
+                self.assertTrue(raised.exception.details())
 
     def test_health(self):
         health = health_pb2_grpc.HealthStub(self.server.channel)

@@ -531,11 +531,17 @@ class MalformedRequestTest(HardeningTestCase):
                 self.assertNotEqual(error.code(), grpc.StatusCode.UNIMPLEMENTED, what)
                 self.assertEqual(error.code(), code, f"{what}: {error.details()}")
                 self.assertTrue(error.details(), f"{what}: empty message")
-        # Train is the one UNIMPLEMENTED call, and it says why.
-        with self.assertRaises(grpc.RpcError) as raised:
-            list(stub.Train(pb.TrainRequest(bank="cos"), timeout=10))
-        self.assertEqual(raised.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
-        self.assertTrue(raised.exception.details())
+        # Train with a bad option or on an empty bank says why.
+        for bank, options, code in [
+                ("cos", pb.TrainOptions(temperature=-1),
+                 grpc.StatusCode.INVALID_ARGUMENT),
+                ("dot", pb.TrainOptions(), grpc.StatusCode.FAILED_PRECONDITION),
+                ("cos", pb.TrainOptions(mode=99), grpc.StatusCode.INVALID_ARGUMENT)]:
+            with self.assertRaises(grpc.RpcError) as raised:
+                list(stub.Train(pb.TrainRequest(bank=bank, options=options),
+                                timeout=10))
+            self.assertEqual(raised.exception.code(), code)
+            self.assertTrue(raised.exception.details())
         # Failed requests changed nothing (the second stream's first
         # message was valid and stays: StoreStream applies as it reads).
         self.assertEqual(self.bank(server, "cos").pattern_count, 3)
