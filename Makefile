@@ -54,8 +54,12 @@ run: build
 	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 exec build/release/server/hopfieldd \
 	  --listen=$(LISTEN) --access_log
 
-test: build-dev
+# Every test: the dev build's (unit, integration, Python), the bounded fuzz
+# runs, and the heavy protocol tests (algorithms.md §F 13-14 on
+# Fashion-MNIST) from the release build.
+test: build-dev build
 	ctest --preset dev -j $(JOBS)
+	ctest --preset protocol
 	$(MAKE) fuzz
 
 # libFuzzer targets (fuzz/README.md), clang + ASan/UBSan in build/fuzz: each
