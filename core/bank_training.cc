@@ -38,6 +38,8 @@ struct Space {
   VectorXf inverse_norms;
   double max_key_norm = 0.0;
   double min_separation = 0.0;
+  // Over the non-duplicates (what the β rule uses; see capacity.h).
+  double rule_separation = 0.0;
 };
 
 VectorXf InverseNorms(const MatrixXf& m) {
@@ -58,9 +60,10 @@ double MaxNorm(const VectorXf& inverse) {
 }
 
 // Δ_min over the columns of `keys` (see the file comment), in the units of
-// the bank's similarity. Sets *exact when every pair was scored.
+// the bank's similarity, and (in *distinct) over the non-duplicates, or
+// Δ_min when all are. Sets *exact when every pair was scored.
 double MinSeparation(const MatrixXf& keys, const VectorXf& inverse, bool cosine,
-                     uint64_t seed, bool* exact,
+                     uint64_t seed, bool* exact, double* distinct,
                      const std::function<absl::Status()>& check,
                      absl::Status* status) {
   const Index n = keys.cols();
@@ -73,6 +76,7 @@ double MinSeparation(const MatrixXf& keys, const VectorXf& inverse, bool cosine,
     anchors.resize(static_cast<size_t>(kAnchors));
   }
   double min_separation = std::numeric_limits<double>::infinity();
+  double min_distinct = std::numeric_limits<double>::infinity();
   MatrixXf chunk_keys;
   MatrixXf scores;
   for (size_t first = 0; first < anchors.size();
@@ -103,8 +107,12 @@ double MinSeparation(const MatrixXf& keys, const VectorXf& inverse, bool cosine,
       const double self =
           cosine ? 1.0 : keys.col(a).cast<double>().squaredNorm();
       min_separation = std::min(min_separation, self - best);
+      if (!IsNearDuplicate(self - best, self)) {
+        min_distinct = std::min(min_distinct, self - best);
+      }
     }
   }
+  *distinct = std::isfinite(min_distinct) ? min_distinct : min_separation;
   return min_separation;
 }
 
@@ -116,7 +124,7 @@ BankView SampleView(const MemoryBank::PatternSample& sample,
                                sample.patterns.cols(), pattern_inverse.data(),
                                sample.ids, similarity);
   view.max_norm = max_norm;
-  view.min_separation = space.min_separation;
+  view.min_separation = space.rule_separation;
   if (space.map != nullptr && !space.map->is_identity()) {
     new (&view.keys) Eigen::Map<const MatrixXf>(
         space.keys.data(), space.keys.rows(), space.keys.cols());
@@ -294,9 +302,9 @@ absl::StatusOr<TrainReport> TrainBank(MemoryBank& bank,
       inverse = &space->inverse_norms;
     }
     space->max_key_norm = MaxNorm(*inverse);
-    space->min_separation =
-        MinSeparation(*keys, *inverse, cosine, seed,
-                      &report.min_separation_exact, check, &status);
+    space->min_separation = MinSeparation(
+        *keys, *inverse, cosine, seed, &report.min_separation_exact,
+        &space->rule_separation, check, &status);
     HOPFIELD_RETURN_IF_ERROR(status);
   }
   report.min_separation_before = before.min_separation;

@@ -28,6 +28,22 @@ inline constexpr double kAutoBetaMin = 8.0;
 // then nearest-pattern-like, the sharpest setting that stays meaningful.
 inline constexpr double kAutoBetaMax = 1000.0;
 
+// A pattern whose separation Δ_μ is below this fraction of its own score
+// (1 under cosine: cos > 0.999 to its nearest neighbour) is a near-duplicate:
+// retrieval cannot tell it from its neighbour at any β, and a mixture of the
+// two differs from either by less than ~sqrt(2·1e-3)·m ≈ 4.5% of the norm.
+// Banks count such patterns and leave them out of the separation the β rule
+// and the capacity estimate use, so that a few duplicates (raw
+// Fashion-MNIST holds pairs at Δ ≈ 2e-4) do not push β to its cap and the
+// utilisation to M.
+inline constexpr double kDuplicateSeparation = 1e-3;
+
+// True if a pattern of self score `self_score` (1 under cosine, ||ξ||² under
+// dot) with separation `separation` is a near-duplicate.
+inline bool IsNearDuplicate(double separation, double self_score) {
+  return separation < kDuplicateSeparation * self_score;
+}
+
 // The automatic inverse temperature for a bank of `pattern_count` patterns
 // whose smallest separation is `min_separation` (Δ_min, in the units of the
 // scores) and largest pattern norm `max_norm` (1 under cosine similarity):

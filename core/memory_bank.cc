@@ -856,6 +856,27 @@ BankStats MemoryBank::Stats() const {
   stats.pattern_count = ids_.size();
   stats.memory_bytes = MemoryBytesLocked();
   stats.min_separation = min_separation_;
+  stats.min_distinct_separation = min_distinct_separation_;
+  stats.duplicate_count = duplicate_count_;
+  {
+    std::vector<double> separations;
+    separations.reserve(ids_.size());
+    for (Eigen::Index c = 0; c < SizeLocked(); ++c) {
+      const float nearest = nearest_score_[static_cast<size_t>(c)];
+      if (std::isfinite(nearest)) {
+        separations.push_back(SelfScoreLocked(c) -
+                              static_cast<double>(nearest));
+      }
+    }
+    if (ids_.size() >= 2 && !separations.empty()) {
+      const auto rank = static_cast<std::ptrdiff_t>(
+          static_cast<double>(separations.size() - 1) * 0.01);
+      std::nth_element(separations.begin(), separations.begin() + rank,
+                       separations.end());
+      stats.separation_p01 = separations[static_cast<size_t>(rank)];
+    }
+  }
+  const std::optional<double> rule_separation = RuleSeparationLocked();
   stats.separation_pending = pending_count_;
   stats.max_norm = max_norm_;
   stats.max_key_norm = max_key_norm_;
@@ -866,11 +887,11 @@ BankStats MemoryBank::Stats() const {
   stats.effective_beta =
       options_.beta > 0.0f ? static_cast<double>(options_.beta)
                            : AutoBeta(stats.pattern_count,
-                                      min_separation_.value_or(0.0), rule_norm);
-  if (min_separation_.has_value()) {
+                                      rule_separation.value_or(0.0), rule_norm);
+  if (rule_separation.has_value()) {
     stats.log_capacity =
         LogCapacity(stats.effective_beta, feature_map_->feature_dim(),
-                    *min_separation_, rule_norm);
+                    *rule_separation, rule_norm);
   } else {
     // With fewer than two patterns nothing competes: report the capacity the
     // dimension alone allows (an optimal code) so utilisation stays small.
@@ -903,7 +924,7 @@ BankView MemoryBank::ViewLocked() const {
   BankView view =
       MakeBankView(values_.data(), options_.dim, SizeLocked(),
                    inverse_norms_.data(), ids_, options_.similarity);
-  view.min_separation = min_separation_;
+  view.min_separation = RuleSeparationLocked();
   view.max_norm = max_norm_;
   new (&view.keys) Eigen::Map<const Eigen::MatrixXf>(KeysLocked());
   new (&view.key_inverse_norms)
@@ -911,6 +932,11 @@ BankView MemoryBank::ViewLocked() const {
   view.feature_map = feature_map_.get();
   view.max_key_norm = max_key_norm_;
   return view;
+}
+
+std::optional<double> MemoryBank::RuleSeparationLocked() const {
+  return min_distinct_separation_.has_value() ? min_distinct_separation_
+                                              : min_separation_;
 }
 
 size_t MemoryBank::StoredKeyDimLocked() const {
@@ -1134,25 +1160,38 @@ void MemoryBank::RefreshSummaryLocked() {
   max_norm_ = MaxNorm(inverse_norms_);
   max_key_norm_ =
       feature_map_->is_identity() ? max_norm_ : MaxNorm(key_inverse_norms_);
+  duplicate_count_ = 0;
   if (size < 2) {
     min_separation_.reset();
+    min_distinct_separation_.reset();
     return;
   }
   // Pending columns count when they hold a provisional score (after a map
   // change: their old neighbour re-scored, a lower bound on the true
   // nearest score); fresh ones hold -inf and are skipped.
   double min_separation = std::numeric_limits<double>::infinity();
+  double min_distinct = std::numeric_limits<double>::infinity();
   for (Eigen::Index c = 0; c < size; ++c) {
     if (!std::isfinite(nearest_score_[static_cast<size_t>(c)])) continue;
-    min_separation = std::min(
-        min_separation,
-        SelfScoreLocked(c) -
-            static_cast<double>(nearest_score_[static_cast<size_t>(c)]));
+    const double self = SelfScoreLocked(c);
+    const double separation =
+        self - static_cast<double>(nearest_score_[static_cast<size_t>(c)]);
+    min_separation = std::min(min_separation, separation);
+    if (IsNearDuplicate(separation, self)) {
+      ++duplicate_count_;
+    } else {
+      min_distinct = std::min(min_distinct, separation);
+    }
   }
   if (std::isfinite(min_separation)) {
     min_separation_ = min_separation;
   } else {
     min_separation_.reset();  // nothing processed yet
+  }
+  if (std::isfinite(min_distinct)) {
+    min_distinct_separation_ = min_distinct;
+  } else {
+    min_distinct_separation_.reset();
   }
 }
 

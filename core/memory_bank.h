@@ -125,8 +125,10 @@ struct BankView {
   // M entries, the id of each column.
   absl::Span<const PatternId> ids;
   Similarity similarity = Similarity::kCosine;
-  // Δ_min in the units of `similarity` (1 - max cos under cosine); empty
-  // when M < 2.
+  // The separation the automatic β rule uses, in the units of `similarity`
+  // (1 - max cos under cosine): Δ_min over the patterns that are not
+  // near-duplicates (capacity.h kDuplicateSeparation), or Δ_min itself when
+  // every pattern is one; empty when M < 2.
   std::optional<double> min_separation;
   // m = max_μ ||ξ_μ||, the raw norm (outputs live in pattern space). Under
   // cosine, scores use unit vectors and the β rule uses m = 1.
@@ -168,6 +170,14 @@ struct BankStats {
   // Δ_min over the patterns whose statistics are up to date (empty when
   // fewer than two patterns are stored or none is processed yet).
   std::optional<double> min_separation;
+  // Near-duplicates (Δ_μ below kDuplicateSeparation of the self score),
+  // and Δ_min over the other patterns: what automatic β and the capacity
+  // estimate use (empty when every pattern is a near-duplicate).
+  uint64_t duplicate_count = 0;
+  std::optional<double> min_distinct_separation;
+  // The 1st percentile of Δ_μ over the up-to-date patterns (a robust low
+  // value beside the minimum; empty like min_separation).
+  std::optional<double> separation_p01;
   // Patterns whose separation statistics still await RefreshSeparation
   // (always 0 under SeparationUpdate::kSynchronous).
   uint64_t separation_pending = 0;
@@ -372,6 +382,9 @@ class MemoryBank {
   };
 
   BankView ViewLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Δ_min over the non-duplicates, else Δ_min (see BankView).
+  std::optional<double> RuleSeparationLocked() const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // D_Φ of the keys buffer: 0 under the identity map (the patterns are the
   // keys), else the learned map's feature dimension.
   size_t StoredKeyDimLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -466,6 +479,8 @@ class MemoryBank {
   // writes knows its column positions went stale.
   uint64_t layout_generation_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<double> min_separation_ ABSL_GUARDED_BY(mu_);
+  std::optional<double> min_distinct_separation_ ABSL_GUARDED_BY(mu_);
+  uint64_t duplicate_count_ ABSL_GUARDED_BY(mu_) = 0;
   double max_norm_ ABSL_GUARDED_BY(mu_) = 0.0;
   double max_key_norm_ ABSL_GUARDED_BY(mu_) = 0.0;
   // Where the search for a fresh id starts.

@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
+#include "core/capacity.h"
 #include "core/testing/random_patterns.h"
 #include "core/testing/status_matchers.h"
 
@@ -410,11 +411,53 @@ TEST(MemoryBankTest, StatsReportSizeMemoryAndCapacity) {
   // Automatic β follows the rule for the observed separation.
   EXPECT_GE(stats.effective_beta, 8.0);
   EXPECT_GT(stats.capacity_utilization, 0.0);
-  // Near-duplicates push utilisation above 1: errors are expected.
+  // A crowded pair (cos ≈ 0.995, not a near-duplicate) pushes utilisation
+  // above 1: errors are expected.
   std::vector<float> twin = bank->Get(1).value();
-  twin[0] += 1e-4f;
+  for (size_t k = 0; k < twin.size(); ++k) {
+    twin[k] += 0.1f * (k % 2 == 0 ? 0.25f : -0.25f);
+  }
   ASSERT_THAT(bank->Add({0}, twin), IsOk());
+  EXPECT_EQ(bank->Stats().duplicate_count, 0u);
   EXPECT_GT(bank->Stats().capacity_utilization, 1.0);
+}
+
+TEST(MemoryBankTest, NearDuplicatesAreCountedAndLeftOutOfTheBetaRule) {
+  constexpr int kDim = 32;
+  constexpr int kCount = 200;
+  std::mt19937 rng(77);
+  std::vector<float> values = UnitPatterns(rng, kCount, kDim);
+  auto bank = NewBank(kDim);
+  ASSERT_THAT(bank->Add(FreshIds(kCount), values), IsOk());
+  const BankStats clean = bank->Stats();
+  EXPECT_EQ(clean.duplicate_count, 0u);
+  ASSERT_TRUE(clean.min_distinct_separation.has_value());
+  EXPECT_DOUBLE_EQ(*clean.min_distinct_separation, *clean.min_separation);
+  ASSERT_TRUE(clean.separation_p01.has_value());
+  EXPECT_GE(*clean.separation_p01, *clean.min_separation);
+  // A near copy of pattern 0 (cos ≈ 1 - 5e-7): both become near-duplicates.
+  std::vector<float> copy(values.begin(), values.begin() + kDim);
+  copy[0] += 1e-3f;
+  ASSERT_THAT(bank->Add(FreshIds(1), copy), IsOk());
+  const BankStats stats = bank->Stats();
+  EXPECT_EQ(stats.duplicate_count, 2u);
+  EXPECT_LT(*stats.min_separation, 1e-5);
+  // Δ_min over the others: the clean bank's unless pattern 0 held it.
+  ASSERT_TRUE(stats.min_distinct_separation.has_value());
+  EXPECT_GE(*stats.min_distinct_separation, *clean.min_separation - 1e-6);
+  // Automatic β follows the distinct separation, not the duplicate pair.
+  EXPECT_LT(stats.effective_beta, kAutoBetaMax);
+  EXPECT_NEAR(stats.effective_beta,
+              AutoBeta(kCount + 1, *stats.min_distinct_separation), 1e-6);
+  EXPECT_LT(stats.capacity_utilization, 1.0);
+  // A bank of nothing but copies falls back to Δ_min (β at its cap).
+  auto copies = NewBank(kDim);
+  std::vector<float> twice(copy);
+  twice.insert(twice.end(), values.begin(), values.begin() + kDim);
+  ASSERT_THAT(copies->Add(FreshIds(2), twice), IsOk());
+  EXPECT_EQ(copies->Stats().duplicate_count, 2u);
+  EXPECT_FALSE(copies->Stats().min_distinct_separation.has_value());
+  EXPECT_DOUBLE_EQ(copies->Stats().effective_beta, kAutoBetaMax);
 }
 
 }  // namespace

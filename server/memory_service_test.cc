@@ -1,6 +1,7 @@
 // Handler tests: the real Server, called through an in-process channel.
 #include "server/memory_service.h"
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <functional>
@@ -699,24 +700,28 @@ TEST_F(MemoryServiceTest,
     patterns.push_back(p);
   }
   ASSERT_THAT(Store("slow", patterns), IsOk());
-  // A batch slow enough to keep the only worker busy until cancelled.
-  grpc::ClientContext heavy_context;
-  std::thread heavy([&] {
-    v1::RetrieveRequest request;
-    request.set_bank("slow");
-    for (int q = 0; q < 2000; ++q) {
-      request.add_queries()->mutable_values()->Assign(
-          patterns[static_cast<size_t>(q)].begin(),
-          patterns[static_cast<size_t>(q)].end());
-    }
-    request.mutable_options()->set_max_iterations(1000);
-    request.mutable_options()->set_beta(0.5f);
-    v1::RetrieveResponse response;
-    (void)stub_->Retrieve(&heavy_context, request, &response);
-  });
-  for (int i = 0; i < 5000 && server_->pool().Stats().running == 0; ++i) {
+  // A Train long enough to keep the only worker busy until cancelled (a
+  // heavy batch Retrieve may converge, and end, before the next call). The
+  // Store's task may still be finishing on the worker: wait for it first.
+  for (int i = 0; i < 5000 && server_->pool().Stats().running != 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+  grpc::ClientContext heavy_context;
+  std::atomic<bool> started{false};
+  std::thread heavy([&] {
+    v1::TrainRequest request;
+    request.set_bank("slow");
+    request.mutable_options()->set_iterations(100000);
+    request.mutable_options()->set_batch_size(64);
+    auto reader = stub_->Train(&heavy_context, request);
+    v1::TrainProgress progress;
+    while (reader->Read(&progress)) started.store(true);
+    (void)reader->Finish();
+  });
+  for (int i = 0; i < 5000 && !started.load(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(started.load());
   ASSERT_EQ(server_->pool().Stats().running, 1u);
   EXPECT_THAT(
       Retrieve("slow", {patterns[0]}),

@@ -146,6 +146,12 @@ void BankToProto(const MemoryBank& bank, v1::Bank* out) {
   BankOptionsToProto(bank.options(), out->mutable_config());
   out->set_pattern_count(stats.pattern_count);
   out->set_memory_bytes(stats.memory_bytes);
+  out->set_duplicate_count(stats.duplicate_count);
+  out->set_min_separation_distinct(
+      static_cast<float>(stats.min_distinct_separation.value_or(
+          stats.min_separation.value_or(0.0))));
+  out->set_separation_p01(
+      static_cast<float>(stats.separation_p01.value_or(0.0)));
   out->set_feature_map_version(stats.feature_map_version);
   out->set_feature_dim(stats.feature_dim);
   const std::shared_ptr<const FeatureMap> map = bank.feature_map();
