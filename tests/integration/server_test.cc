@@ -109,9 +109,9 @@ TEST_F(ServerTest, ErrorsKeepTheirCodesOverTheWire) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("expected 4 values")));
   v1::TrainOptions train;
-  EXPECT_THAT(client_->Train("e", train),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("at least 2")));
+  EXPECT_THAT(
+      client_->Train("e", train),
+      StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("at least 2")));
 }
 
 TEST_F(ServerTest, SigtermDrainsAndExitsZero) {
