@@ -237,11 +237,11 @@ absl::StatusOr<TrainReport> TrainBank(MemoryBank& bank,
   const uint64_t queries_count =
       std::min<uint64_t>(options.validation_queries, n);
   const uint64_t batch = std::min<uint64_t>(report.config.batch_size, n);
+  const uint64_t d = dim;
   const uint64_t bytes =
-      sizeof(float) *
-      (n * (dim + 2 * (std::max<uint64_t>(key_dim, dim) + 2) + 6) +
-       queries_count * (4 * n + 8 * dim + 4 * key_dim) + 2 * batch * batch +
-       5 * key_dim * dim + 2 * dim * batch);
+      sizeof(float) * (n * (d + 2 * (std::max<uint64_t>(key_dim, d) + 2) + 6) +
+                       queries_count * (4 * n + 8 * d + 4 * key_dim) +
+                       2 * batch * batch + 5 * key_dim * d + 2 * d * batch);
   MemoryReservation reserved;
   if (hooks.budget != nullptr) {
     HOPFIELD_ASSIGN_OR_RETURN(

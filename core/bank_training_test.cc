@@ -29,9 +29,10 @@ constexpr int kCount = 64;
 std::vector<float> Anisotropic(uint32_t seed, int count) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal;
-  std::vector<float> values(static_cast<size_t>(count * kDim));
+  std::vector<float> values(static_cast<size_t>(count) * kDim);
   for (int i = 0; i < count; ++i) {
-    Eigen::Map<Eigen::VectorXf> v(values.data() + i * kDim, kDim);
+    Eigen::Map<Eigen::VectorXf> v(
+        values.data() + static_cast<std::ptrdiff_t>(i) * kDim, kDim);
     for (int k = 0; k < kDim; ++k) {
       v[k] = normal(rng) * std::pow(0.7f, static_cast<float>(k));
     }
@@ -208,8 +209,8 @@ TEST(BankTrainingTest, PatternsStoredDuringTrainingAreMappedOnPublish) {
   // Each late pattern retrieves itself through the new map.
   for (size_t i = 0; i < late_ids.size(); ++i) {
     const std::vector<float> query(
-        late.begin() + static_cast<long>(i * kDim),
-        late.begin() + static_cast<long>((i + 1) * kDim));
+        late.begin() + static_cast<std::ptrdiff_t>(i * kDim),
+        late.begin() + static_cast<std::ptrdiff_t>((i + 1) * kDim));
     auto result = Retriever::Retrieve(*bank, query);
     ASSERT_THAT(result, IsOk());
     EXPECT_EQ(result->nearest_id, late_ids[i]);

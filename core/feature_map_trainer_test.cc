@@ -153,19 +153,21 @@ Anisotropic MakeAnisotropic(uint32_t seed, int count, int dim) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal;
   Anisotropic set;
-  set.memories.resize(static_cast<size_t>(count * dim));
-  set.queries.resize(static_cast<size_t>(count * dim));
-  for (int i = 0; i < count; ++i) {
-    Eigen::Map<Eigen::VectorXf> m(set.memories.data() + i * dim, dim);
+  const auto n = static_cast<size_t>(count);
+  const auto d = static_cast<size_t>(dim);
+  set.memories.resize(n * d);
+  set.queries.resize(n * d);
+  for (size_t i = 0; i < n; ++i) {
+    Eigen::Map<Eigen::VectorXf> m(set.memories.data() + i * d, dim);
     for (int k = 0; k < dim; ++k) {
       m[k] = normal(rng) * std::pow(0.7f, static_cast<float>(k));
     }
     m.normalize();
   }
-  for (int i = 0; i < count; ++i) {
-    for (int k = 0; k < dim; ++k) {
-      set.queries[static_cast<size_t>(i * dim + k)] =
-          set.memories[static_cast<size_t>(i * dim + k)] +
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t k = 0; k < d; ++k) {
+      set.queries[i * d + k] =
+          set.memories[i * d + k] +
           0.05f * normal(rng) * std::pow(0.7f, static_cast<float>(k));
     }
   }
@@ -184,7 +186,7 @@ double MeanRetrievalError(const MemoryBank& bank,
     const Eigen::Map<const Eigen::VectorXf> got((*results)[i].pattern.data(),
                                                 dim);
     const Eigen::Map<const Eigen::VectorXf> want(
-        set.memories.data() + static_cast<int>(i) * dim, dim);
+        set.memories.data() + i * static_cast<size_t>(dim), dim);
     total += (got - want).norm();
   }
   return total / static_cast<double>(ids.size());

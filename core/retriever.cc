@@ -266,8 +266,10 @@ Scratch& ThreadScratch(Index size, Index dim, Index key_dim) {
 absl::Status Evaluate(const BankView& view, const RetrievalParams& params,
                       const Eigen::Ref<const VectorXf>& x,
                       VectorXf* block_weights, StateEval* eval,
-                      Eigen::Ref<VectorXf> update, Eigen::Ref<VectorXf> feature,
-                      Eigen::Ref<VectorXf> unit) {
+                      Eigen::Ref<VectorXf> update,
+                      // Written through Apply's own Ref: a view, by value.
+                      // NOLINTNEXTLINE(performance-unnecessary-value-param)
+                      Eigen::Ref<VectorXf> feature, Eigen::Ref<VectorXf> unit) {
   const Index size = view.size();
   // Patterns scored between two polls: whole fused blocks.
   const Index poll_blocks = std::max<Index>(

@@ -38,12 +38,12 @@ using ::hopfield::testing::IsOk;
 constexpr int kDim = 784;
 
 const bench::FashionMnist& Images() {
-  static const bench::FashionMnist* const images = [] {
+  static const bench::FashionMnist* const kImages = [] {
     auto loaded = bench::LoadFashionMnist("train", 60000);
     EXPECT_THAT(loaded, IsOk());
     return new bench::FashionMnist(std::move(loaded).value());
   }();
-  return *images;
+  return *kImages;
 }
 
 // `count` distinct random images (rows), drawn with `seed`.
@@ -57,8 +57,10 @@ std::vector<float> RandomImages(int count, uint32_t seed) {
   out.reserve(static_cast<size_t>(count) * kDim);
   for (int i = 0; i < count; ++i) {
     const auto row = static_cast<size_t>(order[static_cast<size_t>(i)]);
-    out.insert(out.end(), images.pixels.begin() + static_cast<long>(row * kDim),
-               images.pixels.begin() + static_cast<long>((row + 1) * kDim));
+    out.insert(
+        out.end(),
+        images.pixels.begin() + static_cast<std::ptrdiff_t>(row * kDim),
+        images.pixels.begin() + static_cast<std::ptrdiff_t>((row + 1) * kDim));
   }
   return out;
 }
