@@ -45,18 +45,14 @@ struct Space {
 VectorXf InverseNorms(const MatrixXf& m) {
   VectorXf inverse(m.cols());
   for (Index i = 0; i < m.cols(); ++i) {
-    const double norm = m.col(i).cast<double>().norm();
-    inverse[i] = norm >= 1e-30 ? static_cast<float>(1.0 / norm) : 0.0f;
+    inverse[i] = KeyInverseNorm(m.col(i).cast<double>().norm());
   }
   return inverse;
 }
 
 double MaxNorm(const VectorXf& inverse) {
-  float smallest = std::numeric_limits<float>::infinity();
-  for (Index i = 0; i < inverse.size(); ++i) {
-    if (inverse[i] > 0.0f) smallest = std::min(smallest, inverse[i]);
-  }
-  return std::isfinite(smallest) ? 1.0 / static_cast<double>(smallest) : 0.0;
+  return MaxNormFromInverse(absl::Span<const float>(
+      inverse.data(), static_cast<size_t>(inverse.size())));
 }
 
 // Δ_min over the columns of `keys` (see the file comment), in the units of

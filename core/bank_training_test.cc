@@ -15,6 +15,7 @@
 namespace hopfield {
 namespace {
 
+using ::hopfield::testing::AnisotropicUnitPatterns;
 using ::hopfield::testing::FreshIds;
 using ::hopfield::testing::IsOk;
 using ::hopfield::testing::StatusIs;
@@ -24,21 +25,9 @@ using ::testing::HasSubstr;
 constexpr int kDim = 16;
 constexpr int kCount = 64;
 
-// Unit rows g·diag(0.7^k): crowded along the leading axes (algorithms.md
-// §D.6-c), where separation training helps.
 std::vector<float> Anisotropic(uint32_t seed, int count) {
   std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  std::vector<float> values(static_cast<size_t>(count) * kDim);
-  for (int i = 0; i < count; ++i) {
-    Eigen::Map<Eigen::VectorXf> v(
-        values.data() + static_cast<std::ptrdiff_t>(i) * kDim, kDim);
-    for (int k = 0; k < kDim; ++k) {
-      v[k] = normal(rng) * std::pow(0.7f, static_cast<float>(k));
-    }
-    v.normalize();
-  }
-  return values;
+  return AnisotropicUnitPatterns(rng, count, kDim);
 }
 
 std::shared_ptr<MemoryBank> NewBank(float beta, BankEnvironment env = {}) {

@@ -16,6 +16,7 @@
 namespace hopfield {
 namespace {
 
+using ::hopfield::testing::AnisotropicUnitPatterns;
 using ::hopfield::testing::FreshIds;
 using ::hopfield::testing::IsOk;
 using ::hopfield::testing::StatusIs;
@@ -151,19 +152,12 @@ struct Anisotropic {
 
 Anisotropic MakeAnisotropic(uint32_t seed, int count, int dim) {
   std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
   Anisotropic set;
+  set.memories = AnisotropicUnitPatterns(rng, count, dim);
+  std::normal_distribution<float> normal;
   const auto n = static_cast<size_t>(count);
   const auto d = static_cast<size_t>(dim);
-  set.memories.resize(n * d);
   set.queries.resize(n * d);
-  for (size_t i = 0; i < n; ++i) {
-    Eigen::Map<Eigen::VectorXf> m(set.memories.data() + i * d, dim);
-    for (int k = 0; k < dim; ++k) {
-      m[k] = normal(rng) * std::pow(0.7f, static_cast<float>(k));
-    }
-    m.normalize();
-  }
   for (size_t i = 0; i < n; ++i) {
     for (size_t k = 0; k < d; ++k) {
       set.queries[i * d + k] =

@@ -136,25 +136,13 @@ absl::Status ComputeKeys(const FeatureMap& map, const float* values,
                        map.version(), " has norm ", norm, ", expected < ",
                        NormLimit(), " (scores must stay finite in float32)"));
     }
-    (*inverse_norms)[static_cast<size_t>(i)] =
-        norm >= 1e-30 ? static_cast<float>(1.0 / norm) : 0.0f;
+    (*inverse_norms)[static_cast<size_t>(i)] = KeyInverseNorm(norm);
   }
   return absl::OkStatus();
 }
 
 // How a batch's errors name pattern i.
 std::string BatchName(size_t i) { return absl::StrCat("patterns[", i, "]"); }
-
-// The largest norm among columns with these inverse norms (0 if none).
-double MaxNorm(absl::Span<const float> inverse_norms) {
-  float min_inverse_norm = std::numeric_limits<float>::infinity();
-  for (const float inverse : inverse_norms) {
-    if (inverse > 0.0f) min_inverse_norm = std::min(min_inverse_norm, inverse);
-  }
-  return std::isfinite(min_inverse_norm)
-             ? 1.0 / static_cast<double>(min_inverse_norm)
-             : 0.0;
-}
 
 // A copy of `v` with capacity `capacity` (>= v.size()).
 template <typename Vector>
@@ -166,6 +154,20 @@ Vector Reallocated(const Vector& v, size_t capacity) {
 }
 
 }  // namespace
+
+float KeyInverseNorm(double norm) {
+  return norm >= 1e-30 ? static_cast<float>(1.0 / norm) : 0.0f;
+}
+
+double MaxNormFromInverse(absl::Span<const float> inverse_norms) {
+  float min_inverse_norm = std::numeric_limits<float>::infinity();
+  for (const float inverse : inverse_norms) {
+    if (inverse > 0.0f) min_inverse_norm = std::min(min_inverse_norm, inverse);
+  }
+  return std::isfinite(min_inverse_norm)
+             ? 1.0 / static_cast<double>(min_inverse_norm)
+             : 0.0;
+}
 
 BankView MakeBankView(const float* patterns, Eigen::Index dim,
                       Eigen::Index size, const float* inverse_norms,
@@ -1157,9 +1159,10 @@ void MemoryBank::NearestUpdate::Reset(size_t targets, size_t rows) {
 
 void MemoryBank::RefreshSummaryLocked() {
   const Eigen::Index size = SizeLocked();
-  max_norm_ = MaxNorm(inverse_norms_);
-  max_key_norm_ =
-      feature_map_->is_identity() ? max_norm_ : MaxNorm(key_inverse_norms_);
+  max_norm_ = MaxNormFromInverse(inverse_norms_);
+  max_key_norm_ = feature_map_->is_identity()
+                      ? max_norm_
+                      : MaxNormFromInverse(key_inverse_norms_);
   duplicate_count_ = 0;
   if (size < 2) {
     min_separation_.reset();

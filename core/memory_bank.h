@@ -160,6 +160,14 @@ BankView MakeBankView(const float* patterns, Eigen::Index dim,
                       Eigen::Index size, const float* inverse_norms,
                       absl::Span<const PatternId> ids, Similarity similarity);
 
+// 1/||x|| as a key's inverse norm, from the norm computed in double: 0 for a
+// vector too small to normalise (norm < 1e-30; it then scores 0).
+float KeyInverseNorm(double norm);
+
+// The largest norm among columns with these inverse norms (0 entries are
+// skipped; 0 when none is left).
+double MaxNormFromInverse(absl::Span<const float> inverse_norms);
+
 // Point-in-time statistics of a bank.
 struct BankStats {
   uint64_t pattern_count = 0;

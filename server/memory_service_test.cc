@@ -19,6 +19,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 
+#include "core/testing/random_patterns.h"
 #include "core/testing/status_matchers.h"
 #include "hopfield/v1/memory_service.grpc.pb.h"
 #include "server/server.h"
@@ -366,16 +367,12 @@ TEST_F(MemoryServiceTest, RetrieveCodes) {
 // training spreads them).
 std::vector<std::vector<float>> CrowdedPatterns(int count, uint32_t seed) {
   std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  std::vector<std::vector<float>> patterns(static_cast<size_t>(count),
-                                           std::vector<float>(16));
-  for (auto& pattern : patterns) {
-    float norm = 0.0f;
-    for (size_t k = 0; k < 16; ++k) {
-      pattern[k] = normal(rng) * std::pow(0.7f, static_cast<float>(k));
-      norm += pattern[k] * pattern[k];
-    }
-    for (float& v : pattern) v /= std::sqrt(norm);
+  const std::vector<float> values =
+      hopfield::testing::AnisotropicUnitPatterns(rng, count, 16);
+  std::vector<std::vector<float>> patterns;
+  for (size_t i = 0; i < values.size(); i += 16) {
+    patterns.emplace_back(values.begin() + static_cast<std::ptrdiff_t>(i),
+                          values.begin() + static_cast<std::ptrdiff_t>(i + 16));
   }
   return patterns;
 }

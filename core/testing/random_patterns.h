@@ -5,6 +5,7 @@
 #ifndef HOPFIELD_CORE_TESTING_RANDOM_PATTERNS_H_
 #define HOPFIELD_CORE_TESTING_RANDOM_PATTERNS_H_
 
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -29,6 +30,25 @@ inline std::vector<float> UnitPatterns(std::mt19937& rng, int count, int dim) {
   for (int i = 0; i < count; ++i) {
     Eigen::Map<Eigen::VectorXf> v(
         values.data() + static_cast<size_t>(i) * static_cast<size_t>(dim), dim);
+    v.normalize();
+  }
+  return values;
+}
+
+// `count` unit vectors g·diag(decay^k) (g standard normal), concatenated:
+// crowded along the leading axes, the anisotropic set of algorithms.md
+// §D.6-c where separation training helps.
+inline std::vector<float> AnisotropicUnitPatterns(std::mt19937& rng, int count,
+                                                  int dim, float decay = 0.7f) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> values(static_cast<size_t>(count) *
+                            static_cast<size_t>(dim));
+  for (int i = 0; i < count; ++i) {
+    Eigen::Map<Eigen::VectorXf> v(
+        values.data() + static_cast<size_t>(i) * static_cast<size_t>(dim), dim);
+    for (int k = 0; k < dim; ++k) {
+      v[k] = normal(rng) * std::pow(decay, static_cast<float>(k));
+    }
     v.normalize();
   }
   return values;
