@@ -5,7 +5,7 @@
 #               a bounded run of each fuzzer (make fuzz)
 #
 # Other targets: build, asan, tsan, tidy, fuzz, format, format-check, bench,
-# bench-smoke, clean. Run as root or with sudo available.
+# bench-smoke, capacity, clean. Run as root or with sudo available.
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
@@ -22,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 JOBS ?= $(shell nproc)
 
 .PHONY: deps build build-dev run test asan tsan tidy fuzz format format-check \
-  bench bench-smoke clean
+  bench bench-smoke capacity clean
 
 deps:
 	@missing=""; \
@@ -92,6 +92,14 @@ bench: build
 
 bench-smoke: build
 	ctest --preset benchmark-smoke
+
+# The capacity experiment (bench/capacity_experiment.cc): writes
+# docs/capacity.{csv,md,svg}. CAPACITY_FLAGS narrows it, e.g.
+# CAPACITY_FLAGS="--sizes=10,100,1000 --seeds=1".
+CAPACITY_FLAGS ?=
+capacity: build
+	build/release/bench/capacity_experiment --out=docs/capacity.csv $(CAPACITY_FLAGS)
+	bench/plot_capacity.py docs/capacity.csv docs/capacity
 
 clean:
 	rm -rf build

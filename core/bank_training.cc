@@ -164,6 +164,20 @@ absl::StatusOr<Validation> Validate(
 
 }  // namespace
 
+bool GateAccepts(const TrainReport& report) {
+  // An improvement: lower retrieval error; or, when both maps retrieve
+  // equally well (e.g. both exactly), no lower accuracy and a larger Δ_min.
+  const double error_tolerance = 1e-9 * (1.0 + report.validation_error_before);
+  const bool lower_error = report.validation_error_after <
+                           report.validation_error_before - error_tolerance;
+  const bool tie_but_better_separated =
+      report.validation_error_after <=
+          report.validation_error_before + error_tolerance &&
+      report.validation_accuracy_after >= report.validation_accuracy_before &&
+      report.min_separation_after > report.min_separation_before;
+  return lower_error || tie_but_better_separated;
+}
+
 absl::Status AlreadyTrainingError(const MemoryBank& bank) {
   return absl::FailedPreconditionError(
       absl::StrCat("bank \"", bank.name(),
@@ -359,19 +373,8 @@ absl::StatusOr<TrainReport> TrainBank(MemoryBank& bank,
     report.validation_error_before = was.error;
     report.validation_error_after = is.error;
   }
-  // An improvement: lower retrieval error; or, when both maps retrieve
-  // equally well (e.g. both exactly), no lower accuracy and a larger Δ_min.
-  const double error_tolerance = 1e-9 * (1.0 + report.validation_error_before);
-  const bool lower_error = report.validation_error_after <
-                           report.validation_error_before - error_tolerance;
-  const bool tie_but_better_separated =
-      report.validation_error_after <=
-          report.validation_error_before + error_tolerance &&
-      report.validation_accuracy_after >= report.validation_accuracy_before &&
-      report.min_separation_after > report.min_separation_before;
   report.accepted =
-      options.skip_validation ||
-      (!sources.empty() && (lower_error || tie_but_better_separated));
+      options.skip_validation || (!sources.empty() && GateAccepts(report));
   if (report.accepted) {
     HOPFIELD_RETURN_IF_ERROR(check());
     HOPFIELD_RETURN_IF_ERROR(bank.SetFeatureMap(candidate, check));

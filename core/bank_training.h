@@ -101,6 +101,12 @@ struct TrainReport {
 // The FAILED_PRECONDITION of a second training of `bank`.
 absl::Status AlreadyTrainingError(const MemoryBank& bank);
 
+// The gate's rule on a report's validation and separation fields (step 2 of
+// the file comment): true when the candidate improves on the current map.
+// TrainBank publishes when this holds or skip_validation is set; a caller
+// that skipped validation can still ask what the gate would have decided.
+bool GateAccepts(const TrainReport& report);
+
 // Trains, validates and (if accepted) publishes a feature map for `bank`.
 // Errors: INVALID_ARGUMENT from the options; FAILED_PRECONDITION when the
 // bank holds fewer than two patterns or another training of it runs;

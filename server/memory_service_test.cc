@@ -493,6 +493,66 @@ TEST_F(MemoryServiceTest, SecondTrainOfABankIsRefusedAndDeleteCancels) {
   EXPECT_THAT(first.status.error_message(), HasSubstr("deleted"));
 }
 
+TEST_F(MemoryServiceTest, WritesDuringATrainLandAndAreMappedOnPublish) {
+  ASSERT_THAT(CreateBank("w", 16), IsOk());
+  absl::StatusOr<v1::StoreResponse> first = Store("w", CrowdedPatterns(64, 6));
+  ASSERT_THAT(first, IsOk());
+  const uint64_t forgotten = first->ids(0);
+  const std::vector<std::vector<float>> late = CrowdedPatterns(3, 7);
+  v1::TrainOptions options;
+  options.set_iterations(1000);
+  options.set_skip_validation(true);
+  std::vector<uint64_t> late_ids;
+  bool wrote = false;
+  const TrainOutcome outcome =
+      RunTrain(stub_.get(), "w", options, [&](int message) {
+        if (message != 1) return;
+        // The run is under way: a Store, a Forget and a Retrieve go through.
+        absl::StatusOr<v1::StoreResponse> stored = Store("w", late);
+        ASSERT_THAT(stored, IsOk());
+        late_ids.assign(stored->ids().begin(), stored->ids().end());
+        grpc::ClientContext context;
+        v1::ForgetRequest request;
+        request.set_bank("w");
+        request.add_ids(forgotten);
+        v1::ForgetResponse response;
+        ASSERT_TRUE(stub_->Forget(&context, request, &response).ok());
+        EXPECT_EQ(response.forgotten(), 1u);
+        EXPECT_THAT(Retrieve("w", {late[0]}), IsOk());
+        wrote = true;
+      });
+  ASSERT_TRUE(outcome.status.ok()) << outcome.status.error_message();
+  ASSERT_TRUE(wrote);
+  ASSERT_FALSE(outcome.messages.front().done());
+  ASSERT_TRUE(outcome.messages.back().done());
+  EXPECT_EQ(outcome.messages.back().result().feature_map_version(), 1u);
+
+  grpc::ClientContext context;
+  v1::GetBankRequest request;
+  request.set_name("w");
+  v1::Bank bank;
+  ASSERT_TRUE(stub_->GetBank(&context, request, &bank).ok());
+  EXPECT_EQ(bank.pattern_count(), 64u + 3u - 1u);
+  EXPECT_EQ(bank.feature_map_version(), 1u);
+  EXPECT_EQ(bank.feature_map().iterations(), 1000u);
+  // The patterns stored during the run have keys under the published map:
+  // each one retrieves itself.
+  absl::StatusOr<v1::RetrieveResponse> found = Retrieve("w", late);
+  ASSERT_THAT(found, IsOk());
+  ASSERT_EQ(found->results_size(), 3);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(found->results(i).nearest_id(), late_ids[static_cast<size_t>(i)]);
+  }
+  // The forgotten one is gone for good.
+  grpc::ClientContext get_context;
+  v1::GetPatternsRequest get;
+  get.set_bank("w");
+  get.add_ids(forgotten);
+  v1::GetPatternsResponse patterns;
+  EXPECT_THAT(FromGrpcStatus(stub_->GetPatterns(&get_context, get, &patterns)),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
 TEST_F(MemoryServiceTest, TrainStopsAtTheDeadline) {
   ASSERT_THAT(CreateBank("slow", 16), IsOk());
   ASSERT_THAT(Store("slow", CrowdedPatterns(64, 5)), IsOk());
