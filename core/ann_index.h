@@ -1,0 +1,150 @@
+// File: ann_index.h
+//
+// AnnIndex: an approximate maximum-inner-product index over unit-norm
+// vectors (a bank's normalised keys F̂, algorithms.md §E.5), labelled by
+// PatternId. It wraps hnswlib's HierarchicalNSW graph with the
+// inner-product space (distance 1 − ⟨a, b⟩), adding what the engine needs
+// around it: a reader/writer lock (hnswlib's own locks do not make a search
+// safe against a concurrent insertion or resize), growth that reserves from
+// the memory budget before it allocates, upserts and deletions by id, and
+// errors as absl::Status instead of exceptions.
+//
+//   HOPFIELD_ASSIGN_OR_RETURN(std::unique_ptr<AnnIndex> index,
+//                             AnnIndex::Create(128, AnnIndexOptions{}));
+//   HOPFIELD_RETURN_IF_ERROR(index->Add(ids, unit_vectors));
+//   std::vector<AnnIndex::Candidate> top;
+//   index->Search(query, /*k=*/32, &top);  // best first
+//
+// Vectors must be unit-norm (the caller normalises): similarities are then
+// cosines in [-1, 1]. Deleted ids stay in the graph as tombstones that
+// searches step over (hnswlib's markDelete); re-adding a deleted or stored
+// id replaces its vector in place. Tombstones count in size_with_deleted()
+// and memory; a caller that deletes much rebuilds (a fresh index).
+//
+// Thread-safe: Search, Contains and the accessors run concurrently with each
+// other; Add and MarkDeleted take the writer lock (a search waits for at most
+// one slice of an Add, see Add); concurrent Adds run one after the other.
+#ifndef HOPFIELD_CORE_ANN_INDEX_H_
+#define HOPFIELD_CORE_ANN_INDEX_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+#include "core/memory_budget.h"
+#include "core/mutex.h"
+
+namespace hnswlib {
+class InnerProductSpace;
+template <typename T>
+class HierarchicalNSW;
+}  // namespace hnswlib
+
+namespace hopfield {
+
+struct AnnIndexOptions {
+  // Graph degree (hnswlib M; layer 0 keeps 2M links). REQUIRES: 2..256.
+  uint32_t m = 16;
+  // Candidate list while inserting. REQUIRES: 1..10000.
+  uint32_t ef_construction = 200;
+  // Candidate list while searching (a search for k uses max(ef_search, k)).
+  // REQUIRES: 1..10000.
+  uint32_t ef_search = 64;
+  // Seeds the level generator: the same inserts in the same order build the
+  // same graph.
+  uint64_t seed = 100;
+
+  // INVALID_ARGUMENT naming the field, the range and the value.
+  absl::Status Validate() const;
+};
+
+class AnnIndex {
+ public:
+  // Creates an empty index for `dim`-float vectors. `budget` (may be null:
+  // unaccounted) is charged for the graph before every allocation.
+  // Errors: INVALID_ARGUMENT for dim outside 1..65536 or bad options.
+  static absl::StatusOr<std::unique_ptr<AnnIndex>> Create(
+      uint32_t dim, const AnnIndexOptions& options,
+      std::shared_ptr<MemoryBudget> budget = nullptr);
+
+  ~AnnIndex();
+  AnnIndex(const AnnIndex&) = delete;
+  AnnIndex& operator=(const AnnIndex&) = delete;
+
+  uint32_t dim() const { return dim_; }
+  const AnnIndexOptions& options() const { return options_; }
+
+  // Inserts (or replaces) vectors: column i of `vectors` (dim floats each,
+  // contiguous, `ids.size()` columns, unit norm) under ids[i]. Grows the
+  // graph first when it is full (by 1/2, at least to hold the batch),
+  // reserving the growth from the budget. Insertion holds the writer lock
+  // for slices of at most `kAddSlice` vectors, so concurrent searches wait
+  // for one slice, not the batch; a search between slices sees a prefix of
+  // the batch. Ids repeated within the batch: the last vector wins.
+  // Errors: INVALID_ARGUMENT when vectors.size() != ids.size() * dim or an
+  // id is 0; RESOURCE_EXHAUSTED when the growth does not fit the budget
+  // (nothing of the batch is inserted) or, rarely, when hnswlib fails to
+  // allocate an entry's upper-layer links (a prefix of the batch is in).
+  static constexpr size_t kAddSlice = 64;
+  absl::Status Add(absl::Span<const uint64_t> ids,
+                   absl::Span<const float> vectors);
+
+  // Tombstones `id` (searches no longer return it). Unknown or already
+  // deleted ids are ignored. Returns true if a live entry was deleted.
+  bool MarkDeleted(uint64_t id);
+
+  // True if `id` is in the index and not deleted.
+  bool Contains(uint64_t id) const;
+
+  struct Candidate {
+    uint64_t id = 0;
+    float similarity = 0.0f;  // ⟨query, vector⟩
+  };
+  // The (approximately) `k` most similar live vectors to `query` (dim
+  // floats, unit norm), best first, into `out` (cleared first; fewer when
+  // the index holds fewer). Allocates only inside hnswlib's search.
+  void Search(absl::Span<const float> query, size_t k,
+              std::vector<Candidate>* out) const;
+
+  // Live entries; entries including tombstones.
+  uint64_t size() const;
+  uint64_t size_with_deleted() const;
+  // Bytes the graph holds (its reservation against the budget): vectors,
+  // links, labels, locks, at the current capacity.
+  uint64_t memory_bytes() const;
+
+  // Bytes an index of `capacity` entries of `dim` floats takes with these
+  // options (what Add reserves; an estimate of hnswlib's layout, upper
+  // layers at their expected size).
+  static uint64_t BytesForCapacity(uint32_t dim, const AnnIndexOptions& options,
+                                   uint64_t capacity);
+
+ private:
+  AnnIndex(uint32_t dim, const AnnIndexOptions& options,
+           std::shared_ptr<MemoryBudget> budget);
+  // Grows the graph to hold `count` entries in all (writer lock held).
+  absl::Status EnsureCapacityLocked(uint64_t count)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const uint32_t dim_;
+  AnnIndexOptions options_;
+  const std::shared_ptr<MemoryBudget> budget_;
+  std::unique_ptr<hnswlib::InnerProductSpace> space_;
+
+  // Held through a whole Add (capacity, then the slices), outside mu_.
+  Mutex add_mu_;
+  // Writer-preferring: a stream of searches must not starve insertion.
+  mutable Mutex mu_{Mutex::Preference::kWriters};
+  std::unique_ptr<hnswlib::HierarchicalNSW<float>> graph_ ABSL_GUARDED_BY(mu_);
+  uint64_t capacity_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t deleted_ ABSL_GUARDED_BY(mu_) = 0;
+  MemoryReservation reservation_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace hopfield
+
+#endif  // HOPFIELD_CORE_ANN_INDEX_H_
