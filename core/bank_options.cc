@@ -6,6 +6,9 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
+#include "core/ann_index.h"
+#include "core/status_macros.h"
+
 namespace hopfield {
 
 absl::string_view SimilarityName(Similarity similarity) {
@@ -70,6 +73,11 @@ absl::Status BankOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("top_k must be in 1..", kMaxTopK, ", got ", top_k));
   }
+  AnnIndexOptions index;
+  index.m = index_m;
+  index.ef_construction = index_ef_construction;
+  index.ef_search = index_ef_search;
+  HOPFIELD_RETURN_IF_ERROR(index.Validate());
   if (feature_dim > kMaxDim) {
     return absl::InvalidArgumentError(
         absl::StrCat("feature_dim must be 0 (default) or in 1..", kMaxDim,

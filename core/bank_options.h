@@ -89,12 +89,21 @@ struct BankOptions {
   // < 1 (0 runs every iteration).
   float tolerance = 1e-4f;
 
-  // Candidate search. Default: kAuto (exact in this version).
+  // Candidate search. Default: kAuto (approximate above a size threshold,
+  // see Retriever).
   SearchMode search = SearchMode::kAuto;
 
   // Candidates fetched per step by approximate search. Default: 64.
   // REQUIRES: 1 <= top_k <= 2^20.
   uint32_t top_k = 64;
+
+  // The search index (AnnIndex, hnswlib HNSW) of a cosine bank: graph degree
+  // M, candidate lists while inserting and while searching (a search for
+  // top_k candidates uses max(index_ef_search, top_k)). Fixed at creation.
+  // Defaults: 16, 200, 64. REQUIRES: 2..256, 1..10000, 1..10000.
+  uint32_t index_m = 16;
+  uint32_t index_ef_construction = 200;
+  uint32_t index_ef_search = 64;
 
   // Dimension D_Φ of the learned feature map. 0 means min(dim, 256).
   // Default: 0. REQUIRES: feature_dim <= 65536.

@@ -46,20 +46,36 @@ void BankRegistry::RefreshLoop() {
         bank_busy = true;
         continue;
       }
-      if (bank->separation_pending() == 0) continue;
-      size_t refreshed = 0;
-      try {
-        refreshed = bank->RefreshSeparation(
-            std::max<size_t>(1, options_.refresh_batch), &stopping_);
-      } catch (const std::bad_alloc&) {
-        // Out of memory: the patterns stay pending; retry later.
+      // Separation statistics first (automatic β depends on them), then
+      // the search index.
+      if (bank->separation_pending() > 0) {
+        size_t refreshed = 0;
+        try {
+          refreshed = bank->RefreshSeparation(
+              std::max<size_t>(1, options_.refresh_batch), &stopping_);
+        } catch (const std::bad_alloc&) {
+          // Out of memory: the patterns stay pending; retry later.
+        }
+        // 0 with patterns pending: out of budget, or a removal raced the
+        // turn's end. Come back after a pause rather than spin.
+        if (refreshed > 0) {
+          progress = true;
+        } else {
+          bank_busy = true;
+        }
       }
-      // 0 with patterns pending: out of budget, or a removal raced the
-      // turn's end. Come back after a pause rather than spin.
-      if (refreshed > 0) {
-        progress = true;
-      } else {
-        bank_busy = true;
+      if (bank->index_pending() > 0) {
+        size_t indexed = 0;
+        try {
+          indexed = bank->RefreshIndex(
+              std::max<size_t>(1, options_.index_batch), &stopping_);
+        } catch (const std::bad_alloc&) {
+        }
+        if (indexed > 0) {
+          progress = true;
+        } else {
+          bank_busy = true;
+        }
       }
     }
     refresh_turns_.fetch_add(1);
@@ -82,6 +98,7 @@ absl::StatusOr<std::shared_ptr<MemoryBank>> BankRegistry::Create(
   env.separation_update = options_.separation_update;
   env.budget = options_.budget;
   env.max_patterns = options_.max_patterns_per_bank;
+  env.index_min_patterns = options_.index_min_patterns;
   if (options_.separation_update == SeparationUpdate::kDeferred) {
     env.on_pending = [signal = signal_] {
       {

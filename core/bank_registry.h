@@ -4,7 +4,8 @@
 // lifetimes: banks are handed out as shared pointers, so a bank dropped while
 // a retrieval still runs on it stays alive until that retrieval ends. With
 // SeparationUpdate::kDeferred it also owns one background thread that brings
-// the banks' separation statistics up to date after writes.
+// the banks' separation statistics and search indexes up to date after
+// writes.
 //
 //   BankRegistry registry;
 //   HOPFIELD_ASSIGN_OR_RETURN(auto bank, registry.Create("faces", options));
@@ -56,6 +57,13 @@ struct RegistryOptions {
   // even under sustained writes (a turn holds the bank's reader lock for a
   // few milliseconds at a time, so writers barely notice). Default: 1 s.
   std::chrono::milliseconds refresh_max_delay{1000};
+  // Patterns the refresher inserts into a bank's search index per turn
+  // (each insertion holds the index's writer lock briefly; searches wait
+  // for at most one slice of AnnIndex::kAddSlice). 0 is taken as 1.
+  // Default: 1024.
+  size_t index_batch = 1024;
+  // BankEnvironment::index_min_patterns of every bank. Default: 4096.
+  uint64_t index_min_patterns = 4096;
   // The account every bank's memory is reserved from. Null: unaccounted.
   std::shared_ptr<MemoryBudget> budget;
   // Most patterns per bank (RESOURCE_EXHAUSTED beyond).

@@ -29,10 +29,15 @@ constexpr uint64_t kMacsPerLockedBlock = uint64_t{1} << 25;
 constexpr size_t kGrowthDivisor = 4;
 constexpr size_t kMinCapacity = 64;
 // Bytes per pattern besides its values: inverse norm, id, nearest score and
-// id, pending mark, write stamp.
-constexpr uint64_t kColumnOverhead = sizeof(float) + sizeof(PatternId) +
-                                     sizeof(float) + sizeof(PatternId) +
-                                     sizeof(char) + sizeof(uint64_t);
+// id, pending mark, write stamp, unindexed-list slot and position.
+constexpr uint64_t kColumnOverhead =
+    sizeof(float) + sizeof(PatternId) + sizeof(float) + sizeof(PatternId) +
+    sizeof(char) + sizeof(uint64_t) + sizeof(PatternId) + sizeof(uint32_t);
+// Patterns whose keys one block of index work copies under a reader lock.
+constexpr size_t kIndexChunk = 1024;
+// An index is rebuilt when its tombstones outnumber its live entries (plus
+// this slack, so small banks do not rebuild on every few removals).
+constexpr uint64_t kTombstoneSlack = 1024;
 // One slot of the id index plus its control byte.
 constexpr uint64_t kIndexSlotBytes =
     sizeof(std::pair<const PatternId, Eigen::Index>) + 1;
@@ -181,7 +186,13 @@ BankView MakeBankView(const float* patterns, Eigen::Index dim,
                   Eigen::Map<const Eigen::MatrixXf>(patterns, dim, size),
                   Eigen::Map<const Eigen::VectorXf>(inverse_norms, size),
                   nullptr,
-                  0.0};
+                  0.0,
+                  nullptr,
+                  nullptr,
+                  {},
+                  nullptr,
+                  nullptr,
+                  nullptr};
 }
 
 absl::StatusOr<std::unique_ptr<MemoryBank>> MemoryBank::Create(
@@ -204,6 +215,23 @@ MemoryBank::MemoryBank(std::string name, const BankOptions& options,
 }
 
 absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
+    absl::Span<const PatternId> ids, absl::Span<const float> values) {
+  absl::StatusOr<std::vector<PatternId>> added = AddUnindexed(ids, values);
+  if (added.ok() && env_.separation_update == SeparationUpdate::kSynchronous) {
+    MaintainIndexNow();
+  }
+  return added;
+}
+
+void MemoryBank::MaintainIndexNow() {
+  try {
+    RefreshIndex(std::numeric_limits<size_t>::max());
+  } catch (const std::bad_alloc&) {
+    // The patterns stay pending; retrieval scores them exactly.
+  }
+}
+
+absl::StatusOr<std::vector<PatternId>> MemoryBank::AddUnindexed(
     absl::Span<const PatternId> ids, absl::Span<const float> values) {
   const size_t dim = options_.dim;
   const bool cosine = options_.similarity == Similarity::kCosine;
@@ -371,6 +399,7 @@ absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
       nearest_score_[c] = -std::numeric_limits<float>::infinity();
       nearest_id_[c] = 0;
       stamp_[c] = write_stamp_;
+      MarkUnindexedLocked(column);
     } else {
       column = static_cast<Eigen::Index>(ids_.size());
       values_.insert(values_.end(), pattern, pattern + dim);
@@ -386,6 +415,8 @@ absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
       pending_.push_back(0);
       stamp_.push_back(write_stamp_);
       column_of_.emplace(assigned[i], column);
+      unindexed_pos_.push_back(kIndexed);
+      MarkUnindexedLocked(column);
     }
     targets.push_back(column);
   }
@@ -397,6 +428,14 @@ absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
 }
 
 uint64_t MemoryBank::Remove(absl::Span<const PatternId> ids) {
+  const uint64_t removed = RemoveUnindexed(ids);
+  if (removed > 0 && env_.separation_update == SeparationUpdate::kSynchronous) {
+    MaintainIndexNow();  // rebuilds when tombstones pile up
+  }
+  return removed;
+}
+
+uint64_t MemoryBank::RemoveUnindexed(absl::Span<const PatternId> ids) {
   std::vector<PatternId> removed;
   removed.reserve(ids.size());
   WriterLock lock(&mu_);
@@ -489,6 +528,8 @@ void MemoryBank::ReallocateLocked(size_t capacity) {
   auto nearest_id = Reallocated(nearest_id_, capacity);
   auto pending = Reallocated(pending_, capacity);
   auto stamp = Reallocated(stamp_, capacity);
+  auto unindexed = Reallocated(unindexed_, capacity);
+  auto unindexed_pos = Reallocated(unindexed_pos_, capacity);
   RebuildIndex(&column_of_, IndexEntriesFor(capacity));
   values_.swap(values);
   inverse_norms_.swap(inverse_norms);
@@ -499,6 +540,8 @@ void MemoryBank::ReallocateLocked(size_t capacity) {
   nearest_id_.swap(nearest_id);
   pending_.swap(pending);
   stamp_.swap(stamp);
+  unindexed_.swap(unindexed);
+  unindexed_pos_.swap(unindexed_pos);
   capacity_ = capacity;
 }
 
@@ -517,6 +560,172 @@ void MemoryBank::NoteWrite() {
 uint64_t MemoryBank::separation_pending() const {
   ReaderLock lock(&mu_);
   return pending_count_;
+}
+
+uint64_t MemoryBank::index_pending() const {
+  ReaderLock lock(&mu_);
+  return IndexPendingLocked();
+}
+
+uint64_t MemoryBank::IndexPendingLocked() const {
+  if (!WantsIndexLocked()) return 0;
+  if (index_ == nullptr || index_map_ != feature_map_) return ids_.size();
+  return unindexed_.size();
+}
+
+bool MemoryBank::WantsIndexLocked() const {
+  return options_.similarity == Similarity::kCosine && !ids_.empty() &&
+         (index_ != nullptr || ids_.size() >= env_.index_min_patterns);
+}
+
+AnnIndexOptions MemoryBank::IndexOptions() const {
+  AnnIndexOptions index;
+  index.m = options_.index_m;
+  index.ef_construction = options_.index_ef_construction;
+  index.ef_search = options_.index_ef_search;
+  return index;
+}
+
+void MemoryBank::CopyUnitKeyLocked(Eigen::Index column, float* out) const {
+  const Eigen::Map<const Eigen::MatrixXf> keys = KeysLocked();
+  const float scale = KeyInverseNormsLocked()[column];
+  Eigen::Map<Eigen::VectorXf>(out, keys.rows()) = keys.col(column) * scale;
+}
+
+void MemoryBank::MarkUnindexedLocked(Eigen::Index column) {
+  const auto c = static_cast<size_t>(column);
+  if (unindexed_pos_[c] != kIndexed) return;
+  unindexed_pos_[c] = static_cast<uint32_t>(unindexed_.size());
+  unindexed_.push_back(ids_[c]);  // within capacity_: no allocation
+}
+
+void MemoryBank::MarkIndexedLocked(Eigen::Index column) {
+  const auto c = static_cast<size_t>(column);
+  const uint32_t pos = unindexed_pos_[c];
+  if (pos == kIndexed) return;
+  const PatternId last = unindexed_.back();
+  if (last != ids_[c]) {
+    unindexed_pos_[static_cast<size_t>(column_of_.find(last)->second)] = pos;
+    unindexed_[pos] = last;
+  }
+  unindexed_.pop_back();
+  unindexed_pos_[c] = kIndexed;
+}
+
+size_t MemoryBank::RefreshIndex(size_t max_patterns,
+                                const std::atomic<bool>* stop) {
+  size_t applied = 0;
+  std::vector<PatternId> ids;
+  std::vector<uint64_t> stamps;
+  std::vector<float> vectors;
+  while (applied < max_patterns) {
+    if (stop != nullptr && stop->load(std::memory_order_relaxed)) break;
+    std::shared_ptr<AnnIndex> index;
+    {
+      ReaderLock lock(&mu_);
+      if (!WantsIndexLocked()) break;
+      if (index_ == nullptr || index_map_ != feature_map_ ||
+          index_->size_with_deleted() > 2 * index_->size() + kTombstoneSlack) {
+        index = nullptr;
+      } else {
+        if (unindexed_.empty()) break;
+        index = index_;
+        const size_t n =
+            std::min({max_patterns - applied, unindexed_.size(), kIndexChunk});
+        const auto key_dim = static_cast<size_t>(KeysLocked().rows());
+        ids.assign(unindexed_.begin(),
+                   unindexed_.begin() + static_cast<std::ptrdiff_t>(n));
+        stamps.resize(n);
+        vectors.resize(n * key_dim);
+        for (size_t i = 0; i < n; ++i) {
+          const Eigen::Index c = column_of_.find(ids[i])->second;
+          stamps[i] = stamp_[static_cast<size_t>(c)];
+          CopyUnitKeyLocked(c, vectors.data() + i * key_dim);
+        }
+      }
+    }
+    if (index == nullptr) {
+      const size_t rebuilt = BuildSearchIndex(stop);
+      if (rebuilt == 0) break;
+      applied += rebuilt;
+      continue;
+    }
+    if (!index->Add(ids, vectors).ok()) break;  // budget: stay pending
+    WriterLock lock(&mu_);
+    if (index_ != index) break;  // rebuilt meanwhile
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const auto it = column_of_.find(ids[i]);
+      if (it == column_of_.end()) {
+        index_->MarkDeleted(ids[i]);  // removed while it was inserted
+      } else if (stamp_[static_cast<size_t>(it->second)] == stamps[i]) {
+        MarkIndexedLocked(it->second);
+        ++applied;
+      }
+    }
+  }
+  return applied;
+}
+
+size_t MemoryBank::BuildSearchIndex(const std::atomic<bool>* stop) {
+  std::shared_ptr<const FeatureMap> map;
+  std::vector<PatternId> all;
+  Eigen::Index key_dim = 0;
+  {
+    ReaderLock lock(&mu_);
+    map = feature_map_;
+    all.assign(ids_.begin(), ids_.end());
+    key_dim = KeysLocked().rows();
+  }
+  absl::StatusOr<std::unique_ptr<AnnIndex>> created = AnnIndex::Create(
+      static_cast<uint32_t>(key_dim), IndexOptions(), env_.budget);
+  if (!created.ok()) return 0;
+  const std::shared_ptr<AnnIndex> index = *std::move(created);
+  // The write stamp each inserted pattern had when its key was copied.
+  absl::flat_hash_map<PatternId, uint64_t> inserted;
+  inserted.reserve(all.size());
+  std::vector<PatternId> ids;
+  std::vector<float> vectors;
+  for (size_t begin = 0; begin < all.size(); begin += kIndexChunk) {
+    if (stop != nullptr && stop->load(std::memory_order_relaxed)) return 0;
+    const size_t end = std::min(all.size(), begin + kIndexChunk);
+    ids.clear();
+    vectors.resize((end - begin) * static_cast<size_t>(key_dim));
+    {
+      ReaderLock lock(&mu_);
+      if (feature_map_ != map) return 0;  // another map: start again later
+      for (size_t k = begin; k < end; ++k) {
+        const auto it = column_of_.find(all[k]);
+        if (it == column_of_.end()) continue;
+        CopyUnitKeyLocked(
+            it->second,
+            vectors.data() + ids.size() * static_cast<size_t>(key_dim));
+        inserted[all[k]] = stamp_[static_cast<size_t>(it->second)];
+        ids.push_back(all[k]);
+      }
+    }
+    vectors.resize(ids.size() * static_cast<size_t>(key_dim));
+    if (!index->Add(ids, vectors).ok()) return 0;  // budget
+  }
+  WriterLock lock(&mu_);
+  if (feature_map_ != map) return 0;
+  for (const auto& [id, stamp] : inserted) {
+    if (!column_of_.contains(id)) index->MarkDeleted(id);
+  }
+  index_ = index;
+  index_map_ = map;
+  unindexed_.clear();
+  size_t covered = 0;
+  for (Eigen::Index c = 0; c < SizeLocked(); ++c) {
+    const auto col = static_cast<size_t>(c);
+    unindexed_pos_[col] = kIndexed;
+    const auto it = inserted.find(ids_[col]);
+    if (it != inserted.end() && it->second == stamp_[col]) {
+      ++covered;
+    } else {
+      MarkUnindexedLocked(c);
+    }
+  }
+  return covered;
 }
 
 bool MemoryBank::WrittenWithin(std::chrono::nanoseconds period) const {
@@ -641,6 +850,16 @@ std::shared_ptr<const FeatureMap> MemoryBank::feature_map() const {
 }
 
 absl::Status MemoryBank::SetFeatureMap(
+    std::shared_ptr<const FeatureMap> map,
+    const std::function<absl::Status()>& check_continue) {
+  absl::Status status = SetFeatureMapUnindexed(std::move(map), check_continue);
+  if (status.ok() && env_.separation_update == SeparationUpdate::kSynchronous) {
+    MaintainIndexNow();
+  }
+  return status;
+}
+
+absl::Status MemoryBank::SetFeatureMapUnindexed(
     std::shared_ptr<const FeatureMap> map,
     const std::function<absl::Status()>& check_continue) {
   if (map == nullptr) {
@@ -884,6 +1103,12 @@ BankStats MemoryBank::Stats() const {
   stats.max_key_norm = max_key_norm_;
   stats.feature_map_version = feature_map_->version();
   stats.feature_dim = feature_map_->feature_dim();
+  if (index_ != nullptr) {
+    stats.index_size = index_->size();
+    stats.memory_bytes += index_->memory_bytes();
+  }
+  stats.index_pending = IndexPendingLocked();
+  stats.index_current = index_ != nullptr && index_map_ == feature_map_;
   const double rule_norm =
       options_.similarity == Similarity::kCosine ? 1.0 : max_key_norm_;
   stats.effective_beta =
@@ -933,6 +1158,12 @@ BankView MemoryBank::ViewLocked() const {
       Eigen::Map<const Eigen::VectorXf>(KeyInverseNormsLocked(), SizeLocked());
   view.feature_map = feature_map_.get();
   view.max_key_norm = max_key_norm_;
+  view.index = index_.get();
+  view.index_map = index_map_.get();
+  view.unindexed = unindexed_;
+  view.column_of = &column_of_;
+  view.nearest_scores = nearest_score_.data();
+  view.separation_pending = pending_.data();
   return view;
 }
 
@@ -963,6 +1194,11 @@ void MemoryBank::RemoveColumnLocked(Eigen::Index column) {
   const size_t dim = options_.dim;
   const auto col = static_cast<size_t>(column);
   const size_t last = ids_.size() - 1;
+  if (unindexed_pos_[col] != kIndexed) {
+    MarkIndexedLocked(column);  // off the list: it was never in the index
+  } else if (index_ != nullptr) {
+    index_->MarkDeleted(ids_[col]);
+  }
   column_of_.erase(ids_[col]);
   ++layout_generation_;
   if (pending_[col] != 0) --pending_count_;
@@ -982,6 +1218,7 @@ void MemoryBank::RemoveColumnLocked(Eigen::Index column) {
     nearest_id_[col] = nearest_id_[last];
     pending_[col] = pending_[last];
     stamp_[col] = stamp_[last];
+    unindexed_pos_[col] = unindexed_pos_[last];
     column_of_[ids_[col]] = column;  // an existing key: no allocation
   }
   values_.resize(last * dim);
@@ -995,6 +1232,7 @@ void MemoryBank::RemoveColumnLocked(Eigen::Index column) {
   nearest_id_.pop_back();
   pending_.pop_back();
   stamp_.pop_back();
+  unindexed_pos_.pop_back();
 }
 
 void MemoryBank::ScoreRowsLocked(absl::Span<const Eigen::Index> targets,
@@ -1213,6 +1451,8 @@ uint64_t MemoryBank::MemoryBytesLocked() const {
          keys_.capacity() * sizeof(float) +
          key_inverse_norms_.capacity() * sizeof(float) +
          feature_map_->memory_bytes() + stamp_.capacity() * sizeof(uint64_t) +
+         unindexed_.capacity() * sizeof(PatternId) +
+         unindexed_pos_.capacity() * sizeof(uint32_t) +
          (column_of_.capacity() > 0 ? column_of_.capacity() * kIndexSlotBytes
                                     : 0);
 }

@@ -49,6 +49,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 
+#include "core/ann_index.h"
 #include "core/bank_options.h"
 #include "core/feature_map.h"
 #include "core/memory_budget.h"
@@ -112,6 +113,11 @@ struct BankEnvironment {
   // Add refuses to grow the bank beyond this many patterns.
   // Default and REQUIRES: <= kMaxPatternsPerBank.
   uint64_t max_patterns = kMaxPatternsPerBank;
+  // A cosine bank builds its search index (AnnIndex over the unit-norm keys)
+  // once it holds this many patterns, and keeps it from then on; below, an
+  // index costs more than the scan it would save (hnswlib also holds ~2.6 MB
+  // of locks per index). 0: from the first pattern. Default: 4096.
+  uint64_t index_min_patterns = 4096;
 };
 
 // Read-only view of a bank's contents, valid only while the bank's reader
@@ -144,6 +150,25 @@ struct BankView {
   // and of the overflow checks under dot similarity.
   double max_key_norm = 0.0;
 
+  // The search index over the normalised keys, or null (none yet, a dot
+  // bank, a view built by hand). Its vectors were computed under
+  // `index_map` (null: the identity), which differs from `feature_map`
+  // while a new map's index is being rebuilt. It may hold entries for ids
+  // that are gone or whose vector is stale: candidates are looked up in
+  // `column_of` (missing ids skipped) and scored against `keys`.
+  const AnnIndex* index = nullptr;
+  const FeatureMap* index_map = nullptr;
+  // The ids whose current keys are not in the index (every id when there
+  // is no index): approximate retrieval scores them exactly.
+  absl::Span<const PatternId> unindexed;
+  // Column of each id.
+  const absl::flat_hash_map<PatternId, Eigen::Index>* column_of = nullptr;
+  // Per column: the best similarity to any other pattern (Δ_μ = self score
+  // minus this), and 1 where that value is provisional (not yet exact).
+  // Null in views built by hand.
+  const float* nearest_scores = nullptr;
+  const char* separation_pending = nullptr;
+
   Eigen::Index dim() const { return patterns.rows(); }
   Eigen::Index size() const { return patterns.cols(); }
   Eigen::Index key_dim() const { return keys.rows(); }
@@ -171,9 +196,10 @@ double MaxNormFromInverse(absl::Span<const float> inverse_norms);
 // Point-in-time statistics of a bank.
 struct BankStats {
   uint64_t pattern_count = 0;
-  // Bytes held for patterns, norms, ids, separation and the id index: the
-  // allocated capacity, which is what the bank has reserved from its budget
-  // (growth adds 1/4, so at most ~1/4 above what the patterns need).
+  // Bytes held for patterns, norms, ids, separation, the id map and the
+  // search index: the allocated capacity, which is what the bank has reserved
+  // from its budget (growth adds 1/4, so at most ~1/4 above what the patterns
+  // need).
   uint64_t memory_bytes = 0;
   // Δ_min over the patterns whose statistics are up to date (empty when
   // fewer than two patterns are stored or none is processed yet).
@@ -202,6 +228,12 @@ struct BankStats {
   uint32_t feature_dim = 0;
   // max_μ ||Φ(ξ_μ)|| (max_norm under the identity).
   double max_key_norm = 0.0;
+  // The search index: live entries (0 when the bank has none), patterns
+  // not yet in it (awaiting RefreshIndex), and whether it was built under
+  // the current feature map (false while a new map's index is rebuilt).
+  uint64_t index_size = 0;
+  uint64_t index_pending = 0;
+  bool index_current = false;
 };
 
 // A named bank of patterns. Not copyable.
@@ -272,6 +304,32 @@ class MemoryBank {
 
   // Patterns awaiting RefreshSeparation (0 under kSynchronous).
   uint64_t separation_pending() const;
+
+  // Brings the search index of a cosine bank up to date, as
+  // RefreshSeparation does the statistics:
+  //   - no index yet and at least env.index_min_patterns patterns, or the
+  //     feature map changed since the index was built, or tombstones
+  //     outnumber the live entries: builds a new index over every pattern
+  //     (privately, copying keys in blocks under short reader locks), then
+  //     swaps it in under a short writer lock; the old index (if any)
+  //     serves retrievals meanwhile;
+  //   - else inserts up to `max_patterns` of the patterns written since
+  //     (their keys copied under the reader lock, inserted outside it: the
+  //     bank's readers and writers never wait for hnswlib).
+  // Patterns written meanwhile stay pending (a replaced one is recognised
+  // by its write stamp). Returns the patterns brought into the index; 0
+  // when there is nothing to do, when `stop` (polled between blocks) is
+  // set, or when the budget cannot hold the index's growth (everything
+  // stays pending; retrieval still covers every pattern).
+  // Under SeparationUpdate::kSynchronous, Add, Remove and SetFeatureMap
+  // call it themselves before returning.
+  size_t RefreshIndex(size_t max_patterns,
+                      const std::atomic<bool>* stop = nullptr);
+
+  // Patterns not yet in the search index (0 for a bank that keeps none:
+  // dot similarity, or fewer than env.index_min_patterns patterns and no
+  // index built yet).
+  uint64_t index_pending() const;
 
   // True if Add or Remove changed the bank within the last `period` (steady
   // clock). The background refresher leaves such banks alone, so a bulk
@@ -409,6 +467,32 @@ class MemoryBank {
   // no content, so a failure (status or bad_alloc) leaves the bank as is.
   absl::Status EnsureCapacityLocked(size_t count)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Add, Remove and SetFeatureMap without the synchronous index
+  // maintenance.
+  uint64_t RemoveUnindexed(absl::Span<const PatternId> ids);
+  absl::StatusOr<std::vector<PatternId>> AddUnindexed(
+      absl::Span<const PatternId> ids, absl::Span<const float> values);
+  absl::Status SetFeatureMapUnindexed(
+      std::shared_ptr<const FeatureMap> map,
+      const std::function<absl::Status()>& check_continue);
+  // Builds a new index over every pattern and swaps it in (RefreshIndex).
+  size_t BuildSearchIndex(const std::atomic<bool>* stop);
+  // Under kSynchronous: RefreshIndex over everything, a failed allocation
+  // leaving the patterns pending.
+  void MaintainIndexNow();
+  uint64_t IndexPendingLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  AnnIndexOptions IndexOptions() const;
+  // Whether the bank keeps an index now (cosine, and one exists or the
+  // bank is large enough for one).
+  bool WantsIndexLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Copies the normalised key of `column` (key_dim floats) to `out`.
+  void CopyUnitKeyLocked(Eigen::Index column, float* out) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Puts `column` on / takes it off the unindexed list (no allocation).
+  void MarkUnindexedLocked(Eigen::Index column)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MarkIndexedLocked(Eigen::Index column)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Shrinks the buffers when the bank is less than half full (best effort).
   void MaybeShrinkLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Reallocates every buffer to hold exactly `capacity` patterns.
@@ -480,6 +564,15 @@ class MemoryBank {
   // Per column: the write that last set its values (from write_stamp_), so
   // a refresh scored before a replacement is not applied to the new values.
   std::vector<uint64_t> stamp_ ABSL_GUARDED_BY(mu_);
+  // The search index (null until WantsIndexLocked and RefreshIndex builds
+  // one), the map its vectors were computed under, the ids whose current
+  // keys it lacks (capacity capacity_), and per column the position in
+  // unindexed_ or kIndexed.
+  static constexpr uint32_t kIndexed = UINT32_MAX;
+  std::shared_ptr<AnnIndex> index_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const FeatureMap> index_map_ ABSL_GUARDED_BY(mu_);
+  std::vector<PatternId> unindexed_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint32_t> unindexed_pos_ ABSL_GUARDED_BY(mu_);
   size_t capacity_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t write_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   size_t pending_count_ ABSL_GUARDED_BY(mu_) = 0;
