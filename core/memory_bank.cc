@@ -192,7 +192,8 @@ BankView MakeBankView(const float* patterns, Eigen::Index dim,
                   {},
                   nullptr,
                   nullptr,
-                  nullptr};
+                  nullptr,
+                  0};
 }
 
 absl::StatusOr<std::unique_ptr<MemoryBank>> MemoryBank::Create(
@@ -1164,6 +1165,7 @@ BankView MemoryBank::ViewLocked() const {
   view.column_of = &column_of_;
   view.nearest_scores = nearest_score_.data();
   view.separation_pending = pending_.data();
+  view.separation_pending_count = pending_count_;
   return view;
 }
 

@@ -168,6 +168,9 @@ struct BankView {
   // Null in views built by hand.
   const float* nearest_scores = nullptr;
   const char* separation_pending = nullptr;
+  // Patterns whose separation is pending (while any is, a stored
+  // pattern's nearest score may not yet count it).
+  uint64_t separation_pending_count = 0;
 
   Eigen::Index dim() const { return patterns.rows(); }
   Eigen::Index size() const { return patterns.cols(); }

@@ -168,7 +168,7 @@ bool AllZero(const Vector& x) {
 
 // Fills nearest/matches/support from the weights and scores of the final
 // state.
-void Summarise(const BankView& view, const RetrievalParams& params,
+void Summarise(absl::Span<const PatternId> ids, const RetrievalParams& params,
                absl::Span<const float> scores, absl::Span<const float> weights,
                double null_mass, RetrieveResult* result) {
   const size_t size = weights.size();
@@ -198,7 +198,7 @@ void Summarise(const BankView& view, const RetrievalParams& params,
   result->matches.clear();
   result->matches.reserve(heap.size());
   for (const size_t i : heap) {
-    result->matches.push_back(Match{view.ids[i], weights[i], scores[i]});
+    result->matches.push_back(Match{ids[i], weights[i], scores[i]});
   }
   result->nearest_id = result->matches.front().id;
   result->nearest_weight = result->matches.front().weight;
@@ -421,9 +421,313 @@ absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
     result.pattern.assign(scratch.x.data(), scratch.x.data() + dim);
   }
   const StateEval& producer = evals[static_cast<size_t>(current)];
-  Summarise(view, params, Head(producer.scores, size),
+  Summarise(view.ids, params, Head(producer.scores, size),
             Head(producer.weights, size), producer.null_mass, &result);
   return result;
+}
+
+// ---- Approximate retrieval: top-k candidates with a certificate ----------
+//
+// Each update is restricted to a candidate set S: the index's top_k for the
+// current state, plus every pattern not yet in the index (scored exactly,
+// so S covers the bank). With p the full weights, ε = Σ_{ν∉S} p_ν and m the
+// largest pattern norm, ||T(x) − T_S(x)|| <= 2m·ε (algorithms.md §E.5), and
+// ε <= (M − |S|)·e^{−β(s_1 − s_out)} for any bound s_out on the scores
+// outside S. Two bounds are used:
+//   - separation (a proof): with w the best candidate, s_1 its score and
+//     R = ||x̂ − ξ̂_w|| = sqrt(2 − 2 s_1), every other pattern ν has
+//     s_ν <= cos(ξ_w, ξ_ν) + R <= (1 − Δ_w) + R, where 1 − Δ_w is w's
+//     nearest-neighbour score from the bank's exact separation statistics.
+//     When s_1 exceeds that bound, w is the global argmax and the tail bound
+//     holds whatever the index returned. It needs no separation pending.
+//   - exact top-k (conditional): s_out = s_k, the lowest score among the
+//     index's candidates, valid if they are the true top-k ("certified under
+//     exact top-k"); only for a set fetched for this very state from an
+//     index built under the current feature map.
+// Sparse maps give the tail no weight at all when (α−1)·β·s_out is at most
+// the threshold of Sep over S; softmax and softmax₁ need ε <= kTailMass.
+// A set fetched for an earlier state is kept while the separation bound
+// certifies it for the current one (no index query); otherwise the index is
+// queried again. When neither bound certifies a freshly fetched set, the
+// query falls back to the dense scan (RetrieveResult::fell_back).
+constexpr double kTailMass = 1e-4;
+
+bool UseApproximate(const BankView& view, const RetrievalParams& params) {
+  if (params.search == SearchMode::kExact) return false;
+  if (view.index == nullptr || view.column_of == nullptr ||
+      params.similarity != Similarity::kCosine) {
+    return false;
+  }
+  return params.search == SearchMode::kApproximate ||
+         static_cast<uint64_t>(view.size()) >= kAutoApproximateMinPatterns;
+}
+
+struct ApproxScratch {
+  std::vector<AnnIndex::Candidate> found;
+  std::vector<Index> columns;
+  std::vector<Index> previous_columns;
+  std::vector<Index> sorted_indexed;
+  std::vector<PatternId> ids;
+  VectorXf scores, logits, weights, previous_weights;
+  VectorXf x, update, feature, unit, index_feature, index_unit;
+  // The first `indexed` columns came from the index (still stored).
+  Index indexed = 0;
+  bool full_k = false;  // the index returned top_k candidates
+  bool fresh = false;   // fetched for the state being evaluated
+};
+
+// Fetches S for the state `x` (unit feature `unit`) into s.columns.
+void GatherCandidates(const BankView& view, const RetrievalParams& params,
+                      const Eigen::Ref<const VectorXf>& x,
+                      const Eigen::Ref<const VectorXf>& unit,
+                      ApproxScratch* s) {
+  const bool current = view.index_map == view.feature_map;
+  absl::Span<const float> probe = AsSpan(unit);
+  if (!current) {
+    // The index was built under an earlier map: search in its space.
+    const auto index_dim = static_cast<Index>(view.index->dim());
+    EnsureSize(&s->index_feature, index_dim);
+    EnsureSize(&s->index_unit, index_dim);
+    if (view.index_map != nullptr && !view.index_map->is_identity()) {
+      view.index_map->Apply(x, s->index_feature.head(index_dim));
+      Normalize(s->index_feature.head(index_dim),
+                s->index_unit.head(index_dim));
+    } else {
+      Normalize(x, s->index_unit.head(index_dim));
+    }
+    probe = Head(s->index_unit, index_dim);
+  }
+  const size_t k =
+      std::min<size_t>(params.top_k, static_cast<size_t>(view.size()));
+  view.index->Search(probe, k, &s->found);
+  s->full_k = s->found.size() >= k;
+  s->columns.clear();
+  for (const AnnIndex::Candidate& candidate : s->found) {
+    const auto it = view.column_of->find(candidate.id);
+    if (it != view.column_of->end()) s->columns.push_back(it->second);
+  }
+  s->indexed = static_cast<Index>(s->columns.size());
+  // The unindexed patterns follow; a replaced one may also have come from
+  // the index (under its old vector): keep one copy.
+  s->sorted_indexed.assign(s->columns.begin(), s->columns.end());
+  std::sort(s->sorted_indexed.begin(), s->sorted_indexed.end());
+  for (const PatternId id : view.unindexed) {
+    const Index c = view.column_of->find(id)->second;
+    if (!std::binary_search(s->sorted_indexed.begin(), s->sorted_indexed.end(),
+                            c)) {
+      s->columns.push_back(c);
+    }
+  }
+}
+
+struct Certificate {
+  bool held = false;
+  bool by_separation = false;
+  double bound = 0.0;  // on ||T(x) − T_S(x)||
+};
+
+// Scores S at the state whose normalised feature is `unit`, separates,
+// writes T_S(x) into `update` and returns the certificate.
+Certificate EvaluateSet(const BankView& view, const RetrievalParams& params,
+                        const Eigen::Ref<const VectorXf>& unit,
+                        ApproxScratch* s, Eigen::Ref<VectorXf> update,
+                        double* energy, double* null_mass) {
+  const auto n = static_cast<Index>(s->columns.size());
+  EnsureSize(&s->scores, n);
+  EnsureSize(&s->logits, n);
+  EnsureSize(&s->weights, n);
+  auto scores = s->scores.head(n);
+  auto logits = s->logits.head(n);
+  auto weights = s->weights.head(n);
+  Index best = 0;
+  for (Index i = 0; i < n; ++i) {
+    const Index c = s->columns[static_cast<size_t>(i)];
+    scores[i] = view.keys.col(c).dot(unit) * view.key_inverse_norms[c];
+    if (scores[i] > scores[best]) best = i;
+  }
+  logits = params.beta * scores;
+  const double beta = params.beta;
+  double threshold = 0.0;
+  *null_mass = 0.0;
+  const absl::Span<const float> z = Head(s->logits, n);
+  const absl::Span<float> p(s->weights.data(), static_cast<size_t>(n));
+  switch (params.separation) {
+    case Separation::kSoftmax:
+    case Separation::kSoftmax1:
+      *null_mass = Separate(params.separation, params.entmax_alpha, z, p);
+      break;
+    case Separation::kSparsemax:
+      threshold = Sparsemax(z, p);
+      break;
+    case Separation::kEntmax:
+      threshold = params.entmax_alpha == 1.5
+                      ? Entmax15(z, p)
+                      : EntmaxBisect(z, params.entmax_alpha, p);
+      break;
+  }
+  update.setZero();
+  for (Index i = 0; i < n; ++i) {
+    if (weights[i] > 0.0f) {
+      update.noalias() +=
+          weights[i] * view.patterns.col(s->columns[static_cast<size_t>(i)]);
+    }
+  }
+  *energy =
+      StateEnergy(params, 0.5, Head(s->scores, n), z, Head(s->weights, n));
+
+  const uint64_t tail =
+      static_cast<uint64_t>(view.size()) - static_cast<uint64_t>(n);
+  if (tail == 0) return Certificate{true, false, 0.0};
+  const double s1 = scores[best];
+  const double m = view.max_norm;
+  const double alpha = SeparationAlpha(params.separation, params.entmax_alpha);
+  // Whether a bound `outside` on the scores outside S certifies the update,
+  // and the bound on ||T(x) − T_S(x)|| it gives.
+  auto check = [&](double outside, Certificate* out) {
+    if (!IsDense(params.separation)) {
+      out->held = (alpha - 1.0) * beta * outside <= threshold;
+      out->bound = 0.0;
+      return out->held;
+    }
+    const double mass =
+        static_cast<double>(tail) * std::exp(-beta * (s1 - outside));
+    out->held = mass <= kTailMass;
+    out->bound = 2.0 * m * mass;
+    return out->held;
+  };
+  Certificate certificate;
+  // The separation proof first: it holds whatever the index returned.
+  const Index w = s->columns[static_cast<size_t>(best)];
+  if (view.nearest_scores != nullptr && view.separation_pending_count == 0 &&
+      view.key_inverse_norms[w] > 0.0f &&
+      std::isfinite(view.nearest_scores[w])) {
+    const double radius = std::sqrt(std::max(0.0, 2.0 - 2.0 * s1));
+    const double outside = static_cast<double>(view.nearest_scores[w]) + radius;
+    if (s1 > outside && check(outside, &certificate)) {
+      certificate.by_separation = true;
+      return certificate;
+    }
+  }
+  // Then "certified under exact top-k", for a set fetched for this state
+  // from an index built under the current map.
+  if (s->fresh && s->full_k && s->indexed > 0 &&
+      view.index_map == view.feature_map) {
+    double lowest = s1;
+    for (Index i = 0; i < s->indexed; ++i) {
+      lowest = std::min(lowest, static_cast<double>(scores[i]));
+    }
+    check(lowest, &certificate);
+    return certificate;
+  }
+  certificate.held = false;
+  return certificate;
+}
+
+absl::StatusOr<RetrieveResult> RetrieveApproximate(
+    const BankView& view, const RetrievalParams& params,
+    absl::Span<const float> query) {
+  thread_local ApproxScratch s;
+  const Index dim = view.dim();
+  const Index key_dim = view.key_dim();
+  EnsureSize(&s.x, dim);
+  EnsureSize(&s.update, dim);
+  EnsureSize(&s.feature, key_dim);
+  EnsureSize(&s.unit, key_dim);
+  s.x.head(dim) = Eigen::Map<const VectorXf>(query.data(), dim);
+  RetrieveResult result;
+  result.approximate = true;
+  bool have_set = false;
+  Certificate last;
+  double null_mass = 0.0;
+  uint32_t t = 0;
+  while (true) {
+    if (t > 0 && params.check_continue) {
+      HOPFIELD_RETURN_IF_ERROR(params.check_continue());
+    }
+    const auto x = s.x.head(dim);
+    if (view.learned()) view.feature_map->Apply(x, s.feature.head(key_dim));
+    const Eigen::Ref<const VectorXf> mapped =
+        view.learned() ? Eigen::Ref<const VectorXf>(s.feature.head(key_dim))
+                       : Eigen::Ref<const VectorXf>(x);
+    Normalize(mapped, s.unit.head(key_dim));
+    const auto unit = s.unit.head(key_dim);
+    s.previous_columns.swap(s.columns);
+    const auto previous_n = static_cast<Index>(s.previous_columns.size());
+    EnsureSize(&s.previous_weights, std::max<Index>(previous_n, 1));
+    if (previous_n > 0) {
+      s.previous_weights.head(previous_n) = s.weights.head(previous_n);
+    }
+    double energy = 0.0;
+    if (have_set) {
+      s.columns = s.previous_columns;  // try the same set first
+      s.fresh = false;
+      last = EvaluateSet(view, params, unit, &s, s.update.head(dim), &energy,
+                         &null_mass);
+      result.patterns_scored += s.columns.size();
+    }
+    if (!have_set || !last.held) {
+      GatherCandidates(view, params, x, unit, &s);
+      s.fresh = true;
+      have_set = true;
+      ++result.index_queries;
+      last = EvaluateSet(view, params, unit, &s, s.update.head(dim), &energy,
+                         &null_mass);
+      result.patterns_scored += s.columns.size();
+    }
+    if (!last.held) {
+      // Not certified: the dense scan answers.
+      HOPFIELD_ASSIGN_OR_RETURN(RetrieveResult dense,
+                                RetrieveOne(view, params, query));
+      dense.fell_back = true;
+      dense.index_queries = result.index_queries;
+      dense.patterns_scored += result.patterns_scored;
+      return dense;
+    }
+    result.energy = energy;
+    if (params.return_energy_trace) result.energy_trace.push_back(energy);
+    const auto n = static_cast<Index>(s.columns.size());
+    const bool weights_settled =
+        t > 0 && s.columns == s.previous_columns &&
+        (s.weights.head(n) - s.previous_weights.head(n)).norm() <=
+            params.tolerance;
+    const auto update = s.update.head(dim);
+    const bool state_settled = (update - x).cast<double>().norm() <=
+                               kStateTolerance * update.cast<double>().norm();
+    s.x.swap(s.update);
+    ++t;
+    if (weights_settled || state_settled) {
+      result.converged = true;
+      break;
+    }
+    if (t >= params.max_iterations) break;
+    if (AllZero(s.x.head(dim))) break;
+  }
+  result.iterations = t;
+  if (!params.omit_pattern) {
+    result.pattern.assign(s.x.data(), s.x.data() + dim);
+  }
+  const auto n = static_cast<Index>(s.columns.size());
+  s.ids.resize(static_cast<size_t>(n));
+  for (Index i = 0; i < n; ++i) {
+    s.ids[static_cast<size_t>(i)] =
+        view.ids[static_cast<size_t>(s.columns[static_cast<size_t>(i)])];
+  }
+  Summarise(s.ids, params, Head(s.scores, n), Head(s.weights, n), null_mass,
+            &result);
+  result.exact = true;
+  result.truncation_bound = static_cast<float>(last.bound);
+  result.certified_by_separation = last.by_separation;
+  return result;
+}
+
+// Dispatches one query to the approximate or the dense path.
+absl::StatusOr<RetrieveResult> RetrieveSingle(const BankView& view,
+                                              const RetrievalParams& params,
+                                              absl::Span<const float> query) {
+  if (UseApproximate(view, params)) {
+    return RetrieveApproximate(view, params, query);
+  }
+  return RetrieveOne(view, params, query);
 }
 
 // The number of parts ParallelFor splits [0, n) into.
@@ -480,6 +784,30 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
     const BankView& view, const RetrievalParams& params,
     const Eigen::Map<const MatrixXf>& queries) {
   const Index dim = view.dim();
+  if (UseApproximate(view, params)) {
+    // Above the threshold each query takes the per-query top-k path
+    // (parallel over queries); there is no shared pass over the bank.
+    const Index n = queries.cols();
+    std::vector<RetrieveResult> results(static_cast<size_t>(n));
+    std::vector<absl::Status> failures(static_cast<size_t>(n));
+    ParallelFor(params, n, [&](Index, Index begin, Index end) {
+      for (Index k = begin; k < end; ++k) {
+        absl::StatusOr<RetrieveResult> one = RetrieveApproximate(
+            view, params,
+            absl::Span<const float>(queries.col(k).data(),
+                                    static_cast<size_t>(dim)));
+        if (one.ok()) {
+          results[static_cast<size_t>(k)] = *std::move(one);
+        } else {
+          failures[static_cast<size_t>(k)] = one.status();
+        }
+      }
+    });
+    for (const absl::Status& failure : failures) {
+      HOPFIELD_RETURN_IF_ERROR(failure);
+    }
+    return results;
+  }
   const Index size = view.size();
   const Index count = queries.cols();
   const bool cosine = params.similarity == Similarity::kCosine;
@@ -626,7 +954,7 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
               result.pattern.assign(update.col(k).data(),
                                     update.col(k).data() + dim);
             }
-            Summarise(view, params, AsSpan(scores.col(k)),
+            Summarise(view.ids, params, AsSpan(scores.col(k)),
                       AsSpan(weights.col(k)), null_mass[kk], &result);
           }
         }));
@@ -715,6 +1043,8 @@ absl::StatusOr<RetrievalParams> ResolveRetrieval(
   params.threads = options.threads;
   params.pool = options.pool;
   params.check_continue = options.check_continue;
+  params.search = options.search.value_or(bank.search);
+  params.top_k = options.top_k > 0 ? options.top_k : bank.top_k;
   return params;
 }
 
@@ -734,7 +1064,7 @@ absl::StatusOr<RetrieveResult> Retriever::Retrieve(
     const BankView& view, const RetrievalParams& params,
     absl::Span<const float> query) {
   HOPFIELD_RETURN_IF_ERROR(ValidateQuery(query, view, params, "query"));
-  return RetrieveOne(view, params, query);
+  return RetrieveSingle(view, params, query);
 }
 
 namespace {

@@ -40,8 +40,17 @@
 // score in one pass and then touch only the patterns in the support. Batches
 // of queries use matrix-matrix products.
 //
-// All retrieval here is exact (a dense scan). SearchMode::kApproximate is
-// accepted and currently answered by the exact path, reported as exact.
+// Search modes. kExact scans every pattern as above. kApproximate (and
+// kAuto in banks of at least kAutoApproximateMinPatterns) restricts each
+// update of a cosine bank that has a search index (AnnIndex, see
+// MemoryBank::RefreshIndex) to candidates: the index's top_k for the
+// current state plus every pattern not yet indexed. Each update carries a
+// truncation certificate (retriever.cc, "Approximate retrieval"): a proof
+// from the bank's exact separation statistics that the winner is the global
+// argmax and the tail mass is below 1e-4, or the bound 2m(M−k)e^{−β(s_1−s_k)}
+// "certified under exact top-k". An update no certificate covers sends the
+// query to the dense scan (RetrieveResult::fell_back). Dot banks and banks
+// without an index are always scanned.
 #ifndef HOPFIELD_CORE_RETRIEVER_H_
 #define HOPFIELD_CORE_RETRIEVER_H_
 
@@ -143,14 +152,32 @@ struct RetrieveResult {
   // Softmax1 only: 1 - Σp = 1/(1 + Σ e^{β s}), the "nothing matches" mass.
   float null_mass = 0.0f;
   // True for a dense scan, or an approximate one whose truncation certificate
-  // held; truncation_bound bounds ||T_exact - T|| (0 when dense).
+  // held (always, here: an uncertified query falls back to the dense scan).
+  // truncation_bound bounds ||T(x) − T_S(x)|| for the final update (0 when
+  // dense or when a sparse map gives the tail no weight).
   bool exact = true;
   float truncation_bound = 0.0f;
+  // The answer came from top-k candidates (approximate search).
+  bool approximate = false;
+  // Approximate search was tried and its certificate failed: the dense scan
+  // answered (approximate is then false).
+  bool fell_back = false;
+  // The final update's certificate was the separation proof (the winner is
+  // the global argmax whatever the index returned), not "certified under
+  // exact top-k".
+  bool certified_by_separation = false;
+  // Index searches made (approximate search).
+  uint32_t index_queries = 0;
   // The β actually used (resolves "automatic").
   float beta = 0.0f;
   // Work done: pattern scores computed (M per evaluated state).
   uint64_t patterns_scored = 0;
 };
+
+// SearchMode::kAuto searches approximately in banks of at least this many
+// patterns that have a search index (measured: bench/README.md), exactly
+// below.
+inline constexpr uint64_t kAutoApproximateMinPatterns = 20000;
 
 // Settings of one retrieval after resolving request, bank and automatic β.
 struct RetrievalParams {
@@ -166,6 +193,8 @@ struct RetrievalParams {
   uint32_t threads = 1;
   WorkerPool* pool = nullptr;
   std::function<absl::Status()> check_continue;
+  SearchMode search = SearchMode::kExact;
+  uint32_t top_k = 64;
   // Work between two polls of check_continue inside an iteration, in
   // multiply-adds of the scoring pass and the batch output product (it is
   // also polled between iterations): 2^24 is a few milliseconds here, so a
