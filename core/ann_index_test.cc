@@ -118,7 +118,8 @@ TEST(AnnIndexTest, DeletedIdsAreSkippedAndComeBackWhenReAdded) {
   for (const auto& c : found) EXPECT_NE(c.id, 1u);
 
   // Re-adding id 1 with another vector revives it in place.
-  const std::vector<float> other(data.begin() + kDim, data.begin() + 2 * kDim);
+  const std::vector<float> other(data.begin() + kDim,
+                                 data.begin() + 2 * std::ptrdiff_t{kDim});
   ASSERT_THAT(index->Add({1}, other), IsOk());
   EXPECT_TRUE(index->Contains(1));
   EXPECT_EQ(index->size(), 100u);
@@ -151,14 +152,15 @@ TEST(AnnIndexTest, GrowsInStepsChargedToTheBudget) {
   std::shared_ptr<MemoryBudget> budget =
       MemoryBudget::Create(first + 50000, "test");
   auto index = NewIndex(kDim, options, budget);
-  ASSERT_THAT(
-      index->Add(Ids(1, 1000), absl::MakeConstSpan(data).first(1000 * kDim)),
-      IsOk());
+  ASSERT_THAT(index->Add(Ids(1, 1000),
+                         absl::MakeConstSpan(data).first(size_t{1000} * kDim)),
+              IsOk());
   EXPECT_EQ(index->memory_bytes(), first);
   EXPECT_EQ(budget->used(), first);
   // Growing to 2,000 entries does not fit: nothing of the batch goes in.
-  EXPECT_THAT(index->Add(Ids(1001, 1000), absl::MakeConstSpan(data).subspan(
-                                              1000 * kDim, 1000 * kDim)),
+  EXPECT_THAT(index->Add(Ids(1001, 1000),
+                         absl::MakeConstSpan(data).subspan(
+                             size_t{1000} * kDim, size_t{1000} * kDim)),
               StatusIs(absl::StatusCode::kResourceExhausted,
                        HasSubstr("search index")));
   EXPECT_EQ(index->size(), 1000u);
@@ -204,22 +206,23 @@ TEST(AnnIndexTest, SearchesRunWhileAnotherThreadAddsAndDeletes) {
   AnnIndexOptions options;
   options.ef_construction = 32;  // quick under the sanitizers
   auto index = NewIndex(kDim, options);
-  ASSERT_THAT(
-      index->Add(Ids(1, 500), absl::MakeConstSpan(data).first(500 * kDim)),
-      IsOk());
+  ASSERT_THAT(index->Add(Ids(1, 500),
+                         absl::MakeConstSpan(data).first(size_t{500} * kDim)),
+              IsOk());
   std::atomic<bool> done{false};
   std::thread writer([&] {
     for (int begin = 500; begin < kCount; begin += 250) {
-      EXPECT_THAT(
-          index->Add(Ids(static_cast<uint64_t>(begin) + 1, 250),
-                     absl::MakeConstSpan(data).subspan(
-                         static_cast<size_t>(begin) * kDim, 250 * kDim)),
-          IsOk());
+      EXPECT_THAT(index->Add(Ids(static_cast<uint64_t>(begin) + 1, 250),
+                             absl::MakeConstSpan(data).subspan(
+                                 static_cast<size_t>(begin) * kDim,
+                                 size_t{250} * kDim)),
+                  IsOk());
       index->MarkDeleted(static_cast<uint64_t>(begin));  // one behind
     }
     done = true;
   });
   std::vector<std::thread> readers;
+  readers.reserve(2);
   for (int r = 0; r < 2; ++r) {
     readers.emplace_back([&, r] {
       std::vector<AnnIndex::Candidate> found;

@@ -54,7 +54,7 @@ class ABSL_LOCKABLE Mutex {
   void ReaderUnlock() ABSL_UNLOCK_FUNCTION() { pthread_rwlock_unlock(&mu_); }
 
  private:
-  pthread_rwlock_t mu_;
+  pthread_rwlock_t mu_{};
 };
 
 // Holds `mu` exclusively for its lifetime.
