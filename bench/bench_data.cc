@@ -6,6 +6,7 @@
 #include <random>
 
 #include "bench/fashion_mnist.h"
+#include "bench/uhop_protocol.h"
 
 namespace hopfield::bench {
 
@@ -59,16 +60,16 @@ const BenchData& GetBenchData() {
                  d->patterns, d->dim, d->build_seconds);
     std::mt19937 rng(42);
     std::uniform_int_distribution<int> pick(0, d->patterns - 1);
-    std::bernoulli_distribution keep(0.5);
+    const auto dim = static_cast<size_t>(d->dim);
+    d->queries.resize(size_t{kQueries} * dim);
     for (int q = 0; q < kQueries; ++q) {
       const int source = pick(rng);
       d->sources.push_back(static_cast<PatternId>(source + 1));
-      for (int j = 0; j < d->dim; ++j) {
-        const float pixel = d->pixels[static_cast<size_t>(source) *
-                                          static_cast<size_t>(d->dim) +
-                                      static_cast<size_t>(j)];
-        d->queries.push_back(keep(rng) ? 2.0f * pixel : 0.0f);
-      }
+      UHopDropout(absl::MakeConstSpan(d->pixels).subspan(
+                      static_cast<size_t>(source) * dim, dim),
+                  rng,
+                  absl::MakeSpan(d->queries)
+                      .subspan(static_cast<size_t>(q) * dim, dim));
     }
     return d;
   }();

@@ -63,6 +63,7 @@
 #include "absl/time/time.h"
 
 #include "bench/fashion_mnist.h"
+#include "bench/uhop_protocol.h"
 #include "core/bank_training.h"
 #include "core/memory_bank.h"
 #include "core/retriever.h"
@@ -87,20 +88,6 @@ struct Queries {
   std::vector<size_t> sources;  // memory position of each query
 };
 
-// The first `count` images of `order`, row-major.
-std::vector<float> Memories(const FashionMnist& images,
-                            const std::vector<int>& order, int count) {
-  std::vector<float> out;
-  out.reserve(static_cast<size_t>(count) * kDim);
-  for (int i = 0; i < count; ++i) {
-    const auto row = static_cast<size_t>(order[static_cast<size_t>(i)]);
-    const auto begin =
-        images.pixels.begin() + static_cast<std::ptrdiff_t>(row * kDim);
-    out.insert(out.end(), begin, begin + kDim);
-  }
-  return out;
-}
-
 // `count` distinct memory positions out of `memories`.
 std::vector<size_t> PickSources(int memories, int count, std::mt19937& rng) {
   std::vector<size_t> all(static_cast<size_t>(memories));
@@ -112,14 +99,10 @@ std::vector<size_t> PickSources(int memories, int count, std::mt19937& rng) {
 
 Queries Mask(const std::vector<float>& memories,
              const std::vector<size_t>& sources, std::mt19937& rng) {
-  std::bernoulli_distribution keep(0.5);
-  Queries q{{}, sources};
-  q.pixels.reserve(sources.size() * kDim);
-  for (const size_t s : sources) {
-    for (int k = 0; k < kDim; ++k) {
-      const float x = memories[s * kDim + static_cast<size_t>(k)];
-      q.pixels.push_back(keep(rng) ? 2.0f * x : 0.0f);
-    }
+  Queries q{std::vector<float>(sources.size() * kDim), sources};
+  for (size_t i = 0; i < sources.size(); ++i) {
+    UHopDropout(absl::MakeConstSpan(memories).subspan(sources[i] * kDim, kDim),
+                rng, absl::MakeSpan(q.pixels).subspan(i * kDim, kDim));
   }
   return q;
 }
@@ -163,13 +146,8 @@ absl::StatusOr<Score> Evaluate(const MemoryBank& bank,
     const RetrieveResult& r = (*results)[q];
     const size_t source = queries.sources[q];
     if (r.nearest_id == ids[source]) score.accuracy += 1.0;
-    for (int k = 0; k < kDim; ++k) {
-      const float want = std::clamp(
-          memories[source * kDim + static_cast<size_t>(k)], 0.0f, 1.0f);
-      const float got =
-          std::clamp(r.pattern[static_cast<size_t>(k)], 0.0f, 1.0f);
-      score.error += static_cast<double>((want - got) * (want - got));
-    }
+    score.error += UHopError(
+        absl::MakeConstSpan(memories).subspan(source * kDim, kDim), r.pattern);
     score.beta += static_cast<double>(r.beta);
   }
   score.accuracy /= static_cast<double>(n);
@@ -220,10 +198,7 @@ class Experiment {
 
   absl::Status Run(const FashionMnist& images, int seed, int size) {
     std::mt19937 rng(static_cast<uint32_t>(seed));
-    std::vector<int> order(static_cast<size_t>(images.count));
-    for (int i = 0; i < images.count; ++i) order[static_cast<size_t>(i)] = i;
-    std::shuffle(order.begin(), order.end(), rng);
-    const std::vector<float> memories = Memories(images, order, size);
+    const std::vector<float> memories = RandomImages(images, size, rng);
     // Queries depend on (seed, M) only, so every method sees the same ones.
     std::mt19937 query_rng(static_cast<uint32_t>(seed * 100003 + size));
     const std::vector<size_t> sources = PickSources(
@@ -243,19 +218,12 @@ class Experiment {
       return s;
     BankTrainOptions uhop;
     uhop.config.mode = TrainMode::kUHopCompat;
-    uhop.config.seed = static_cast<uint64_t>(seed);
     uhop.config.batch_size =
         static_cast<uint32_t>(absl::GetFlag(FLAGS_uhop_batch));
-    uhop.skip_validation = true;
-    absl::StatusOr<TrainReport> report = TrainBank(**dot, uhop);
-    if (!report.ok()) return report.status();
-    row = {seed,
-           size,
-           "uhop",
-           DistinctSeparation(**dot),
-           report->seconds,
-           GateAccepts(*report) ? "accept" : "reject"};
-    if (auto s = Emit(row, **dot, ids, memories, corrupted, 1.0f, 1); !s.ok())
+    absl::StatusOr<Row> trained = Train(**dot, uhop, seed, size, "uhop");
+    if (!trained.ok()) return trained.status();
+    if (auto s = Emit(*trained, **dot, ids, memories, corrupted, 1.0f, 1);
+        !s.ok())
       return s;
     dot->reset();
 
@@ -274,24 +242,33 @@ class Experiment {
     BankTrainOptions separation;
     separation.config.feature_dim =
         static_cast<uint32_t>(absl::GetFlag(FLAGS_feature_dim));
-    separation.config.seed = static_cast<uint64_t>(seed);
-    separation.skip_validation = true;
-    report = TrainBank(**cosine, separation);
-    if (!report.ok()) return report.status();
-    row = {seed,
-           size,
-           "separation",
-           DistinctSeparation(**cosine),
-           report->seconds,
-           GateAccepts(*report) ? "accept" : "reject"};
-    if (auto s = Emit(row, **cosine, ids, memories, corrupted, 0.0f, 0);
+    trained = Train(**cosine, separation, seed, size, "separation");
+    if (!trained.ok()) return trained.status();
+    if (auto s = Emit(*trained, **cosine, ids, memories, corrupted, 0.0f, 0);
         !s.ok())
       return s;
-    row.method = "separation_b10";
-    return Emit(row, **cosine, ids, memories, corrupted, 10.0f, 0);
+    trained->method = "separation_b10";
+    return Emit(*trained, **cosine, ids, memories, corrupted, 10.0f, 0);
   }
 
  private:
+  // Trains `bank` with `options` and `seed`, publishing the map without the
+  // gate (so that every map is measured), and returns the row describing
+  // it, with what the gate would have decided.
+  static absl::StatusOr<Row> Train(MemoryBank& bank, BankTrainOptions options,
+                                   int seed, int size, const char* method) {
+    options.config.seed = static_cast<uint64_t>(seed);
+    options.skip_validation = true;
+    absl::StatusOr<TrainReport> report = TrainBank(bank, options);
+    if (!report.ok()) return report.status();
+    return Row{seed,
+               size,
+               method,
+               DistinctSeparation(bank),
+               report->seconds,
+               GateAccepts(*report) ? "accept" : "reject"};
+  }
+
   absl::Status Emit(const Row& row, const MemoryBank& bank,
                     const std::vector<PatternId>& ids,
                     const std::vector<float>& memories,

@@ -47,36 +47,27 @@ void BankRegistry::RefreshLoop() {
         continue;
       }
       // Separation statistics first (automatic β depends on them), then
-      // the search index.
-      if (bank->separation_pending() > 0) {
-        size_t refreshed = 0;
+      // the search index. A turn that does nothing while work is pending
+      // (out of budget or memory, or a removal raced its end) leaves the
+      // bank for after a pause rather than spin.
+      auto turn = [&](uint64_t pending, const auto& refresh) {
+        if (pending == 0) return;
+        size_t done = 0;
         try {
-          refreshed = bank->RefreshSeparation(
-              std::max<size_t>(1, options_.refresh_batch), &stopping_);
+          done = refresh();
         } catch (const std::bad_alloc&) {
           // Out of memory: the patterns stay pending; retry later.
         }
-        // 0 with patterns pending: out of budget, or a removal raced the
-        // turn's end. Come back after a pause rather than spin.
-        if (refreshed > 0) {
-          progress = true;
-        } else {
-          bank_busy = true;
-        }
-      }
-      if (bank->index_pending() > 0) {
-        size_t indexed = 0;
-        try {
-          indexed = bank->RefreshIndex(
-              std::max<size_t>(1, options_.index_batch), &stopping_);
-        } catch (const std::bad_alloc&) {
-        }
-        if (indexed > 0) {
-          progress = true;
-        } else {
-          bank_busy = true;
-        }
-      }
+        (done > 0 ? progress : bank_busy) = true;
+      };
+      turn(bank->separation_pending(), [&] {
+        return bank->RefreshSeparation(
+            std::max<size_t>(1, options_.refresh_batch), &stopping_);
+      });
+      turn(bank->index_pending(), [&] {
+        return bank->RefreshIndex(std::max<size_t>(1, options_.index_batch),
+                                  &stopping_);
+      });
     }
     refresh_turns_.fetch_add(1);
     lock.lock();

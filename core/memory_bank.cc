@@ -625,10 +625,12 @@ size_t MemoryBank::RefreshIndex(size_t max_patterns,
     {
       ReaderLock lock(&mu_);
       if (!WantsIndexLocked()) break;
-      if (index_ == nullptr || index_map_ != feature_map_ ||
-          index_->size_with_deleted() > 2 * index_->size() + kTombstoneSlack) {
-        index = nullptr;
-      } else {
+      // No index, one in an old space, or one mostly tombstones: `index`
+      // stays null and a new one is built below.
+      const bool rebuild =
+          index_ == nullptr || index_map_ != feature_map_ ||
+          index_->size_with_deleted() > 2 * index_->size() + kTombstoneSlack;
+      if (!rebuild) {
         if (unindexed_.empty()) break;
         index = index_;
         const size_t n =

@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 
 #include "bench/fashion_mnist.h"
+#include "bench/uhop_protocol.h"
 #include "core/bank_training.h"
 #include "core/memory_bank.h"
 #include "core/retriever.h"
@@ -48,31 +49,15 @@ const bench::FashionMnist& Images() {
 
 // `count` distinct random images (rows), drawn with `seed`.
 std::vector<float> RandomImages(int count, uint32_t seed) {
-  const bench::FashionMnist& images = Images();
   std::mt19937 rng(seed);
-  std::vector<int> order(static_cast<size_t>(images.count));
-  for (int i = 0; i < images.count; ++i) order[static_cast<size_t>(i)] = i;
-  std::shuffle(order.begin(), order.end(), rng);
-  std::vector<float> out;
-  out.reserve(static_cast<size_t>(count) * kDim);
-  for (int i = 0; i < count; ++i) {
-    const auto row = static_cast<size_t>(order[static_cast<size_t>(i)]);
-    out.insert(
-        out.end(),
-        images.pixels.begin() + static_cast<std::ptrdiff_t>(row * kDim),
-        images.pixels.begin() + static_cast<std::ptrdiff_t>((row + 1) * kDim));
-  }
-  return out;
+  return bench::RandomImages(Images(), count, rng);
 }
 
 // torch.dropout(x, 0.5): each pixel zeroed with probability ½, survivors x2.
 std::vector<float> Dropout(const std::vector<float>& patterns, uint32_t seed) {
   std::mt19937 rng(seed);
-  std::bernoulli_distribution keep(0.5);
   std::vector<float> out(patterns.size());
-  for (size_t i = 0; i < patterns.size(); ++i) {
-    out[i] = keep(rng) ? 2.0f * patterns[i] : 0.0f;
-  }
+  bench::UHopDropout(patterns, rng, absl::MakeSpan(out));
   return out;
 }
 
@@ -94,13 +79,8 @@ Score Evaluate(const MemoryBank& bank, const std::vector<uint64_t>& ids,
   for (size_t q = 0; q < ids.size(); ++q) {
     const RetrieveResult& r = (*results)[q];
     if (r.nearest_id == ids[q]) score.accuracy += 1.0;
-    for (int k = 0; k < kDim; ++k) {
-      const float want =
-          std::clamp(memories[q * kDim + static_cast<size_t>(k)], 0.0f, 1.0f);
-      const float got =
-          std::clamp(r.pattern[static_cast<size_t>(k)], 0.0f, 1.0f);
-      score.error += static_cast<double>((want - got) * (want - got));
-    }
+    score.error += bench::UHopError(
+        absl::MakeConstSpan(memories).subspan(q * kDim, kDim), r.pattern);
   }
   score.error /= static_cast<double>(ids.size());
   score.accuracy /= static_cast<double>(ids.size());
