@@ -56,7 +56,7 @@ run: build
 
 # Every test: the dev build's (unit, integration, Python), the bounded fuzz
 # runs, and the heavy protocol tests (algorithms.md §F 13-14 on
-# Fashion-MNIST) from the release build.
+# Fashion-MNIST, §F 15-16 and the search modes) from the release build.
 test: build-dev build
 	ctest --preset dev -j $(JOBS)
 	ctest --preset protocol

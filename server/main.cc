@@ -48,6 +48,9 @@ ABSL_FLAG(uint64_t, memory_budget_bytes, 0,
           "limit when lower)");
 ABSL_FLAG(uint64_t, max_patterns_per_bank, 4294967295,
           "most patterns per bank (RESOURCE_EXHAUSTED beyond), 1..2^32-1");
+ABSL_FLAG(uint64_t, index_min_patterns, 4096,
+          "patterns from which a cosine bank builds its search index "
+          "(approximate retrieval), 1..4294967295");
 ABSL_FLAG(int, worker_threads, 0,
           "threads that run heavy calls (Store, Retrieve, GetPatterns, "
           "Forget); 0 = number of CPUs");
@@ -165,6 +168,7 @@ int main(int argc, char** argv) {
   const int worker_threads = absl::GetFlag(FLAGS_worker_threads);
   const int max_queued_calls = absl::GetFlag(FLAGS_max_queued_calls);
   const uint64_t max_patterns = absl::GetFlag(FLAGS_max_patterns_per_bank);
+  const uint64_t index_min_patterns = absl::GetFlag(FLAGS_index_min_patterns);
   const double grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
   // Every flag is checked before anything starts; a bad one exits with 2.
   std::string bad;
@@ -182,6 +186,9 @@ int main(int argc, char** argv) {
   } else if (max_patterns < 1 || max_patterns > 4294967295u) {
     bad = absl::StrCat("--max_patterns_per_bank must be in 1..4294967295, got ",
                        max_patterns);
+  } else if (index_min_patterns < 1 || index_min_patterns > 4294967295u) {
+    bad = absl::StrCat("--index_min_patterns must be in 1..4294967295, got ",
+                       index_min_patterns);
   } else if (!(grace_seconds >= 0.0 && grace_seconds <= 86400.0)) {
     bad = absl::StrCat(
         "--shutdown_grace_seconds must be a number of seconds in 0..86400, "
@@ -197,6 +204,7 @@ int main(int argc, char** argv) {
   config.worker_threads = static_cast<uint32_t>(worker_threads);
   config.max_queued_calls = static_cast<uint32_t>(max_queued_calls);
   config.max_patterns_per_bank = max_patterns;
+  config.index_min_patterns = index_min_patterns;
   config.memory_budget_bytes = absl::GetFlag(FLAGS_memory_budget_bytes);
   if (config.memory_budget_bytes == 0) {
     config.memory_budget_bytes = DefaultMemoryBudget();
@@ -229,7 +237,8 @@ int main(int argc, char** argv) {
   HOPFIELD_LOG(INFO) << "config memory_budget_bytes="
                      << config.memory_budget_bytes;
   HOPFIELD_LOG(INFO) << "config max_patterns_per_bank="
-                     << config.max_patterns_per_bank;
+                     << config.max_patterns_per_bank
+                     << " index_min_patterns=" << config.index_min_patterns;
   HOPFIELD_LOG(INFO) << "config worker_threads=" << config.worker_threads
                      << " (0 = number of CPUs) max_queued_calls="
                      << config.max_queued_calls;

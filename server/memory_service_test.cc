@@ -326,6 +326,107 @@ TEST_F(MemoryServiceTest, RetrieveSingleAndBatch) {
   EXPECT_EQ(many->results(0).pattern_size(), 0);
 }
 
+// Each search mode over gRPC: APPROXIMATE answers from the index (certified
+// or fallen back, exact either way), EXACT and AUTO below its threshold
+// scan densely, and all three agree; the index settings round-trip and the
+// bank reports its index.
+TEST_F(MemoryServiceTest, SearchModesAgreeAndReportTheIndex) {
+  server_.reset();
+  ServerConfig config;
+  config.index_min_patterns = 256;
+  StartServer(config);
+  constexpr int kDim = 16;
+  constexpr int kCount = 600;
+  {
+    grpc::ClientContext context;
+    v1::CreateBankRequest request;
+    request.set_name("modes");
+    request.mutable_config()->set_dim(kDim);
+    request.mutable_config()->set_index_m(8);
+    request.mutable_config()->set_index_ef_search(32);
+    v1::Bank bank;
+    ASSERT_TRUE(stub_->CreateBank(&context, request, &bank).ok());
+    EXPECT_EQ(bank.config().index_m(), 8u);
+    EXPECT_EQ(bank.config().index_ef_construction(), 200u);
+    EXPECT_EQ(bank.config().index_ef_search(), 32u);
+    EXPECT_EQ(bank.index_size(), 0u);
+  }
+  {
+    grpc::ClientContext context;
+    v1::CreateBankRequest request;
+    request.set_name("bad-index");
+    request.mutable_config()->set_dim(kDim);
+    request.mutable_config()->set_index_m(1);
+    v1::Bank bank;
+    const grpc::Status status = stub_->CreateBank(&context, request, &bank);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), ::testing::HasSubstr("index_m"));
+  }
+  std::mt19937 rng(15);
+  const std::vector<float> flat = testing::UnitPatterns(rng, kCount, kDim);
+  std::vector<std::vector<float>> patterns;
+  for (int i = 0; i < kCount; ++i) {
+    patterns.emplace_back(flat.begin() + i * kDim,
+                          flat.begin() + (i + 1) * kDim);
+  }
+  ASSERT_THAT(Store("modes", patterns), IsOk());
+  // The index is built in the background.
+  v1::Bank bank;
+  for (int i = 0; i < 1000; ++i) {
+    grpc::ClientContext context;
+    v1::GetBankRequest request;
+    request.set_name("modes");
+    ASSERT_TRUE(stub_->GetBank(&context, request, &bank).ok());
+    if (bank.index_size() == kCount && bank.index_pending() == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(bank.index_size(), static_cast<uint64_t>(kCount));
+  EXPECT_EQ(bank.index_pending(), 0u);
+  EXPECT_TRUE(bank.index_current());
+
+  std::normal_distribution<float> noise(0.0f, 0.05f);
+  std::vector<std::vector<float>> queries;
+  for (int q = 0; q < 50; ++q) {
+    std::vector<float> query = patterns[q * 7];
+    for (float& v : query) v += noise(rng);
+    queries.push_back(query);
+  }
+  auto run = [&](v1::SearchMode mode) {
+    v1::RetrieveOptions options;
+    options.set_search(mode);
+    options.set_top_k(16);
+    options.set_omit_pattern(true);
+    options.set_beta(40.0f);
+    return Retrieve("modes", queries, options);
+  };
+  absl::StatusOr<v1::RetrieveResponse> exact = run(v1::SEARCH_MODE_EXACT);
+  absl::StatusOr<v1::RetrieveResponse> approximate =
+      run(v1::SEARCH_MODE_APPROXIMATE);
+  absl::StatusOr<v1::RetrieveResponse> automatic =
+      run(v1::SEARCH_MODE_UNSPECIFIED);
+  ASSERT_THAT(exact, IsOk());
+  ASSERT_THAT(approximate, IsOk());
+  ASSERT_THAT(automatic, IsOk());
+  ASSERT_EQ(approximate->results_size(), 50);
+  for (int q = 0; q < 50; ++q) {
+    SCOPED_TRACE(q);
+    const v1::Retrieval& dense = exact->results(q);
+    const v1::Retrieval& indexed = approximate->results(q);
+    EXPECT_FALSE(dense.approximate());
+    EXPECT_EQ(dense.index_queries(), 0u);
+    EXPECT_TRUE(indexed.approximate());
+    EXPECT_GE(indexed.index_queries(), 1u);
+    // Certified or fell back: the answer is exact either way.
+    EXPECT_TRUE(indexed.exact());
+    EXPECT_LE(indexed.truncation_bound(), 1e-3f);
+    EXPECT_EQ(indexed.nearest_id(), dense.nearest_id());
+    EXPECT_NEAR(indexed.nearest_weight(), dense.nearest_weight(), 1e-3f);
+    // 600 patterns is below AUTO's threshold: the dense path.
+    EXPECT_FALSE(automatic->results(q).approximate());
+    EXPECT_EQ(automatic->results(q).nearest_id(), dense.nearest_id());
+  }
+}
+
 TEST_F(MemoryServiceTest, RetrieveCodes) {
   ASSERT_THAT(CreateBank("r", 3), IsOk());
   EXPECT_THAT(

@@ -124,6 +124,13 @@ absl::StatusOr<BankOptions> BankOptionsFromProto(const v1::BankConfig& config) {
   if (config.tolerance() != 0.0f) options.tolerance = config.tolerance();
   if (config.top_k() != 0) options.top_k = config.top_k();
   options.feature_dim = config.feature_dim();
+  if (config.index_m() != 0) options.index_m = config.index_m();
+  if (config.index_ef_construction() != 0) {
+    options.index_ef_construction = config.index_ef_construction();
+  }
+  if (config.index_ef_search() != 0) {
+    options.index_ef_search = config.index_ef_search();
+  }
   return options;
 }
 
@@ -138,6 +145,9 @@ void BankOptionsToProto(const BankOptions& options, v1::BankConfig* config) {
   config->set_search(SearchModeToProto(options.search));
   config->set_top_k(options.top_k);
   config->set_feature_dim(options.feature_dim);
+  config->set_index_m(options.index_m);
+  config->set_index_ef_construction(options.index_ef_construction);
+  config->set_index_ef_search(options.index_ef_search);
 }
 
 void BankToProto(const MemoryBank& bank, v1::Bank* out) {
@@ -172,6 +182,9 @@ void BankToProto(const MemoryBank& bank, v1::Bank* out) {
   out->set_capacity_utilization(static_cast<float>(stats.capacity_utilization));
   out->set_effective_beta(static_cast<float>(stats.effective_beta));
   out->set_separation_pending(stats.separation_pending);
+  out->set_index_size(stats.index_size);
+  out->set_index_pending(stats.index_pending);
+  out->set_index_current(stats.index_current);
 }
 
 absl::StatusOr<BankTrainOptions> TrainOptionsFromProto(
@@ -280,6 +293,10 @@ void RetrieveResultToProto(const RetrieveResult& result, v1::Retrieval* out) {
   out->set_exact(result.exact);
   out->set_truncation_bound(result.truncation_bound);
   out->set_beta(result.beta);
+  out->set_approximate(result.approximate);
+  out->set_fell_back(result.fell_back);
+  out->set_certified_by_separation(result.certified_by_separation);
+  out->set_index_queries(result.index_queries);
 }
 
 namespace {

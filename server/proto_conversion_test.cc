@@ -33,6 +33,9 @@ TEST(ProtoConversionTest, ZeroFieldsMeanDefaults) {
   EXPECT_EQ(options.tolerance, defaults.tolerance);
   EXPECT_EQ(options.top_k, defaults.top_k);
   EXPECT_EQ(options.search, SearchMode::kAuto);
+  EXPECT_EQ(options.index_m, defaults.index_m);
+  EXPECT_EQ(options.index_ef_construction, defaults.index_ef_construction);
+  EXPECT_EQ(options.index_ef_search, defaults.index_ef_search);
 }
 
 TEST(ProtoConversionTest, ConfigRoundTrips) {
@@ -47,6 +50,9 @@ TEST(ProtoConversionTest, ConfigRoundTrips) {
   config.set_search(v1::SEARCH_MODE_EXACT);
   config.set_top_k(8);
   config.set_feature_dim(16);
+  config.set_index_m(8);
+  config.set_index_ef_construction(50);
+  config.set_index_ef_search(12);
   HOPFIELD_ASSERT_OK_AND_ASSIGN(BankOptions options,
                                 BankOptionsFromProto(config));
   v1::BankConfig back;
@@ -155,6 +161,12 @@ TEST(ProtoConversionTest, RetrieveResultCarriesEveryField) {
   result.metastable = true;
   result.null_mass = 0.125f;
   result.beta = 8.0f;
+  result.exact = false;
+  result.truncation_bound = 0.25f;
+  result.approximate = true;
+  result.fell_back = true;
+  result.certified_by_separation = true;
+  result.index_queries = 3;
   v1::Retrieval out;
   RetrieveResultToProto(result, &out);
   EXPECT_THAT(out.pattern(), ElementsAre(1, 2));
@@ -166,8 +178,13 @@ TEST(ProtoConversionTest, RetrieveResultCarriesEveryField) {
   EXPECT_THAT(out.energy_trace(), ElementsAre(-1.0, -1.5));
   EXPECT_TRUE(out.metastable());
   EXPECT_EQ(out.null_mass(), 0.125f);
-  EXPECT_TRUE(out.exact());
+  EXPECT_FALSE(out.exact());
+  EXPECT_EQ(out.truncation_bound(), 0.25f);
   EXPECT_EQ(out.beta(), 8.0f);
+  EXPECT_TRUE(out.approximate());
+  EXPECT_TRUE(out.fell_back());
+  EXPECT_TRUE(out.certified_by_separation());
+  EXPECT_EQ(out.index_queries(), 3u);
 }
 
 }  // namespace

@@ -48,6 +48,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   registry_options.max_banks = config.max_banks;
   registry_options.budget = server->budget_;
   registry_options.max_patterns_per_bank = config.max_patterns_per_bank;
+  registry_options.index_min_patterns = config.index_min_patterns;
   // Store stays O(patterns x dim); exact separation statistics catch up in
   // the background (Bank.separation_pending says how far behind they are).
   registry_options.separation_update = SeparationUpdate::kDeferred;

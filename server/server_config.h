@@ -32,6 +32,10 @@ struct ServerConfig {
   uint64_t memory_budget_bytes = uint64_t{1} << 30;
   // Most patterns per bank. REQUIRES: 1..2^32 - 1.
   uint64_t max_patterns_per_bank = kMaxPatternsPerBank;
+  // A cosine bank gets its search index (approximate retrieval) once it
+  // holds this many patterns; it keeps it while it shrinks.
+  // REQUIRES: 1..2^32 - 1.
+  uint64_t index_min_patterns = 4096;
   // Threads of the worker pool that runs heavy calls (Store, Retrieve, ...);
   // 0 = the number of CPUs.
   uint32_t worker_threads = 0;

@@ -39,9 +39,10 @@ class Server:
         self.port = None
         while time.monotonic() < deadline and self.port is None:
             if os.path.exists(ports):
-                for line in open(ports):
-                    if line.startswith("grpc_port="):
-                        self.port = int(line.split("=", 1)[1])
+                with open(ports) as lines:
+                    for line in lines:
+                        if line.startswith("grpc_port="):
+                            self.port = int(line.split("=", 1)[1])
             if self.process.poll() is not None:
                 break
             time.sleep(0.02)
@@ -337,6 +338,71 @@ class ClientTest(unittest.TestCase):
                 stub.Store(pb.StoreRequest(bank="big", patterns=[
                     pb.Pattern(values=[1, 2, 3, 4]) for _ in range(8192)]), timeout=10)
             self.assertEqual(raised.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+    def test_each_search_mode(self):
+        """EXACT, APPROXIMATE and AUTO (UNSPECIFIED) chosen per bank and per
+        request; the index reports itself in GetBank."""
+        server = Server("--index_min_patterns=256")
+        try:
+            stub = pb_grpc.MemoryServiceStub(server.channel)
+            dim, count = 16, 1000
+            stub.CreateBank(pb.CreateBankRequest(name="modes", config=pb.BankConfig(
+                dim=dim, search=pb.SEARCH_MODE_APPROXIMATE, top_k=16,
+                index_ef_search=48)), timeout=10)
+            rng = random.Random(16)
+            patterns = []
+            for _ in range(count):
+                v = [rng.gauss(0, 1) for _ in range(dim)]
+                n = math.sqrt(sum(x * x for x in v))
+                patterns.append([x / n for x in v])
+            stub.Store(pb.StoreRequest(bank="modes", patterns=[
+                pb.Pattern(values=v) for v in patterns]), timeout=30)
+            deadline = time.monotonic() + 30
+            while True:
+                bank = stub.GetBank(pb.GetBankRequest(name="modes"), timeout=10)
+                if bank.index_size == count and bank.index_pending == 0:
+                    break
+                self.assertLess(time.monotonic(), deadline, str(bank))
+                time.sleep(0.05)
+            self.assertTrue(bank.index_current)
+            self.assertEqual(bank.config.search, pb.SEARCH_MODE_APPROXIMATE)
+            self.assertEqual(bank.config.index_ef_search, 48)
+            self.assertEqual(bank.config.index_m, 16)
+            queries = [pb.Query(values=[x + rng.gauss(0, 0.05) for x in patterns[i]])
+                       for i in range(0, count, 40)]
+
+            def run(mode=None):
+                options = pb.RetrieveOptions(beta=40, omit_pattern=True)
+                if mode is not None:
+                    options.search = mode
+                return stub.Retrieve(pb.RetrieveRequest(
+                    bank="modes", queries=queries, options=options), timeout=30).results
+
+            exact = run(pb.SEARCH_MODE_EXACT)
+            approximate = run(pb.SEARCH_MODE_APPROXIMATE)
+            bank_default = run()  # the bank's APPROXIMATE
+            for e, a, d in zip(exact, approximate, bank_default):
+                self.assertFalse(e.approximate)
+                self.assertTrue(e.exact)
+                self.assertTrue(a.exact)  # certified, or fell back
+                self.assertTrue(a.approximate or a.fell_back)
+                self.assertGreaterEqual(a.index_queries, 1)
+                self.assertEqual(a.nearest_id, e.nearest_id)
+                self.assertEqual(d.approximate, a.approximate)
+                self.assertEqual(d.nearest_id, e.nearest_id)
+            self.assertGreater(sum(a.approximate for a in approximate), len(queries) // 2)
+            # AUTO on a bank below its threshold (20,000 patterns) scans densely.
+            stub.CreateBank(pb.CreateBankRequest(name="auto", config=pb.BankConfig(
+                dim=dim)), timeout=10)
+            stub.Store(pb.StoreRequest(bank="auto", patterns=[
+                pb.Pattern(values=v) for v in patterns]), timeout=30)
+            auto = stub.Retrieve(pb.RetrieveRequest(bank="auto", queries=queries),
+                                 timeout=30).results
+            self.assertFalse(any(r.approximate for r in auto))
+            self.assertEqual([r.nearest_id for r in auto],
+                             [r.nearest_id for r in exact])
         finally:
             self.assertEqual(server.stop(), 0)
 

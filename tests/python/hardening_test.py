@@ -665,6 +665,14 @@ class FlagTest(HardeningTestCase):
         self.assertIn("--retrieve_threads", stderr)
         self.assertIn("300", stderr)
 
+    def test_index_min_patterns_out_of_range_exits_2(self):
+        for value in ["0", "4294967296"]:
+            with self.subTest(value):
+                status, stderr = bad_flag_exit(f"--index_min_patterns={value}")
+                self.assertEqual(status, 2, stderr)
+                self.assertIn("--index_min_patterns", stderr)
+                self.assertIn(value, stderr)
+
     def test_9f_bad_shutdown_grace_exits_2(self):
         for value in ["inf", "nan", "-1"]:
             with self.subTest(value):
