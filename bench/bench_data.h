@@ -7,6 +7,8 @@
 //
 // HOPFIELD_BENCH_PATTERNS (environment) sets the bank size; default 60000,
 // the whole training set. The ctest smoke run sets it small.
+// HOPFIELD_BENCH_EF_SEARCH and HOPFIELD_BENCH_INDEX_M override the bank's
+// index_ef_search and index_m (defaults otherwise).
 #ifndef HOPFIELD_BENCH_BENCH_DATA_H_
 #define HOPFIELD_BENCH_BENCH_DATA_H_
 
@@ -26,7 +28,14 @@ struct BenchData {
   // kQueries masked stored images (row-major) and the id each came from.
   std::vector<float> queries;
   std::vector<PatternId> sources;
+  // The bank is built as the server builds it: stores (deferred
+  // statistics), then the exact separation statistics, then the search
+  // index (every pattern indexed; cosine, so AUTO retrieval above
+  // kAutoApproximateMinPatterns uses it).
   double build_seconds = 0.0;
+  double store_seconds = 0.0;
+  double separation_seconds = 0.0;
+  double index_seconds = 0.0;
 };
 
 inline constexpr int kQueries = 256;

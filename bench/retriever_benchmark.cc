@@ -67,6 +67,8 @@ BENCHMARK(BM_TwoPassMatVec)->Unit(benchmark::kMillisecond)->UseRealTime();
 void BM_Retrieve(benchmark::State& state) {
   const BenchData& data = GetBenchData();
   RetrieveOptions options;
+  options.search =
+      SearchMode::kExact;  // the dense path (approximate_benchmark)
   options.separation = static_cast<Separation>(state.range(0));
   options.max_iterations = static_cast<uint32_t>(state.range(1));
   options.beta = static_cast<float>(state.range(2));
@@ -144,6 +146,7 @@ BENCHMARK(BM_ScoresGemm)
 void BM_RetrieveBatch(benchmark::State& state) {
   const BenchData& data = GetBenchData();
   RetrieveOptions options;
+  options.search = SearchMode::kExact;
   options.threads = static_cast<uint32_t>(state.range(0));
   options.beta = static_cast<float>(state.range(1));
   options.max_iterations = 1;

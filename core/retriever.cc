@@ -442,15 +442,21 @@ absl::StatusOr<RetrieveResult> RetrieveOne(const BankView& view,
 //     holds whatever the index returned. It needs no separation pending.
 //   - exact top-k (conditional): s_out = s_k, the lowest score among the
 //     index's candidates, valid if they are the true top-k ("certified under
-//     exact top-k"); only for a set fetched for this very state from an
-//     index built under the current feature map.
+//     exact top-k"); only for a set fetched from an index built under the
+//     current feature map.
 // Sparse maps give the tail no weight at all when (α−1)·β·s_out is at most
 // the threshold of Sep over S; softmax and softmax₁ need ε <= kTailMass.
-// A set fetched for an earlier state is kept while the separation bound
-// certifies it for the current one (no index query); otherwise the index is
-// queried again. When neither bound certifies a freshly fetched set, the
+// A set fetched for an earlier state is kept while a bound certifies it for
+// the current one (no index query): the separation bound, or the exact top-k
+// bound of the state it was fetched for widened by how far the state has
+// moved since; otherwise the index is queried again. When neither bound
+// certifies a freshly fetched set even after widening it (kWidening), the
 // query falls back to the dense scan (RetrieveResult::fell_back).
 constexpr double kTailMass = 1e-4;
+// A fresh set that fails both bounds is fetched again with kWidening times
+// as many candidates (a lower s_k), up to an eighth of the bank; then the
+// dense scan answers.
+constexpr size_t kWidening = 4;
 
 bool UseApproximate(const BankView& view, const RetrievalParams& params) {
   if (params.search == SearchMode::kExact) return false;
@@ -470,6 +476,12 @@ struct ApproxScratch {
   std::vector<PatternId> ids;
   VectorXf scores, logits, weights, previous_weights;
   VectorXf x, update, feature, unit, index_feature, index_unit;
+  // The unit state the set was fetched for, and the lowest score of its
+  // indexed candidates there (s_k): under exact top-k, every pattern outside
+  // S scored at most s_k at that state.
+  VectorXf anchor_unit;
+  double anchor_lowest = 0.0;
+  bool anchored = false;  // anchor_* hold for the current set
   // The first `indexed` columns came from the index (still stored).
   Index indexed = 0;
   bool full_k = false;  // the index returned top_k candidates
@@ -477,7 +489,7 @@ struct ApproxScratch {
 };
 
 // Fetches S for the state `x` (unit feature `unit`) into s.columns.
-void GatherCandidates(const BankView& view, const RetrievalParams& params,
+void GatherCandidates(const BankView& view, size_t top_k,
                       const Eigen::Ref<const VectorXf>& x,
                       const Eigen::Ref<const VectorXf>& unit,
                       ApproxScratch* s) {
@@ -497,8 +509,7 @@ void GatherCandidates(const BankView& view, const RetrievalParams& params,
     }
     probe = Head(s->index_unit, index_dim);
   }
-  const size_t k =
-      std::min<size_t>(params.top_k, static_cast<size_t>(view.size()));
+  const size_t k = std::min<size_t>(top_k, static_cast<size_t>(view.size()));
   view.index->Search(probe, k, &s->found);
   s->full_k = s->found.size() >= k;
   s->columns.clear();
@@ -595,6 +606,20 @@ Certificate EvaluateSet(const BankView& view, const RetrievalParams& params,
     out->bound = 2.0 * m * mass;
     return out->held;
   };
+  // A set fetched for this state from an index built under the current
+  // map anchors the exact top-k bound (below) for later states.
+  const bool top_k_valid =
+      s->full_k && s->indexed > 0 && view.index_map == view.feature_map;
+  if (s->fresh && top_k_valid) {
+    double lowest = s1;
+    for (Index i = 0; i < s->indexed; ++i) {
+      lowest = std::min(lowest, static_cast<double>(scores[i]));
+    }
+    EnsureSize(&s->anchor_unit, unit.size());
+    s->anchor_unit.head(unit.size()) = unit;
+    s->anchor_lowest = lowest;
+    s->anchored = true;
+  }
   Certificate certificate;
   // The separation proof first: it holds whatever the index returned.
   const Index w = s->columns[static_cast<size_t>(best)];
@@ -608,15 +633,17 @@ Certificate EvaluateSet(const BankView& view, const RetrievalParams& params,
       return certificate;
     }
   }
-  // Then "certified under exact top-k", for a set fetched for this state
-  // from an index built under the current map.
-  if (s->fresh && s->full_k && s->indexed > 0 &&
-      view.index_map == view.feature_map) {
-    double lowest = s1;
-    for (Index i = 0; i < s->indexed; ++i) {
-      lowest = std::min(lowest, static_cast<double>(scores[i]));
-    }
-    check(lowest, &certificate);
+  // Then "certified under exact top-k", for a set fetched from an index
+  // built under the current map: for this very state, s_out = s_k; for an
+  // earlier (anchor) state u₀, every pattern ν outside S has
+  // ⟨k̂_ν, u⟩ <= ⟨k̂_ν, u₀⟩ + ‖u − u₀‖ <= s_k(u₀) + ‖u − u₀‖ (unit keys,
+  // Cauchy-Schwarz), the same assumption about the same index answer.
+  if (s->anchored && top_k_valid) {
+    const double drift =
+        s->fresh
+            ? 0.0
+            : (unit - s->anchor_unit.head(unit.size())).cast<double>().norm();
+    check(s->anchor_lowest + drift, &certificate);
     return certificate;
   }
   certificate.held = false;
@@ -636,7 +663,9 @@ absl::StatusOr<RetrieveResult> RetrieveApproximate(
   s.x.head(dim) = Eigen::Map<const VectorXf>(query.data(), dim);
   RetrieveResult result;
   result.approximate = true;
+  s.anchored = false;
   bool have_set = false;
+  size_t top_k = params.top_k;
   Certificate last;
   double null_mass = 0.0;
   uint32_t t = 0;
@@ -665,8 +694,15 @@ absl::StatusOr<RetrieveResult> RetrieveApproximate(
                          &null_mass);
       result.patterns_scored += s.columns.size();
     }
-    if (!have_set || !last.held) {
-      GatherCandidates(view, params, x, unit, &s);
+    // A fresh set that does not certify is widened (k x4) while that stays
+    // well below a scan of the bank.
+    while (!have_set || !last.held) {
+      if (have_set && s.fresh) {
+        if (top_k * kWidening > static_cast<size_t>(view.size()) / 8) break;
+        top_k *= kWidening;
+      }
+      s.anchored = false;
+      GatherCandidates(view, top_k, x, unit, &s);
       s.fresh = true;
       have_set = true;
       ++result.index_queries;

@@ -2,10 +2,12 @@
 // with a truncation certificate and a dense fallback) against the dense
 // path, on banks small enough for Debug and sanitizer builds. The §F 15-16
 // protocol sizes run in tests/approximate_protocol_test.cc.
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <memory>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "Eigen/Core"
@@ -120,6 +122,28 @@ TEST(ApproximateRetrievalTest, CertifiedOneStepIsWithinItsBound) {
   EXPECT_GE(approximate, 90);
 }
 
+// Too few candidates to certify: the set is fetched again, wider, before
+// the dense scan is considered.
+TEST(ApproximateRetrievalTest, AnUncertifiedSetIsWidenedFirst) {
+  auto bank = NewBank();
+  const Problem p = Fill(*bank, 3000, 100, 0.05f, 9);
+  int widened = 0;
+  for (int q = 0; q < 100; ++q) {
+    auto dense = Retriever::Retrieve(*bank, Query(p, q),
+                                     Options(SearchMode::kExact, 80.0f, 2, 1));
+    auto approx = Retriever::Retrieve(
+        *bank, Query(p, q), Options(SearchMode::kApproximate, 80.0f, 2, 1));
+    ASSERT_THAT(approx, IsOk());
+    EXPECT_EQ(approx->nearest_id, dense->nearest_id);
+    if (approx->fell_back) continue;
+    EXPECT_LE(Distance(approx->pattern, dense->pattern),
+              static_cast<double>(approx->truncation_bound) + 1e-5);
+    // One iteration: more than one search means a wider set.
+    widened += approx->index_queries > 1;
+  }
+  EXPECT_GE(widened, 20);  // the others are proved by separation
+}
+
 TEST(ApproximateRetrievalTest, LowBetaFallsBackToTheDenseScan) {
   auto bank = NewBank();
   const Problem p = Fill(*bank, 3000, 20, 0.05f, 2);
@@ -158,6 +182,33 @@ TEST(ApproximateRetrievalTest, IteratesToTheDenseFixedPoint) {
     }
   }
   EXPECT_GE(approximate, 40);
+}
+
+// Without separation statistics (all pending) a set fetched for the query
+// is kept for later states while the exact top-k bound, widened by how far
+// the state moved since, still certifies it: fewer index searches than
+// iterations, and still the dense answer.
+TEST(ApproximateRetrievalTest, ASetIsKeptWhileTheStateStaysNearItsAnchor) {
+  auto bank = NewBank(SeparationUpdate::kDeferred);
+  const Problem p = Fill(*bank, 3000, 50, 0.02f, 8);
+  ASSERT_EQ(bank->separation_pending(), 3000u);
+  while (bank->index_pending() > 0) {
+    ASSERT_GT(bank->RefreshIndex(1 << 20, nullptr), 0u);
+  }
+  int reused = 0;
+  for (int q = 0; q < 50; ++q) {
+    auto dense = Retriever::Retrieve(*bank, Query(p, q),
+                                     Options(SearchMode::kExact, 80.0f));
+    auto approx = Retriever::Retrieve(*bank, Query(p, q),
+                                      Options(SearchMode::kApproximate, 80.0f));
+    ASSERT_THAT(approx, IsOk());
+    EXPECT_EQ(approx->nearest_id, dense->nearest_id);
+    EXPECT_LE(Distance(approx->pattern, dense->pattern), 1e-4);
+    if (approx->fell_back) continue;
+    EXPECT_FALSE(approx->certified_by_separation);
+    reused += approx->index_queries < approx->iterations;
+  }
+  EXPECT_GE(reused, 40);
 }
 
 TEST(ApproximateRetrievalTest, SparsemaxTailsCarryNoWeight) {
@@ -281,6 +332,87 @@ TEST(ApproximateRetrievalTest, ModesAndBanksWithoutAnIndexScanDensely) {
   ASSERT_THAT(scanned, IsOk());
   EXPECT_FALSE(scanned->approximate);
   EXPECT_EQ(scanned->patterns_scored, 500u * scanned->iterations);
+}
+
+// Store, Forget, feature-map publication (what Train does at its end),
+// background refreshes and approximate retrievals at once (run under ASan
+// and TSan by the sanitizer presets): every retrieval succeeds and is
+// exact, and at rest the approximate path agrees with the dense one.
+TEST(ApproximateRetrievalTest, StoreForgetTrainAndRetrieveConcurrently) {
+  auto bank = NewBank(SeparationUpdate::kDeferred);
+  Fill(*bank, 600, 0, 0.01f, 21);
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    std::mt19937 rng(22);
+    for (int round = 0; round < 30; ++round) {
+      const std::vector<float> values = testing::UnitPatterns(rng, 20, kDim);
+      auto ids = bank->Add(std::vector<PatternId>(20, 0), values);
+      ASSERT_THAT(ids, IsOk());
+      // Replace a few, forget a few (some before they are ever indexed).
+      EXPECT_THAT(bank->Add(absl::MakeConstSpan(*ids).first(2),
+                            absl::MakeConstSpan(values).first(2 * kDim)),
+                  IsOk());
+      bank->Remove(absl::MakeConstSpan(*ids).subspan(5, 4));
+    }
+  });
+  std::thread trainer([&] {
+    std::mt19937 rng(23);
+    for (uint32_t version = 1; version <= 4; ++version) {
+      const std::vector<float> entries =
+          testing::GaussianPatterns(rng, kDim, kDim);
+      auto map = FeatureMap::Create(
+          Eigen::VectorXf::Zero(kDim),
+          Eigen::Map<const Eigen::MatrixXf>(entries.data(), kDim, kDim),
+          version, {});
+      ASSERT_THAT(map, IsOk());
+      EXPECT_THAT(bank->SetFeatureMap(*std::move(map)), IsOk());
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  std::thread refresher([&] {
+    while (!done) {
+      bank->RefreshSeparation(64);
+      bank->RefreshIndex(64);
+    }
+  });
+  auto read = [&](uint32_t seed) {
+    std::mt19937 rng(seed);
+    int count = 0;
+    while (!done || count < 20) {
+      const std::vector<float> query = testing::UnitPatterns(rng, 1, kDim);
+      auto result = Retriever::Retrieve(
+          *bank, query, Options(SearchMode::kApproximate, 40.0f));
+      ASSERT_THAT(result, IsOk());
+      EXPECT_TRUE(result->exact);
+      EXPECT_GE(result->nearest_weight, 0.0f);
+      EXPECT_LE(result->nearest_weight, 1.0f + 1e-6f);
+      ++count;
+    }
+  };
+  std::thread reader1(read, 24u);
+  std::thread reader2(read, 25u);
+  writer.join();
+  trainer.join();
+  done = true;
+  refresher.join();
+  reader1.join();
+  reader2.join();
+  while (bank->RefreshIndex(1 << 20) > 0) {
+  }
+  while (bank->RefreshSeparation(1 << 20) > 0) {
+  }
+  EXPECT_EQ(bank->index_pending(), 0u);
+  std::mt19937 rng(26);
+  for (int q = 0; q < 20; ++q) {
+    const std::vector<float> query = testing::UnitPatterns(rng, 1, kDim);
+    auto dense =
+        Retriever::Retrieve(*bank, query, Options(SearchMode::kExact, 40.0f));
+    auto approx = Retriever::Retrieve(*bank, query,
+                                      Options(SearchMode::kApproximate, 40.0f));
+    ASSERT_THAT(approx, IsOk());
+    EXPECT_EQ(approx->nearest_id, dense->nearest_id);
+    EXPECT_LE(Distance(approx->pattern, dense->pattern), 1e-4);
+  }
 }
 
 }  // namespace
