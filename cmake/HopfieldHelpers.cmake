@@ -1,15 +1,15 @@
-# hopfield_cc_test(NAME n SRCS ... DEPS ... [LABELS ...])
+# hopfield_cc_test(NAME n SRCS ... DEPS ... [LABELS ...] [ENVIRONMENT ...])
 # One call per test file: builds it, links gmock_main and the build flags, and
 # registers every TEST with ctest (discovered when ctest runs, so sanitizer
 # builds don't run binaries at build time).
 function(hopfield_cc_test)
-  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS;LABELS;ENVIRONMENT" ${ARGN})
   add_executable(${ARG_NAME} ${ARG_SRCS})
   target_link_libraries(${ARG_NAME} PRIVATE ${ARG_DEPS} GTest::gmock_main hopfield_build_flags)
   gtest_discover_tests(${ARG_NAME}
     DISCOVERY_MODE PRE_TEST
     DISCOVERY_TIMEOUT 60
-    PROPERTIES LABELS "${ARG_LABELS}")
+    PROPERTIES LABELS "${ARG_LABELS}" ENVIRONMENT "${ARG_ENVIRONMENT}")
 endfunction()
 
 # hopfield_cc_benchmark(NAME n SRCS ... DEPS ... [ARGS ...])

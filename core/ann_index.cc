@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "Eigen/Dense"
 #include "absl/strings/str_cat.h"
 #include "hnswlib/hnswlib.h"
 
@@ -34,6 +35,53 @@ absl::Status CheckRange(const char* field, uint64_t value, uint64_t lo,
   return absl::OkStatus();
 }
 
+// The leading principal directions of `sample` (ann_index.h), dim x r
+// column-major, or empty when no projection applies. The second moment is
+// uncentred: projecting onto its eigenvectors preserves inner products best.
+std::vector<float> FitProjection(uint32_t dim, double energy,
+                                 absl::Span<const float> sample,
+                                 MemoryBudget* budget) {
+  const size_t n = sample.size() / dim;
+  if (energy <= 0.0 || n < dim || dim > AnnIndex::kMaxProjectedDim ||
+      dim < 2 * AnnIndex::kProjectionStep) {
+    return {};
+  }
+  // Transient: the moment matrix and the solver's (about three of them).
+  MemoryReservation scratch;
+  if (budget != nullptr) {
+    absl::StatusOr<MemoryReservation> reserved =
+        budget->Reserve(3 * uint64_t{dim} * dim * sizeof(float),
+                        "fitting the search index projection");
+    if (!reserved.ok()) return {};
+    scratch = *std::move(reserved);
+  }
+  const Eigen::Map<const Eigen::MatrixXf> vectors(sample.data(), dim,
+                                                  static_cast<Eigen::Index>(n));
+  Eigen::MatrixXf moment = Eigen::MatrixXf::Zero(dim, dim);
+  moment.selfadjointView<Eigen::Lower>().rankUpdate(vectors);
+  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXf> solver(moment);
+  if (solver.info() != Eigen::Success) return {};
+  // Ascending eigenvalues: the leading directions are the last columns.
+  const Eigen::VectorXd values =
+      solver.eigenvalues().cast<double>().cwiseMax(0.0);
+  const double total = values.sum();
+  if (!(total > 0.0)) return {};
+  uint32_t kept_dims = 0;
+  double kept = 0.0;
+  for (uint32_t i = 0; i < dim; ++i) {
+    kept += values[dim - 1 - i];
+    if ((i + 1) % AnnIndex::kProjectionStep == 0 && kept >= energy * total) {
+      kept_dims = i + 1;
+      break;
+    }
+  }
+  if (kept_dims == 0 || kept_dims > dim / 2) return {};
+  std::vector<float> projection(size_t{dim} * kept_dims);
+  Eigen::Map<Eigen::MatrixXf>(projection.data(), dim, kept_dims) =
+      solver.eigenvectors().rightCols(kept_dims).rowwise().reverse();
+  return projection;
+}
+
 }  // namespace
 
 absl::Status AnnIndexOptions::Validate() const {
@@ -41,24 +89,63 @@ absl::Status AnnIndexOptions::Validate() const {
   if (auto s = CheckRange("index_ef_construction", ef_construction, 1, 10000);
       !s.ok())
     return s;
+  if (!(projection_energy >= 0.0 && projection_energy <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "projection_energy must be in [0, 1], got ", projection_energy));
+  }
   return CheckRange("index_ef_search", ef_search, 1, 10000);
 }
 
 absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Create(
     uint32_t dim, const AnnIndexOptions& options,
-    std::shared_ptr<MemoryBudget> budget) {
+    std::shared_ptr<MemoryBudget> budget, absl::Span<const float> sample) {
   if (auto s = CheckRange("dim", dim, 1, 65536); !s.ok()) return s;
   if (auto s = options.Validate(); !s.ok()) return s;
-  return std::unique_ptr<AnnIndex>(
-      new AnnIndex(dim, options, std::move(budget)));
+  if (sample.size() % dim != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the projection sample holds ", sample.size(),
+                     " floats, not a whole number of ", dim, "-float vectors"));
+  }
+  std::vector<float> projection =
+      FitProjection(dim, options.projection_energy, sample, budget.get());
+  MemoryReservation projection_bytes;
+  if (!projection.empty() && budget != nullptr) {
+    absl::StatusOr<MemoryReservation> reserved = budget->Reserve(
+        projection.size() * sizeof(float), "the search index projection");
+    if (reserved.ok()) {
+      projection_bytes = *std::move(reserved);
+    } else {
+      projection.clear();  // index as given
+    }
+  }
+  return std::unique_ptr<AnnIndex>(new AnnIndex(dim, options, std::move(budget),
+                                                std::move(projection),
+                                                std::move(projection_bytes)));
 }
 
 AnnIndex::AnnIndex(uint32_t dim, const AnnIndexOptions& options,
-                   std::shared_ptr<MemoryBudget> budget)
+                   std::shared_ptr<MemoryBudget> budget,
+                   std::vector<float> projection,
+                   MemoryReservation projection_bytes)
     : dim_(dim),
       options_(options),
       budget_(std::move(budget)),
-      space_(std::make_unique<hnswlib::InnerProductSpace>(dim)) {}
+      projection_(std::move(projection)),
+      search_dim_(projection_.empty()
+                      ? dim
+                      : static_cast<uint32_t>(projection_.size() / dim)),
+      projection_bytes_(std::move(projection_bytes)),
+      space_(std::make_unique<hnswlib::InnerProductSpace>(search_dim_)) {}
+
+void AnnIndex::Project(const float* vector, float* out) const {
+  const Eigen::Map<const Eigen::MatrixXf> directions(projection_.data(), dim_,
+                                                     search_dim_);
+  Eigen::Map<Eigen::VectorXf> projected(out, search_dim_);
+  projected.noalias() =
+      directions.transpose() * Eigen::Map<const Eigen::VectorXf>(vector, dim_);
+  const float norm = projected.norm();
+  if (norm > 0.0f) projected /= norm;
+}
 
 AnnIndex::~AnnIndex() = default;
 
@@ -85,7 +172,7 @@ absl::Status AnnIndex::EnsureCapacityLocked(uint64_t count) {
   if (graph_ != nullptr && count <= capacity_) return absl::OkStatus();
   const uint64_t capacity =
       std::max({count, kFirstCapacity, capacity_ + capacity_ / 2});
-  const uint64_t bytes = BytesForCapacity(dim_, options_, capacity);
+  const uint64_t bytes = BytesForCapacity(search_dim_, options_, capacity);
   MemoryReservation growth;
   if (budget_ != nullptr) {
     absl::StatusOr<MemoryReservation> reserved =
@@ -130,8 +217,18 @@ absl::Status AnnIndex::Add(absl::Span<const uint64_t> ids,
     const uint64_t present = graph_ == nullptr ? 0 : graph_->cur_element_count;
     if (auto s = EnsureCapacityLocked(present + ids.size()); !s.ok()) return s;
   }
+  std::vector<float> projected;
   for (size_t begin = 0; begin < ids.size(); begin += kAddSlice) {
     const size_t end = std::min(ids.size(), begin + kAddSlice);
+    const float* slice = vectors.data() + begin * dim_;
+    if (this->projected()) {  // outside the lock
+      projected.resize((end - begin) * search_dim_);
+      for (size_t i = begin; i < end; ++i) {
+        Project(vectors.data() + i * dim_,
+                projected.data() + (i - begin) * search_dim_);
+      }
+      slice = projected.data();
+    }
     WriterLock lock(&mu_);
     for (size_t i = begin; i < end; ++i) {
       const auto found = graph_->label_lookup_.find(ids[i]);
@@ -142,7 +239,7 @@ absl::Status AnnIndex::Add(absl::Span<const uint64_t> ids,
       try {
         // Capacity was ensured above (Adds are serialised by add_mu_), so
         // only a failed allocation of upper-layer links can throw.
-        graph_->addPoint(vectors.data() + i * dim_, ids[i]);
+        graph_->addPoint(slice + (i - begin) * search_dim_, ids[i]);
       } catch (const std::runtime_error& e) {
         return absl::ResourceExhaustedError(
             absl::StrCat("the search index could not insert pattern ", ids[i],
@@ -178,10 +275,17 @@ void AnnIndex::Search(absl::Span<const float> query, size_t k,
                       std::vector<Candidate>* out) const {
   out->clear();
   if (k == 0) return;
+  const float* probe = query.data();
+  if (projected()) {
+    thread_local std::vector<float> buffer;
+    buffer.resize(search_dim_);
+    Project(query.data(), buffer.data());
+    probe = buffer.data();
+  }
   ReaderLock lock(&mu_);
   if (graph_ == nullptr || graph_->cur_element_count == deleted_) return;
   std::priority_queue<std::pair<float, hnswlib::labeltype>> found =
-      graph_->searchKnn(query.data(), k);
+      graph_->searchKnn(probe, k);
   out->resize(found.size());
   // The queue pops the largest distance (the worst) first.
   for (size_t i = found.size(); i > 0; --i) {
@@ -202,7 +306,8 @@ uint64_t AnnIndex::size_with_deleted() const {
 
 uint64_t AnnIndex::memory_bytes() const {
   ReaderLock lock(&mu_);
-  return BytesForCapacity(dim_, options_, capacity_);
+  return BytesForCapacity(search_dim_, options_, capacity_) +
+         projection_.size() * sizeof(float);
 }
 
 }  // namespace hopfield

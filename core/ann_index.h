@@ -16,7 +16,21 @@
 //   index->Search(query, /*k=*/32, &top);  // best first
 //
 // Vectors must be unit-norm (the caller normalises): similarities are then
-// cosines in [-1, 1]. Deleted ids stay in the graph as tombstones that
+// cosines in [-1, 1].
+//
+// Projection. Created with a sample of the vectors it will hold, the index
+// fits their principal directions (the eigenvectors of the sample's second
+// moment, uncentred: they preserve inner products) and, when the fewest
+// leading directions (a multiple of kProjectionStep) that carry
+// `projection_energy` of the sample's energy are at most half of dim, the
+// graph holds each vector's normalised projection onto them instead of the
+// vector. Searches are then several times cheaper (fewer floats per distance,
+// a smaller graph, a faster build) and rank by the projected cosine, an
+// approximation: a caller fetches CandidatesFor(k) and re-ranks them by the
+// exact score (on Fashion-MNIST, 784 -> 64 dims keeps 93% of the energy and
+// its graph finds the exact top-1 more often than the 784-dim graph does).
+// Data without such structure (isotropic, or a sample smaller than dim) is
+// indexed as given. Deleted ids stay in the graph as tombstones that
 // searches step over (hnswlib's markDelete); re-adding a deleted or stored
 // id replaces its vector in place. Tombstones count in size_with_deleted()
 // and memory; a caller that deletes much rebuilds (a fresh index).
@@ -57,6 +71,9 @@ struct AnnIndexOptions {
   // Seeds the level generator: the same inserts in the same order build the
   // same graph.
   uint64_t seed = 100;
+  // The share of a sample's energy the projection keeps (see the file
+  // comment); 0 never projects. REQUIRES: [0, 1].
+  double projection_energy = 0.92;
 
   // INVALID_ARGUMENT naming the field, the range and the value.
   absl::Status Validate() const;
@@ -65,11 +82,19 @@ struct AnnIndexOptions {
 class AnnIndex {
  public:
   // Creates an empty index for `dim`-float vectors. `budget` (may be null:
-  // unaccounted) is charged for the graph before every allocation.
-  // Errors: INVALID_ARGUMENT for dim outside 1..65536 or bad options.
+  // unaccounted) is charged for the graph before every allocation and for
+  // the projection fit's transient matrices. `sample` (unit vectors, dim
+  // floats each, contiguous; may be empty) is what a projection is fitted to
+  // (see the file comment); none is fitted when the sample holds fewer than
+  // dim vectors, dim exceeds kMaxProjectedDim, or the budget refuses the fit.
+  // Errors: INVALID_ARGUMENT for dim outside 1..65536, bad options, or a
+  // sample that is not a whole number of vectors.
+  static constexpr uint32_t kProjectionStep = 16;
+  static constexpr uint32_t kMaxProjectedDim = 2048;
   static absl::StatusOr<std::unique_ptr<AnnIndex>> Create(
       uint32_t dim, const AnnIndexOptions& options,
-      std::shared_ptr<MemoryBudget> budget = nullptr);
+      std::shared_ptr<MemoryBudget> budget = nullptr,
+      absl::Span<const float> sample = {});
 
   ~AnnIndex();
   AnnIndex(const AnnIndex&) = delete;
@@ -77,6 +102,12 @@ class AnnIndex {
 
   uint32_t dim() const { return dim_; }
   const AnnIndexOptions& options() const { return options_; }
+  // The dimension the graph searches in: dim() unless projected.
+  uint32_t search_dim() const { return search_dim_; }
+  bool projected() const { return search_dim_ != dim_; }
+  // How many candidates to fetch so that re-ranking them by the exact score
+  // yields the best k: 2k when projected, else k.
+  size_t CandidatesFor(size_t k) const { return projected() ? 2 * k : k; }
 
   // Inserts (or replaces) vectors: column i of `vectors` (dim floats each,
   // contiguous, `ids.size()` columns, unit norm) under ids[i]. Grows the
@@ -102,30 +133,36 @@ class AnnIndex {
 
   struct Candidate {
     uint64_t id = 0;
-    float similarity = 0.0f;  // ⟨query, vector⟩
+    // ⟨query, vector⟩, or the projections' cosine when projected().
+    float similarity = 0.0f;
   };
   // The (approximately) `k` most similar live vectors to `query` (dim
   // floats, unit norm), best first, into `out` (cleared first; fewer when
-  // the index holds fewer). Allocates only inside hnswlib's search.
+  // the index holds fewer). Allocates only inside hnswlib's search (and a
+  // thread's first projected search).
   void Search(absl::Span<const float> query, size_t k,
               std::vector<Candidate>* out) const;
 
   // Live entries; entries including tombstones.
   uint64_t size() const;
   uint64_t size_with_deleted() const;
-  // Bytes the graph holds (its reservation against the budget): vectors,
-  // links, labels, locks, at the current capacity.
+  // Bytes the index holds (its reservation against the budget): vectors,
+  // links, labels, locks, at the current capacity, and the projection.
   uint64_t memory_bytes() const;
 
   // Bytes an index of `capacity` entries of `dim` floats takes with these
   // options (what Add reserves; an estimate of hnswlib's layout, upper
-  // layers at their expected size).
+  // layers at their expected size). `dim` is the searched dimension.
   static uint64_t BytesForCapacity(uint32_t dim, const AnnIndexOptions& options,
                                    uint64_t capacity);
 
  private:
   AnnIndex(uint32_t dim, const AnnIndexOptions& options,
-           std::shared_ptr<MemoryBudget> budget);
+           std::shared_ptr<MemoryBudget> budget, std::vector<float> projection,
+           MemoryReservation projection_bytes);
+  // Writes the normalised projection of `vector` (dim floats) into `out`
+  // (search_dim floats).
+  void Project(const float* vector, float* out) const;
   // Grows the graph to hold `count` entries in all (writer lock held).
   absl::Status EnsureCapacityLocked(uint64_t count)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -133,6 +170,11 @@ class AnnIndex {
   const uint32_t dim_;
   AnnIndexOptions options_;
   const std::shared_ptr<MemoryBudget> budget_;
+  // dim x search_dim_, column-major (the leading principal directions);
+  // empty when not projected. Immutable.
+  const std::vector<float> projection_;
+  const uint32_t search_dim_;
+  const MemoryReservation projection_bytes_;
   std::unique_ptr<hnswlib::InnerProductSpace> space_;
 
   // Held through a whole Add (capacity, then the slices), outside mu_.

@@ -38,6 +38,9 @@ constexpr size_t kIndexChunk = 1024;
 // An index is rebuilt when its tombstones outnumber its live entries (plus
 // this slack, so small banks do not rebuild on every few removals).
 constexpr uint64_t kTombstoneSlack = 1024;
+// Keys a search index's projection is fitted to (at least the key dimension,
+// so that the sample spans the space).
+constexpr size_t kProjectionSample = 4096;
 // One slot of the id index plus its control byte.
 constexpr uint64_t kIndexSlotBytes =
     sizeof(std::pair<const PatternId, Eigen::Index>) + 1;
@@ -629,7 +632,10 @@ size_t MemoryBank::RefreshIndex(size_t max_patterns,
       // stays null and a new one is built below.
       const bool rebuild =
           index_ == nullptr || index_map_ != feature_map_ ||
-          index_->size_with_deleted() > 2 * index_->size() + kTombstoneSlack;
+          index_->size_with_deleted() > 2 * index_->size() + kTombstoneSlack ||
+          ((index_->projected() ||
+            index_built_at_ < static_cast<size_t>(KeysLocked().rows())) &&
+           ids_.size() >= 4 * index_built_at_);
       if (!rebuild) {
         if (unindexed_.empty()) break;
         index = index_;
@@ -673,14 +679,34 @@ size_t MemoryBank::BuildSearchIndex(const std::atomic<bool>* stop) {
   std::shared_ptr<const FeatureMap> map;
   std::vector<PatternId> all;
   Eigen::Index key_dim = 0;
+  std::vector<float> sample;  // unit keys the projection is fitted to
+  MemoryReservation sample_bytes;
   {
     ReaderLock lock(&mu_);
     map = feature_map_;
     all.assign(ids_.begin(), ids_.end());
     key_dim = KeysLocked().rows();
+    const size_t dim = static_cast<size_t>(key_dim);
+    const size_t count =
+        std::min(all.size(), std::max(kProjectionSample, 2 * dim));
+    absl::StatusOr<MemoryReservation> reserved =
+        env_.budget == nullptr
+            ? MemoryReservation()
+            : env_.budget->Reserve(count * dim * sizeof(float),
+                                   "the search index projection sample");
+    if (count >= dim && reserved.ok()) {
+      sample_bytes = *std::move(reserved);
+      sample.resize(count * dim);
+      for (size_t i = 0; i < count; ++i) {
+        CopyUnitKeyLocked(static_cast<Eigen::Index>(i * all.size() / count),
+                          sample.data() + i * dim);
+      }
+    }
   }
   absl::StatusOr<std::unique_ptr<AnnIndex>> created = AnnIndex::Create(
-      static_cast<uint32_t>(key_dim), IndexOptions(), env_.budget);
+      static_cast<uint32_t>(key_dim), IndexOptions(), env_.budget, sample);
+  sample = {};
+  sample_bytes = MemoryReservation();
   if (!created.ok()) return 0;
   const std::shared_ptr<AnnIndex> index = *std::move(created);
   // The write stamp each inserted pattern had when its key was copied.
@@ -716,6 +742,7 @@ size_t MemoryBank::BuildSearchIndex(const std::atomic<bool>* stop) {
   }
   index_ = index;
   index_map_ = map;
+  index_built_at_ = all.size();
   unindexed_.clear();
   size_t covered = 0;
   for (Eigen::Index c = 0; c < SizeLocked(); ++c) {

@@ -312,7 +312,11 @@ class MemoryBank {
   // RefreshSeparation does the statistics:
   //   - no index yet and at least env.index_min_patterns patterns, or the
   //     feature map changed since the index was built, or tombstones
-  //     outnumber the live entries: builds a new index over every pattern
+  //     outnumber the live entries, or the bank has grown fourfold since
+  //     the index was built and its projection (ann_index.h; fitted to up
+  //     to max(4096, 2·D_Φ) keys evenly spaced over the columns) either
+  //     applies or had too few keys to fit: builds a new index over every
+  //     pattern
   //     (privately, copying keys in blocks under short reader locks), then
   //     swaps it in under a short writer lock; the old index (if any)
   //     serves retrievals meanwhile;
@@ -574,6 +578,8 @@ class MemoryBank {
   static constexpr uint32_t kIndexed = UINT32_MAX;
   std::shared_ptr<AnnIndex> index_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const FeatureMap> index_map_ ABSL_GUARDED_BY(mu_);
+  // Patterns stored when index_'s build began (its projection's population).
+  size_t index_built_at_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<PatternId> unindexed_ ABSL_GUARDED_BY(mu_);
   std::vector<uint32_t> unindexed_pos_ ABSL_GUARDED_BY(mu_);
   size_t capacity_ ABSL_GUARDED_BY(mu_) = 0;

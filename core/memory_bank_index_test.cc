@@ -201,6 +201,35 @@ TEST(MemoryBankIndexTest, TombstonesTriggerARebuild) {
   ExpectIndexCovers(*bank);
 }
 
+TEST(MemoryBankIndexTest, AProjectedIndexIsRefittedAsTheBankGrows) {
+  constexpr int kDim = 64;
+  auto bank = NewBank(kDim, 0);
+  std::mt19937 rng(11);
+  const std::vector<float> data =
+      testing::LowRankUnitPatterns(rng, 800, kDim, 8, 0.02f);
+  auto add = [&](size_t first, size_t count) {
+    ASSERT_THAT(bank->Add(std::vector<PatternId>(count, 0),
+                          absl::MakeConstSpan(data).subspan(first * kDim,
+                                                            count * kDim)),
+                IsOk());
+  };
+  auto index = [&] {
+    return bank->WithReader([](const BankView& view) { return view.index; });
+  };
+  add(0, 200);  // fitted to these 200
+  const AnnIndex* const first = index();
+  ASSERT_NE(first, nullptr);
+  EXPECT_TRUE(first->projected());
+  EXPECT_EQ(first->search_dim(), 16u);
+  add(200, 599);  // 799 patterns: less than 4 x 200
+  EXPECT_EQ(index(), first);
+  add(799, 1);  // fourfold: rebuilt (and refitted) over all 800
+  EXPECT_NE(index(), first);
+  EXPECT_TRUE(index()->projected());
+  EXPECT_EQ(bank->Stats().index_size, 800u);
+  ExpectIndexCovers(*bank);
+}
+
 TEST(MemoryBankIndexTest, AnIndexTheBudgetCannotHoldStaysPending) {
   // Room for the patterns but not for hnswlib's 2.6 MB of locks.
   std::shared_ptr<MemoryBudget> budget = MemoryBudget::Create(1 << 20, "small");

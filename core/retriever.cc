@@ -6,6 +6,7 @@
 #include <cmath>
 #include <iterator>
 #include <limits>
+#include <numeric>
 #include <thread>
 #include <utility>
 
@@ -473,6 +474,11 @@ struct ApproxScratch {
   std::vector<Index> columns;
   std::vector<Index> previous_columns;
   std::vector<Index> sorted_indexed;
+  std::vector<Index> order;  // re-ranking a projected index's candidates
+  VectorXf ranked;
+  // The first `prescored` entries of `scores` hold the exact scores of the
+  // first columns at the state being evaluated (from the re-ranking).
+  Index prescored = 0;
   std::vector<PatternId> ids;
   VectorXf scores, logits, weights, previous_weights;
   VectorXf x, update, feature, unit, index_feature, index_unit;
@@ -488,8 +494,11 @@ struct ApproxScratch {
   bool fresh = false;   // fetched for the state being evaluated
 };
 
-// Fetches S for the state `x` (unit feature `unit`) into s.columns.
-void GatherCandidates(const BankView& view, size_t top_k,
+// Fetches S for the state `x` (unit feature `unit`) into s.columns: the
+// index's top_k, re-ranked from CandidatesFor(top_k) by the exact score when
+// `rerank` (a projected index's first fetch; a widened fetch only needs a
+// lower s_k), then the unindexed patterns.
+void GatherCandidates(const BankView& view, size_t top_k, bool rerank,
                       const Eigen::Ref<const VectorXf>& x,
                       const Eigen::Ref<const VectorXf>& unit,
                       ApproxScratch* s) {
@@ -510,12 +519,45 @@ void GatherCandidates(const BankView& view, size_t top_k,
     probe = Head(s->index_unit, index_dim);
   }
   const size_t k = std::min<size_t>(top_k, static_cast<size_t>(view.size()));
-  view.index->Search(probe, k, &s->found);
+  const size_t fetch = rerank
+                           ? std::min<size_t>(view.index->CandidatesFor(k),
+                                              static_cast<size_t>(view.size()))
+                           : k;
+  view.index->Search(probe, fetch, &s->found);
   s->full_k = s->found.size() >= k;
   s->columns.clear();
   for (const AnnIndex::Candidate& candidate : s->found) {
     const auto it = view.column_of->find(candidate.id);
     if (it != view.column_of->end()) s->columns.push_back(it->second);
+  }
+  if (s->columns.size() > k) {
+    // A projected index ranks approximately: keep the k best by the exact
+    // score at this state.
+    EnsureSize(&s->scores, static_cast<Index>(s->columns.size()));
+    for (size_t i = 0; i < s->columns.size(); ++i) {
+      const Index c = s->columns[i];
+      s->scores[static_cast<Index>(i)] =
+          view.keys.col(c).dot(unit) * view.key_inverse_norms[c];
+    }
+    s->order.resize(s->columns.size());
+    std::iota(s->order.begin(), s->order.end(), Index{0});
+    std::partial_sort(s->order.begin(),
+                      s->order.begin() + static_cast<std::ptrdiff_t>(k),
+                      s->order.end(), [&](Index a, Index b) {
+                        return s->scores[a] > s->scores[b] ||
+                               (s->scores[a] == s->scores[b] && a < b);
+                      });
+    s->order.resize(k);
+    EnsureSize(&s->ranked, static_cast<Index>(k));
+    for (size_t i = 0; i < k; ++i) {
+      const Index from = s->order[i];
+      s->ranked[static_cast<Index>(i)] = s->scores[from];
+      s->order[i] = s->columns[static_cast<size_t>(from)];
+    }
+    s->columns.swap(s->order);
+    s->scores.head(static_cast<Index>(k)) =
+        s->ranked.head(static_cast<Index>(k));
+    s->prescored = static_cast<Index>(k);  // EvaluateSet need not rescore
   }
   s->indexed = static_cast<Index>(s->columns.size());
   // The unindexed patterns follow; a replaced one may also have come from
@@ -544,7 +586,8 @@ Certificate EvaluateSet(const BankView& view, const RetrievalParams& params,
                         ApproxScratch* s, Eigen::Ref<VectorXf> update,
                         double* energy, double* null_mass) {
   const auto n = static_cast<Index>(s->columns.size());
-  EnsureSize(&s->scores, n);
+  // Keeps the prescored entries.
+  if (s->scores.size() < n) s->scores.conservativeResize(n);
   EnsureSize(&s->logits, n);
   EnsureSize(&s->weights, n);
   auto scores = s->scores.head(n);
@@ -552,10 +595,13 @@ Certificate EvaluateSet(const BankView& view, const RetrievalParams& params,
   auto weights = s->weights.head(n);
   Index best = 0;
   for (Index i = 0; i < n; ++i) {
-    const Index c = s->columns[static_cast<size_t>(i)];
-    scores[i] = view.keys.col(c).dot(unit) * view.key_inverse_norms[c];
+    if (i >= s->prescored) {
+      const Index c = s->columns[static_cast<size_t>(i)];
+      scores[i] = view.keys.col(c).dot(unit) * view.key_inverse_norms[c];
+    }
     if (scores[i] > scores[best]) best = i;
   }
+  s->prescored = 0;
   logits = params.beta * scores;
   const double beta = params.beta;
   double threshold = 0.0;
@@ -664,6 +710,7 @@ absl::StatusOr<RetrieveResult> RetrieveApproximate(
   RetrieveResult result;
   result.approximate = true;
   s.anchored = false;
+  s.prescored = 0;
   bool have_set = false;
   size_t top_k = params.top_k;
   Certificate last;
@@ -702,7 +749,8 @@ absl::StatusOr<RetrieveResult> RetrieveApproximate(
         top_k *= kWidening;
       }
       s.anchored = false;
-      GatherCandidates(view, top_k, x, unit, &s);
+      GatherCandidates(view, top_k, /*rerank=*/top_k == params.top_k, x, unit,
+                       &s);
       s.fresh = true;
       have_set = true;
       ++result.index_queries;

@@ -54,6 +54,30 @@ inline std::vector<float> AnisotropicUnitPatterns(std::mt19937& rng, int count,
   return values;
 }
 
+// `count` unit vectors near a `rank`-dimensional subspace: N(0, 1)
+// coefficients on `rank` fixed random unit directions (drawn from seed 77)
+// plus N(0, noise²) per coordinate, normalised. Most of their energy lies
+// in `rank` principal directions (what a projected index exploits).
+inline std::vector<float> LowRankUnitPatterns(std::mt19937& rng, int count,
+                                              int dim, int rank, float noise) {
+  std::mt19937 basis_rng(77);
+  const std::vector<float> basis = UnitPatterns(basis_rng, rank, dim);
+  const Eigen::Map<const Eigen::MatrixXf> directions(basis.data(), dim, rank);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> values(static_cast<size_t>(count) *
+                            static_cast<size_t>(dim));
+  Eigen::VectorXf coefficients(rank);
+  for (int i = 0; i < count; ++i) {
+    for (int r = 0; r < rank; ++r) coefficients[r] = normal(rng);
+    Eigen::Map<Eigen::VectorXf> v(
+        values.data() + static_cast<size_t>(i) * static_cast<size_t>(dim), dim);
+    v = directions * coefficients;
+    for (int k = 0; k < dim; ++k) v[k] += noise * normal(rng);
+    v.normalize();
+  }
+  return values;
+}
+
 // ids 0, 0, ... (count times): "assign fresh ids".
 inline std::vector<uint64_t> FreshIds(int count) {
   return std::vector<uint64_t>(static_cast<size_t>(count), 0);
