@@ -8,8 +8,10 @@
 //                             (automatic β, up to 10 iterations), mode
 //                             0 exact, 1 approximate, 2 auto; queries: set 0
 //                             test images, 1 half-masked training images
-//   BM_RawSearch/<k>          hnswlib searchKnn on the bank's index (its
-//                             ef_search), normalised query, nothing else
+//   BM_RawSearch/<k>/<full>   hnswlib searchKnn (ef_search 64), normalised
+//                             query, nothing else: full 0 on the bank's
+//                             index (projected to 64 dims on this data),
+//                             full 1 on a 784-dim index of the same images
 //   BM_Crossover/<M>/<mode>   exact vs approximate on the first M training
 //                             images: where AUTO should switch
 //   BM_Scaling/<M>/<mode>     synthetic d = 128 unit patterns, queries =
@@ -214,6 +216,11 @@ void BM_BuildTimes(benchmark::State& state) {
   state.counters["index_s"] = data.index_seconds;
   state.counters["bytes_per_pattern"] =
       static_cast<double>(stats.memory_bytes) / data.patterns;
+  state.counters["beta"] = stats.effective_beta;
+  data.bank->WithReader([&](const BankView& view) {
+    state.counters["index_dim"] = view.index->search_dim();
+    return 0;
+  });
 }
 BENCHMARK(BM_BuildTimes)->Iterations(1);
 
@@ -232,19 +239,54 @@ BENCHMARK(BM_Fashion)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
+// hnswlib over the full-dimension unit images (no projection), with the
+// bank's index options: the raw baseline on the same data.
+const AnnIndex& FullDimensionIndex() {
+  static const AnnIndex* const kIndex = [] {
+    const BenchData& data = GetBenchData();
+    AnnIndexOptions options;
+    options.projection_energy = 0.0;
+    auto index = AnnIndex::Create(static_cast<uint32_t>(data.dim), options);
+    if (!index.ok()) Die(index.status(), "full-dimension index");
+    Eigen::MatrixXf unit = Eigen::Map<const Eigen::MatrixXf>(
+        data.pixels.data(), data.dim, data.patterns);
+    unit.colwise().normalize();
+    std::vector<uint64_t> ids(static_cast<size_t>(data.patterns));
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = i + 1;
+    const auto start = Clock::now();
+    const absl::Status added = (*index)->Add(
+        ids,
+        absl::MakeConstSpan(unit.data(), static_cast<size_t>(unit.size())));
+    if (!added.ok()) Die(added, "full-dimension index");
+    std::fprintf(stderr, "full-dimension hnswlib index built in %.1f s\n",
+                 Since(start));
+    return index->release();
+  }();
+  return *kIndex;
+}
+
+// hnswlib's searchKnn for the test images: on the bank's own index (range 1
+// = 0; projected when the bank's keys allow it) or on the full-dimension one
+// (range 1 = 1).
 void BM_RawSearch(benchmark::State& state) {
   const BenchData& data = GetBenchData();
   const QuerySet& set = FashionSet(0);
   const auto k = static_cast<size_t>(state.range(0));
+  const bool full = state.range(1) == 1;
+  const AnnIndex* index = full ? &FullDimensionIndex() : nullptr;
   Eigen::MatrixXf unit =
       Eigen::Map<const Eigen::MatrixXf>(set.queries.data(), set.dim, set.count);
   unit.colwise().normalize();
   std::vector<AnnIndex::Candidate> found;
   auto search = [&](int q) {
+    const absl::Span<const float> query =
+        absl::MakeConstSpan(unit.col(q).data(), static_cast<size_t>(set.dim));
+    if (index != nullptr) {
+      index->Search(query, k, &found);
+      return;
+    }
     data.bank->WithReader([&](const BankView& view) {
-      view.index->Search(
-          absl::MakeConstSpan(unit.col(q).data(), static_cast<size_t>(set.dim)),
-          k, &found);
+      view.index->Search(query, k, &found);
       return 0;
     });
   };
@@ -266,9 +308,8 @@ void BM_RawSearch(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_RawSearch)
-    ->ArgName("k")
-    ->Arg(10)
-    ->Arg(64)
+    ->ArgNames({"k", "full"})
+    ->ArgsProduct({{10, 64}, {0, 1}})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

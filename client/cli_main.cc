@@ -210,6 +210,7 @@ void PrintBank(const v1::Bank& bank) {
             << " duplicate_count=" << bank.duplicate_count()
             << " capacity_utilization=" << bank.capacity_utilization()
             << " separation_pending=" << bank.separation_pending()
+            << " separation_estimated=" << bank.separation_estimated()
             << " feature_map_version=" << bank.feature_map_version()
             << " feature_dim=" << bank.feature_dim() << "\n";
 }

@@ -46,8 +46,10 @@ void BankRegistry::RefreshLoop() {
         bank_busy = true;
         continue;
       }
-      // Separation statistics first (automatic β depends on them), then
-      // the search index. A turn that does nothing while work is pending
+      // The search index first: its turn also gives new patterns
+      // index-derived separation estimates within seconds, where the exact
+      // statistics (automatic β depends on them) take O(M·D_Φ) per pattern.
+      // A turn that does nothing while work is pending
       // (out of budget or memory, or a removal raced its end) leaves the
       // bank for after a pause rather than spin.
       auto turn = [&](uint64_t pending, const auto& refresh) {
@@ -60,13 +62,13 @@ void BankRegistry::RefreshLoop() {
         }
         (done > 0 ? progress : bank_busy) = true;
       };
-      turn(bank->separation_pending(), [&] {
-        return bank->RefreshSeparation(
-            std::max<size_t>(1, options_.refresh_batch), &stopping_);
-      });
       turn(bank->index_pending(), [&] {
         return bank->RefreshIndex(std::max<size_t>(1, options_.index_batch),
                                   &stopping_);
+      });
+      turn(bank->separation_pending(), [&] {
+        return bank->RefreshSeparation(
+            std::max<size_t>(1, options_.refresh_batch), &stopping_);
       });
     }
     refresh_turns_.fetch_add(1);

@@ -41,6 +41,12 @@ constexpr uint64_t kTombstoneSlack = 1024;
 // Keys a search index's projection is fitted to (at least the key dimension,
 // so that the sample spans the space).
 constexpr size_t kProjectionSample = 4096;
+// Index candidates an index-derived separation estimate looks at.
+constexpr size_t kEstimateNeighbours = 8;
+// pending_ values: 0 exact; awaiting RefreshSeparation, and either awaiting
+// an index-derived estimate or holding one.
+constexpr char kAwaitsEstimate = 1;
+constexpr char kEstimated = 2;
 // One slot of the id index plus its control byte.
 constexpr uint64_t kIndexSlotBytes =
     sizeof(std::pair<const PatternId, Eigen::Index>) + 1;
@@ -657,22 +663,138 @@ size_t MemoryBank::RefreshIndex(size_t max_patterns,
       const size_t rebuilt = BuildSearchIndex(stop);
       if (rebuilt == 0) break;
       applied += rebuilt;
+      {
+        ReaderLock lock(&mu_);
+        index = index_;
+      }
+      EstimatePendingFromIndex(index, stop);
       continue;
     }
     if (!index->Add(ids, vectors).ok()) break;  // budget: stay pending
-    WriterLock lock(&mu_);
-    if (index_ != index) break;  // rebuilt meanwhile
+    {
+      WriterLock lock(&mu_);
+      if (index_ != index) break;  // rebuilt meanwhile
+      for (size_t i = 0; i < ids.size(); ++i) {
+        const auto it = column_of_.find(ids[i]);
+        if (it == column_of_.end()) {
+          index_->MarkDeleted(ids[i]);  // removed while it was inserted
+        } else if (stamp_[static_cast<size_t>(it->second)] == stamps[i]) {
+          MarkIndexedLocked(it->second);
+          ++applied;
+        }
+      }
+    }
+    EstimateFromIndex(index, ids, stamps, vectors);
+  }
+  return applied;
+}
+
+bool MemoryBank::NeedsEstimateLocked(size_t column) const {
+  return pending_[column] == kAwaitsEstimate;
+}
+
+void MemoryBank::EstimateFromIndex(const std::shared_ptr<AnnIndex>& index,
+                                   absl::Span<const PatternId> ids,
+                                   absl::Span<const uint64_t> stamps,
+                                   absl::Span<const float> unit_keys) {
+  const size_t key_dim = index->dim();
+  std::vector<size_t> targets;  // positions in ids
+  {
+    ReaderLock lock(&mu_);
+    if (index_ != index) return;
     for (size_t i = 0; i < ids.size(); ++i) {
       const auto it = column_of_.find(ids[i]);
-      if (it == column_of_.end()) {
-        index_->MarkDeleted(ids[i]);  // removed while it was inserted
-      } else if (stamp_[static_cast<size_t>(it->second)] == stamps[i]) {
-        MarkIndexedLocked(it->second);
-        ++applied;
+      if (it != column_of_.end() &&
+          stamp_[static_cast<size_t>(it->second)] == stamps[i] &&
+          NeedsEstimateLocked(static_cast<size_t>(it->second))) {
+        targets.push_back(i);
       }
     }
   }
-  return applied;
+  if (targets.empty()) return;
+  // The candidates of each target, flattened (kEstimateNeighbours + 1: the
+  // target finds itself).
+  const size_t per = index->CandidatesFor(kEstimateNeighbours + 1);
+  std::vector<PatternId> candidates;
+  candidates.reserve(targets.size() * per);
+  std::vector<size_t> begin(targets.size() + 1, 0);
+  std::vector<AnnIndex::Candidate> found;
+  for (size_t t = 0; t < targets.size(); ++t) {
+    index->Search(unit_keys.subspan(targets[t] * key_dim, key_dim), per,
+                  &found);
+    for (const AnnIndex::Candidate& c : found) candidates.push_back(c.id);
+    begin[t + 1] = candidates.size();
+  }
+  WriterLock lock(&mu_);
+  if (index_ != index || index_map_ != feature_map_) return;
+  const Eigen::Map<const Eigen::MatrixXf> keys = KeysLocked();
+  const float* const inverse = KeyInverseNormsLocked();
+  for (size_t t = 0; t < targets.size(); ++t) {
+    const size_t i = targets[t];
+    const auto it = column_of_.find(ids[i]);
+    if (it == column_of_.end()) continue;
+    const Eigen::Index c = it->second;
+    const auto col = static_cast<size_t>(c);
+    if (stamp_[col] != stamps[i] || !NeedsEstimateLocked(col)) continue;
+    float best = -std::numeric_limits<float>::infinity();
+    PatternId best_id = 0;
+    for (size_t j = begin[t]; j < begin[t + 1]; ++j) {
+      if (candidates[j] == ids[i]) continue;
+      const auto other = column_of_.find(candidates[j]);
+      if (other == column_of_.end()) continue;
+      const Eigen::Index o = other->second;
+      const float score =
+          keys.col(c).dot(keys.col(o)) * inverse[col] * inverse[o];
+      if (score > best) {
+        best = score;
+        best_id = candidates[j];
+      }
+      // The candidate learns its score to the target (a pending one as an
+      // estimate; an exact one as RefreshSeparation would, exactly).
+      if (score > nearest_score_[static_cast<size_t>(o)]) {
+        nearest_score_[static_cast<size_t>(o)] = score;
+        nearest_id_[static_cast<size_t>(o)] = ids[i];
+      }
+    }
+    // Merged with what it holds (a candidate's or a re-scored old
+    // neighbour's score, also a real neighbour's).
+    if (best_id != 0 && best > nearest_score_[col]) {
+      nearest_score_[col] = best;
+      nearest_id_[col] = best_id;
+    }
+    pending_[col] = kEstimated;
+  }
+  RefreshSummaryLocked();
+}
+
+void MemoryBank::EstimatePendingFromIndex(
+    const std::shared_ptr<AnnIndex>& index, const std::atomic<bool>* stop) {
+  std::vector<PatternId> ids;
+  std::vector<uint64_t> stamps;
+  std::vector<float> vectors;
+  size_t next = 0;  // column cursor (columns may move: best effort)
+  while (stop == nullptr || !stop->load(std::memory_order_relaxed)) {
+    {
+      ReaderLock lock(&mu_);
+      if (index_ != index) return;
+      const auto key_dim = static_cast<size_t>(KeysLocked().rows());
+      ids.clear();
+      stamps.clear();
+      vectors.clear();
+      for (; next < ids_.size() && ids.size() < kIndexChunk; ++next) {
+        if (!NeedsEstimateLocked(next) || unindexed_pos_[next] != kIndexed) {
+          continue;
+        }
+        ids.push_back(ids_[next]);
+        stamps.push_back(stamp_[next]);
+        vectors.resize(ids.size() * key_dim);
+        CopyUnitKeyLocked(static_cast<Eigen::Index>(next),
+                          vectors.data() + (ids.size() - 1) * key_dim);
+      }
+    }
+    if (ids.empty()) return;
+    EstimateFromIndex(index, ids, stamps, vectors);
+  }
 }
 
 size_t MemoryBank::BuildSearchIndex(const std::atomic<bool>* stop) {
@@ -1030,10 +1152,8 @@ absl::Status MemoryBank::SetFeatureMapUnindexed(
       if (cosine) score *= inverse[cc] * inverse[n];
     }
     nearest_score_[c] = score;
-    if (pending_[c] == 0) {
-      pending_[c] = 1;
-      ++pending_count_;
-    }
+    if (pending_[c] == 0) ++pending_count_;
+    pending_[c] = kAwaitsEstimate;
     if (targets.capacity() == size) {
       targets.push_back(static_cast<Eigen::Index>(c));
     }
@@ -1129,6 +1249,10 @@ BankStats MemoryBank::Stats() const {
   }
   const std::optional<double> rule_separation = RuleSeparationLocked();
   stats.separation_pending = pending_count_;
+  for (size_t c = 0; c < ids_.size() && pending_count_ > 0; ++c) {
+    stats.separation_estimated +=
+        pending_[c] != 0 && std::isfinite(nearest_score_[c]);
+  }
   stats.max_norm = max_norm_;
   stats.max_key_norm = max_key_norm_;
   stats.feature_map_version = feature_map_->version();
@@ -1365,10 +1489,8 @@ void MemoryBank::MarkPendingLocked(const std::vector<Eigen::Index>& targets) {
         -std::numeric_limits<float>::infinity();
     nearest_id_[static_cast<size_t>(c)] = 0;
     char& pending = pending_[static_cast<size_t>(c)];
-    if (pending == 0) {
-      pending = 1;
-      ++pending_count_;
-    }
+    if (pending == 0) ++pending_count_;
+    pending = kAwaitsEstimate;
   }
   if (!targets.empty() && env_.on_pending) env_.on_pending();
 }

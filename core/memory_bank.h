@@ -218,6 +218,12 @@ struct BankStats {
   // Patterns whose separation statistics still await RefreshSeparation
   // (always 0 under SeparationUpdate::kSynchronous).
   uint64_t separation_pending = 0;
+  // Of those, the ones holding an estimate: index-derived (RefreshIndex:
+  // the best of the search index's candidates, scored exactly; it may miss
+  // a nearer pattern, so Δ_μ may be overstated) or, after a feature-map
+  // change, the old neighbour re-scored. The statistics above include them;
+  // they are exact when separation_pending is 0.
+  uint64_t separation_estimated = 0;
   double max_norm = 0.0;
   // β a retrieval with the bank's defaults uses (the automatic rule when the
   // bank's β is 0).
@@ -324,7 +330,13 @@ class MemoryBank {
   //     (their keys copied under the reader lock, inserted outside it: the
   //     bank's readers and writers never wait for hnswlib).
   // Patterns written meanwhile stay pending (a replaced one is recognised
-  // by its write stamp). Returns the patterns brought into the index; 0
+  // by its write stamp). Patterns the index now holds whose separation
+  // statistics await RefreshSeparation and hold no estimate get one from
+  // the index (BankStats::separation_estimated): one search each for
+  // 8 candidates (16 from a projected index), re-scored exactly; the candidates
+  // learn their score to it as well. So after a bulk load Δ statistics are
+  // available within seconds, long before the exact refresh (O(M²·D_Φ))
+  // completes. Returns the patterns brought into the index; 0
   // when there is nothing to do, when `stop` (polled between blocks) is
   // set, or when the budget cannot hold the index's growth (everything
   // stays pending; retrieval still covers every pattern).
@@ -454,6 +466,20 @@ class MemoryBank {
     std::vector<char> applied;
   };
 
+  // Index-derived separation estimates (see RefreshIndex) for those of
+  // `ids` (unit keys `unit_keys`, write stamps `stamps` when copied) still
+  // pending without an estimate: searches `index` outside the lock, applies
+  // under a short writer lock (nothing if the index was replaced).
+  void EstimateFromIndex(const std::shared_ptr<AnnIndex>& index,
+                         absl::Span<const PatternId> ids,
+                         absl::Span<const uint64_t> stamps,
+                         absl::Span<const float> unit_keys);
+  // EstimateFromIndex over every such pattern, in chunks (after a build).
+  void EstimatePendingFromIndex(const std::shared_ptr<AnnIndex>& index,
+                                const std::atomic<bool>* stop);
+  // Whether column c awaits RefreshSeparation without an estimate.
+  bool NeedsEstimateLocked(size_t column) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
   BankView ViewLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Δ_min over the non-duplicates, else Δ_min (see BankView).
   std::optional<double> RuleSeparationLocked() const
@@ -566,7 +592,8 @@ class MemoryBank {
   // Per column: max over other columns of the similarity, and its id.
   std::vector<float> nearest_score_ ABSL_GUARDED_BY(mu_);
   std::vector<PatternId> nearest_id_ ABSL_GUARDED_BY(mu_);
-  // 1 for columns whose nearest neighbour awaits RefreshSeparation.
+  // Non-zero for columns whose nearest neighbour awaits RefreshSeparation:
+  // 1 until their own index-derived estimate is applied, then 2.
   std::vector<char> pending_ ABSL_GUARDED_BY(mu_);
   // Per column: the write that last set its values (from write_stamp_), so
   // a refresh scored before a replacement is not applied to the new values.

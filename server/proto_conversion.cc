@@ -182,6 +182,7 @@ void BankToProto(const MemoryBank& bank, v1::Bank* out) {
   out->set_capacity_utilization(static_cast<float>(stats.capacity_utilization));
   out->set_effective_beta(static_cast<float>(stats.effective_beta));
   out->set_separation_pending(stats.separation_pending);
+  out->set_separation_estimated(stats.separation_estimated);
   out->set_index_size(stats.index_size);
   out->set_index_pending(stats.index_pending);
   out->set_index_current(stats.index_current);
