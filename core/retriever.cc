@@ -475,7 +475,11 @@ struct ApproxScratch {
   std::vector<Index> previous_columns;
   std::vector<Index> sorted_indexed;
   std::vector<Index> order;  // re-ranking a projected index's candidates
-  VectorXf ranked;
+  // A re-ranked fetch, best first, and its exact scores; `spare` while
+  // s.columns holds only its k best.
+  std::vector<Index> fetched;
+  VectorXf fetched_scores;
+  bool spare = false;
   // The first `prescored` entries of `scores` hold the exact scores of the
   // first columns at the state being evaluated (from the re-ranking).
   Index prescored = 0;
@@ -493,6 +497,22 @@ struct ApproxScratch {
   bool full_k = false;  // the index returned top_k candidates
   bool fresh = false;   // fetched for the state being evaluated
 };
+
+// Marks s.columns as the indexed prefix and appends the patterns not in the
+// index; a replaced one may also have come from the index (under its old
+// vector): one copy is kept.
+void AppendUnindexed(const BankView& view, ApproxScratch* s) {
+  s->indexed = static_cast<Index>(s->columns.size());
+  s->sorted_indexed.assign(s->columns.begin(), s->columns.end());
+  std::sort(s->sorted_indexed.begin(), s->sorted_indexed.end());
+  for (const PatternId id : view.unindexed) {
+    const Index c = view.column_of->find(id)->second;
+    if (!std::binary_search(s->sorted_indexed.begin(), s->sorted_indexed.end(),
+                            c)) {
+      s->columns.push_back(c);
+    }
+  }
+}
 
 // Fetches S for the state `x` (unit feature `unit`) into s.columns: the
 // index's top_k, re-ranked from CandidatesFor(top_k) by the exact score when
@@ -530,47 +550,51 @@ void GatherCandidates(const BankView& view, size_t top_k, bool rerank,
     const auto it = view.column_of->find(candidate.id);
     if (it != view.column_of->end()) s->columns.push_back(it->second);
   }
+  s->spare = false;
   if (s->columns.size() > k) {
-    // A projected index ranks approximately: keep the k best by the exact
-    // score at this state.
-    EnsureSize(&s->scores, static_cast<Index>(s->columns.size()));
-    for (size_t i = 0; i < s->columns.size(); ++i) {
-      const Index c = s->columns[i];
-      s->scores[static_cast<Index>(i)] =
-          view.keys.col(c).dot(unit) * view.key_inverse_norms[c];
+    // A projected index ranks approximately: rank the fetched candidates by
+    // the exact score at this state and keep the k best; the rest stay at
+    // hand (ExpandToFetched) for a set that does not certify.
+    const auto fetched = static_cast<Index>(s->columns.size());
+    EnsureSize(&s->scores, fetched);
+    for (Index i = 0; i < fetched; ++i) {
+      const Index c = s->columns[static_cast<size_t>(i)];
+      s->scores[i] = view.keys.col(c).dot(unit) * view.key_inverse_norms[c];
     }
     s->order.resize(s->columns.size());
     std::iota(s->order.begin(), s->order.end(), Index{0});
-    std::partial_sort(s->order.begin(),
-                      s->order.begin() + static_cast<std::ptrdiff_t>(k),
-                      s->order.end(), [&](Index a, Index b) {
-                        return s->scores[a] > s->scores[b] ||
-                               (s->scores[a] == s->scores[b] && a < b);
-                      });
-    s->order.resize(k);
-    EnsureSize(&s->ranked, static_cast<Index>(k));
-    for (size_t i = 0; i < k; ++i) {
-      const Index from = s->order[i];
-      s->ranked[static_cast<Index>(i)] = s->scores[from];
-      s->order[i] = s->columns[static_cast<size_t>(from)];
+    std::sort(s->order.begin(), s->order.end(), [&](Index a, Index b) {
+      return s->scores[a] > s->scores[b] ||
+             (s->scores[a] == s->scores[b] && a < b);
+    });
+    EnsureSize(&s->fetched_scores, fetched);
+    s->fetched.resize(s->columns.size());
+    for (Index i = 0; i < fetched; ++i) {
+      const Index from = s->order[static_cast<size_t>(i)];
+      s->fetched_scores[i] = s->scores[from];
+      s->fetched[static_cast<size_t>(i)] =
+          s->columns[static_cast<size_t>(from)];
     }
-    s->columns.swap(s->order);
+    s->columns.assign(s->fetched.begin(),
+                      s->fetched.begin() + static_cast<std::ptrdiff_t>(k));
     s->scores.head(static_cast<Index>(k)) =
-        s->ranked.head(static_cast<Index>(k));
+        s->fetched_scores.head(static_cast<Index>(k));
     s->prescored = static_cast<Index>(k);  // EvaluateSet need not rescore
+    s->spare = true;
   }
-  s->indexed = static_cast<Index>(s->columns.size());
-  // The unindexed patterns follow; a replaced one may also have come from
-  // the index (under its old vector): keep one copy.
-  s->sorted_indexed.assign(s->columns.begin(), s->columns.end());
-  std::sort(s->sorted_indexed.begin(), s->sorted_indexed.end());
-  for (const PatternId id : view.unindexed) {
-    const Index c = view.column_of->find(id)->second;
-    if (!std::binary_search(s->sorted_indexed.begin(), s->sorted_indexed.end(),
-                            c)) {
-      s->columns.push_back(c);
-    }
-  }
+  AppendUnindexed(view, s);
+}
+
+// Replaces the k best of a re-ranked fetch with all of it (already scored):
+// a lower s_k without another index query.
+void ExpandToFetched(const BankView& view, ApproxScratch* s) {
+  const auto n = static_cast<Index>(s->fetched.size());
+  s->columns.assign(s->fetched.begin(), s->fetched.end());
+  if (s->scores.size() < n) s->scores.conservativeResize(n);
+  s->scores.head(n) = s->fetched_scores.head(n);
+  s->prescored = n;
+  s->spare = false;
+  AppendUnindexed(view, s);
 }
 
 struct Certificate {
@@ -711,6 +735,7 @@ absl::StatusOr<RetrieveResult> RetrieveApproximate(
   result.approximate = true;
   s.anchored = false;
   s.prescored = 0;
+  s.spare = false;
   bool have_set = false;
   size_t top_k = params.top_k;
   Certificate last;
@@ -744,6 +769,15 @@ absl::StatusOr<RetrieveResult> RetrieveApproximate(
     // A fresh set that does not certify is widened (k x4) while that stays
     // well below a scan of the bank.
     while (!have_set || !last.held) {
+      if (have_set && s.fresh && s.spare) {
+        // First the rest of the re-ranked fetch (no index query).
+        ExpandToFetched(view, &s);
+        s.anchored = false;
+        last = EvaluateSet(view, params, unit, &s, s.update.head(dim), &energy,
+                           &null_mass);
+        result.patterns_scored += s.columns.size();
+        continue;
+      }
       if (have_set && s.fresh) {
         if (top_k * kWidening > static_cast<size_t>(view.size()) / 8) break;
         top_k *= kWidening;
