@@ -90,6 +90,10 @@ ABSL_FLAG(int, batch, 1000,
 ABSL_FLAG(int, payload_bytes, 3136,
           "ping: payload size (3136 = one 784-float vector)");
 ABSL_FLAG(double, mask_fraction, 0.5, "retrieve: pixels zeroed in each query");
+ABSL_FLAG(std::string, search, "auto",
+          "retrieve, inprocess, compare: search mode, auto (the default: "
+          "approximate in banks with an index from 20,000 patterns), exact "
+          "or approximate");
 ABSL_FLAG(int, heavy_clients, 8,
           "mixed: closed-loop clients sending heavy Retrieves in the loaded "
           "phase");
@@ -805,7 +809,10 @@ int Main() {
     for (;;) {
       absl::StatusOr<v1::Bank> state = client.GetBank(bank);
       if (!state.ok()) return state.status();
-      if (state->separation_pending() == 0) return absl::OkStatus();
+      // Exact statistics (the automatic β) and a complete search index.
+      if (state->separation_pending() == 0 && state->index_pending() == 0) {
+        return absl::OkStatus();
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   };
@@ -896,6 +903,18 @@ int Main() {
   remote_options.set_omit_pattern(true);
   RetrieveOptions local_options;
   local_options.omit_pattern = true;
+  const std::string search = absl::GetFlag(FLAGS_search);
+  if (search == "exact") {
+    remote_options.set_search(v1::SEARCH_MODE_EXACT);
+    local_options.search = SearchMode::kExact;
+  } else if (search == "approximate") {
+    remote_options.set_search(v1::SEARCH_MODE_APPROXIMATE);
+    local_options.search = SearchMode::kApproximate;
+  } else if (search != "auto") {
+    std::cerr << "--search must be auto, exact or approximate, got " << search
+              << "\n";
+    return 2;
+  }
   auto remote_retrieve = [&](uint64_t i) {
     return client.Retrieve(bank, dim, query(i), remote_options).status();
   };

@@ -515,10 +515,11 @@ void AppendUnindexed(const BankView& view, ApproxScratch* s) {
 }
 
 // Fetches S for the state `x` (unit feature `unit`) into s.columns: the
-// index's top_k, re-ranked from CandidatesFor(top_k) by the exact score when
-// `rerank` (a projected index's first fetch; a widened fetch only needs a
-// lower s_k), then the unindexed patterns.
-void GatherCandidates(const BankView& view, size_t top_k, bool rerank,
+// index's top_k, re-ranked by the exact score from more candidates when
+// `rerank` is 1 (CandidatesFor(top_k): a projected index's fetch at the
+// default k) or 2 (half as many again: the query's own fetch); 0 for a
+// widened fetch, which only needs a lower s_k. Then the unindexed patterns.
+void GatherCandidates(const BankView& view, size_t top_k, size_t rerank,
                       const Eigen::Ref<const VectorXf>& x,
                       const Eigen::Ref<const VectorXf>& unit,
                       ApproxScratch* s) {
@@ -539,10 +540,12 @@ void GatherCandidates(const BankView& view, size_t top_k, bool rerank,
     probe = Head(s->index_unit, index_dim);
   }
   const size_t k = std::min<size_t>(top_k, static_cast<size_t>(view.size()));
-  const size_t fetch = rerank
-                           ? std::min<size_t>(view.index->CandidatesFor(k),
-                                              static_cast<size_t>(view.size()))
-                           : k;
+  size_t fetch = k;
+  if (rerank > 0) {
+    fetch = view.index->CandidatesFor(k);
+    if (rerank > 1) fetch += (fetch - k) / 2;
+    fetch = std::min<size_t>(fetch, static_cast<size_t>(view.size()));
+  }
   view.index->Search(probe, fetch, &s->found);
   s->full_k = s->found.size() >= k;
   s->columns.clear();
@@ -783,8 +786,10 @@ absl::StatusOr<RetrieveResult> RetrieveApproximate(
         top_k *= kWidening;
       }
       s.anchored = false;
-      GatherCandidates(view, top_k, /*rerank=*/top_k == params.top_k, x, unit,
-                       &s);
+      // The query itself, often off the patterns' manifold (masked, noisy),
+      // is where a projected index ranks worst: it gets a deeper re-rank.
+      const size_t rerank = top_k != params.top_k ? 0 : t == 0 ? 2 : 1;
+      GatherCandidates(view, top_k, rerank, x, unit, &s);
       s.fresh = true;
       have_set = true;
       ++result.index_queries;

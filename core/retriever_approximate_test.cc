@@ -18,11 +18,13 @@
 #include "core/memory_bank.h"
 #include "core/retriever.h"
 #include "core/testing/random_patterns.h"
+#include "core/testing/retrieval.h"
 #include "core/testing/status_matchers.h"
 
 namespace hopfield {
 namespace {
 
+using ::hopfield::testing::Distance;
 using ::hopfield::testing::IsOk;
 
 constexpr int kDim = 16;
@@ -79,21 +81,7 @@ absl::Span<const float> Query(const Problem& p, int q) {
 
 RetrieveOptions Options(SearchMode search, float beta, uint32_t top_k = 16,
                         uint32_t iterations = 0) {
-  RetrieveOptions options;
-  options.search = search;
-  options.beta = beta;
-  options.top_k = top_k;
-  options.max_iterations = iterations;
-  return options;
-}
-
-double Distance(const std::vector<float>& a, const std::vector<float>& b) {
-  double sum = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = static_cast<double>(a[i]) - static_cast<double>(b[i]);
-    sum += d * d;
-  }
-  return std::sqrt(sum);
+  return testing::SearchOptions(search, beta, top_k, iterations);
 }
 
 TEST(ApproximateRetrievalTest, CertifiedOneStepIsWithinItsBound) {

@@ -37,11 +37,13 @@
 #include "core/memory_bank.h"
 #include "core/retriever.h"
 #include "core/testing/random_patterns.h"
+#include "core/testing/retrieval.h"
 #include "core/testing/status_matchers.h"
 
 namespace hopfield {
 namespace {
 
+using ::hopfield::testing::Distance;
 using ::hopfield::testing::IsOk;
 
 constexpr int kDim = 64;
@@ -101,21 +103,7 @@ std::unique_ptr<MemoryBank> IndexedBank(const std::vector<float>& patterns,
 }
 
 RetrieveOptions Options(SearchMode search, float beta, uint32_t iterations) {
-  RetrieveOptions options;
-  options.search = search;
-  options.beta = beta;
-  options.top_k = kTopK;
-  options.max_iterations = iterations;
-  return options;
-}
-
-double Distance(const std::vector<float>& a, const std::vector<float>& b) {
-  double sum = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = static_cast<double>(a[i]) - static_cast<double>(b[i]);
-    sum += d * d;
-  }
-  return std::sqrt(sum);
+  return testing::SearchOptions(search, beta, kTopK, iterations);
 }
 
 // One softmax step from `query` over all memories and over the exact
