@@ -92,7 +92,7 @@ ABSL_FLAG(int, payload_bytes, 3136,
 ABSL_FLAG(double, mask_fraction, 0.5, "retrieve: pixels zeroed in each query");
 ABSL_FLAG(std::string, search, "auto",
           "retrieve, inprocess, compare: search mode, auto (the default: "
-          "approximate in banks with an index from 20,000 patterns), exact "
+          "approximate in banks with an index from 4,096 patterns), exact "
           "or approximate");
 ABSL_FLAG(int, heavy_clients, 8,
           "mixed: closed-loop clients sending heavy Retrieves in the loaded "

@@ -393,7 +393,7 @@ class ClientTest(unittest.TestCase):
                 self.assertEqual(d.approximate, a.approximate)
                 self.assertEqual(d.nearest_id, e.nearest_id)
             self.assertGreater(sum(a.approximate for a in approximate), len(queries) // 2)
-            # AUTO on a bank below its threshold (20,000 patterns) scans densely.
+            # AUTO on a bank below its threshold (4,096 patterns) scans densely.
             stub.CreateBank(pb.CreateBankRequest(name="auto", config=pb.BankConfig(
                 dim=dim)), timeout=10)
             stub.Store(pb.StoreRequest(bank="auto", patterns=[
