@@ -120,8 +120,8 @@ TEST(AnnIndexTest, ProjectsStructuredDataAndReRankingFindsTheNeighbours) {
   int top1 = 0;
   std::vector<AnnIndex::Candidate> found;
   for (int q = 0; q < 200; ++q) {
-    std::vector<float> query(data.begin() + (q * 23) * kDim,
-                             data.begin() + (q * 23 + 1) * kDim);
+    const auto first = static_cast<std::ptrdiff_t>(q) * 23 * kDim;
+    std::vector<float> query(data.begin() + first, data.begin() + first + kDim);
     float norm = 0.0f;
     for (float& v : query) {
       v += noise(rng);
@@ -143,7 +143,7 @@ TEST(AnnIndexTest, ProjectsStructuredDataAndReRankingFindsTheNeighbours) {
         best = c.id;
       }
     }
-    top1 += best == BruteForce(data, kDim, query.data(), 1, 1)[0];
+    if (best == BruteForce(data, kDim, query.data(), 1, 1)[0]) ++top1;
   }
   // Deterministic (fixed seeds); measured 200/200.
   EXPECT_GE(top1, 196);
@@ -165,7 +165,8 @@ TEST(AnnIndexTest, IndexesAsGivenWithoutStructureOrEnoughSample) {
   };
   EXPECT_TRUE(projected(structured));
   EXPECT_FALSE(projected(isotropic));  // flat
-  EXPECT_FALSE(projected(absl::MakeConstSpan(structured).first(63 * kDim)));
+  EXPECT_FALSE(
+      projected(absl::MakeConstSpan(structured).first(size_t{63} * kDim)));
   EXPECT_FALSE(projected({}));
   AnnIndexOptions off;
   off.projection_energy = 0.0;

@@ -1250,8 +1250,9 @@ BankStats MemoryBank::Stats() const {
   const std::optional<double> rule_separation = RuleSeparationLocked();
   stats.separation_pending = pending_count_;
   for (size_t c = 0; c < ids_.size() && pending_count_ > 0; ++c) {
-    stats.separation_estimated +=
-        pending_[c] != 0 && std::isfinite(nearest_score_[c]);
+    if (pending_[c] != 0 && std::isfinite(nearest_score_[c])) {
+      ++stats.separation_estimated;
+    }
   }
   stats.max_norm = max_norm_;
   stats.max_key_norm = max_key_norm_;

@@ -264,7 +264,7 @@ TEST(MemoryBankIndexTest, DeferredBanksGetIndexDerivedStatisticsFirst) {
     auto exact = bank->PatternSeparation(ids[i]);
     ASSERT_THAT(exact, IsOk());
     EXPECT_GE(estimates[i].separation, exact->separation - 1e-5);
-    same += estimates[i].nearest_id == exact->nearest_id;
+    if (estimates[i].nearest_id == exact->nearest_id) ++same;
   }
   // Deterministic (fixed seeds); measured 3000/3000.
   EXPECT_GE(same, 2900);

@@ -127,7 +127,7 @@ TEST(ApproximateRetrievalTest, AnUncertifiedSetIsWidenedFirst) {
     EXPECT_LE(Distance(approx->pattern, dense->pattern),
               static_cast<double>(approx->truncation_bound) + 1e-5);
     // One iteration: more than one search means a wider set.
-    widened += approx->index_queries > 1;
+    if (approx->index_queries > 1) ++widened;
   }
   EXPECT_GE(widened, 20);  // the others are proved by separation
 }
@@ -194,7 +194,7 @@ TEST(ApproximateRetrievalTest, ASetIsKeptWhileTheStateStaysNearItsAnchor) {
     EXPECT_LE(Distance(approx->pattern, dense->pattern), 1e-4);
     if (approx->fell_back) continue;
     EXPECT_FALSE(approx->certified_by_separation);
-    reused += approx->index_queries < approx->iterations;
+    if (approx->index_queries < approx->iterations) ++reused;
   }
   EXPECT_GE(reused, 40);
 }
@@ -337,9 +337,10 @@ TEST(ApproximateRetrievalTest, StoreForgetTrainAndRetrieveConcurrently) {
       auto ids = bank->Add(std::vector<PatternId>(20, 0), values);
       ASSERT_THAT(ids, IsOk());
       // Replace a few, forget a few (some before they are ever indexed).
-      EXPECT_THAT(bank->Add(absl::MakeConstSpan(*ids).first(2),
-                            absl::MakeConstSpan(values).first(2 * kDim)),
-                  IsOk());
+      EXPECT_THAT(
+          bank->Add(absl::MakeConstSpan(*ids).first(2),
+                    absl::MakeConstSpan(values).first(size_t{2} * kDim)),
+          IsOk());
       bank->Remove(absl::MakeConstSpan(*ids).subspan(5, 4));
     }
   });

@@ -365,9 +365,10 @@ TEST_F(MemoryServiceTest, SearchModesAgreeAndReportTheIndex) {
   std::mt19937 rng(15);
   const std::vector<float> flat = testing::UnitPatterns(rng, kCount, kDim);
   std::vector<std::vector<float>> patterns;
+  patterns.reserve(kCount);
   for (int i = 0; i < kCount; ++i) {
-    patterns.emplace_back(flat.begin() + i * kDim,
-                          flat.begin() + (i + 1) * kDim);
+    const auto first = static_cast<std::ptrdiff_t>(i) * kDim;
+    patterns.emplace_back(flat.begin() + first, flat.begin() + first + kDim);
   }
   ASSERT_THAT(Store("modes", patterns), IsOk());
   // The index is built in the background.
@@ -389,7 +390,7 @@ TEST_F(MemoryServiceTest, SearchModesAgreeAndReportTheIndex) {
   std::normal_distribution<float> noise(0.0f, 0.05f);
   std::vector<std::vector<float>> queries;
   for (int q = 0; q < 50; ++q) {
-    std::vector<float> query = patterns[q * 7];
+    std::vector<float> query = patterns[static_cast<size_t>(q) * 7];
     for (float& v : query) v += noise(rng);
     queries.push_back(query);
   }
