@@ -333,8 +333,9 @@ class MemoryBank {
   // by its write stamp). Patterns the index now holds whose separation
   // statistics await RefreshSeparation and hold no estimate get one from
   // the index (BankStats::separation_estimated): one search each for
-  // 8 candidates (16 from a projected index), re-scored exactly; the candidates
-  // learn their score to it as well. So after a bulk load Δ statistics are
+  // 9 candidates (18 from a projected index; one is the pattern itself),
+  // re-scored exactly; the candidates learn their score to it as well. So
+  // after a bulk load Δ statistics are
   // available within seconds, long before the exact refresh (O(M²·D_Φ))
   // completes. Returns the patterns brought into the index; 0
   // when there is nothing to do, when `stop` (polled between blocks) is

@@ -498,6 +498,12 @@ struct ApproxScratch {
   bool fresh = false;   // fetched for the state being evaluated
 };
 
+// The exact score of column c at the unit state `unit` (cosine banks).
+float ExactScore(const BankView& view, Index c,
+                 const Eigen::Ref<const VectorXf>& unit) {
+  return view.keys.col(c).dot(unit) * view.key_inverse_norms[c];
+}
+
 // Marks s.columns as the indexed prefix and appends the patterns not in the
 // index; a replaced one may also have come from the index (under its old
 // vector): one copy is kept.
@@ -562,7 +568,7 @@ void GatherCandidates(const BankView& view, size_t top_k, size_t rerank,
     EnsureSize(&s->scores, fetched);
     for (Index i = 0; i < fetched; ++i) {
       const Index c = s->columns[static_cast<size_t>(i)];
-      s->scores[i] = view.keys.col(c).dot(unit) * view.key_inverse_norms[c];
+      s->scores[i] = ExactScore(view, c, unit);
     }
     s->order.resize(s->columns.size());
     std::iota(s->order.begin(), s->order.end(), Index{0});
@@ -624,7 +630,7 @@ Certificate EvaluateSet(const BankView& view, const RetrievalParams& params,
   for (Index i = 0; i < n; ++i) {
     if (i >= s->prescored) {
       const Index c = s->columns[static_cast<size_t>(i)];
-      scores[i] = view.keys.col(c).dot(unit) * view.key_inverse_norms[c];
+      scores[i] = ExactScore(view, c, unit);
     }
     if (scores[i] > scores[best]) best = i;
   }
