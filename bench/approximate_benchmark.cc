@@ -8,7 +8,9 @@
 //                             (automatic β, up to 10 iterations), mode
 //                             0 exact, 1 approximate, 2 auto; queries: set 0
 //                             test images, 1 half-masked training images
-//   BM_RawSearch/<k>/<full>   hnswlib searchKnn (ef_search 64), normalised
+//   BM_IndexBuild/<threads>   that bank's index built again on 1 or 2 threads
+//   BM_RawSearch/<k>/<full>   hnswlib searchKnn (ef max(64, k); k 192 is the
+//                             query's own fetch), normalised
 //                             query, nothing else: full 0 on the bank's
 //                             index (projected to 64 dims on this data),
 //                             full 1 on a 784-dim index of the same images
@@ -16,6 +18,7 @@
 //                             images: where AUTO should switch
 //   BM_Scaling/<M>/<mode>     synthetic d = 128 unit patterns, queries =
 //                             patterns + N(0, 0.03²), β = 64
+//   BM_ScalingRaw/<M>         hnswlib searchKnn for 64 on that bank's index
 //
 // Counters: agreement = share of the set whose nearest_id equals the dense
 // path's (over the whole set, computed before timing), fell_back /
@@ -31,6 +34,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "Eigen/Core"
@@ -239,6 +243,53 @@ BENCHMARK(BM_Fashion)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
+// The Fashion-MNIST bank's index built again from its unit keys as a bank
+// rebuild does (projection fitted to 4,096 keys, insertion in batches of
+// 1,024) on `threads` threads: AnnIndex::Add's concurrent insertion against
+// one thread, in the same run.
+void BM_IndexBuild(benchmark::State& state) {
+  const BenchData& data = GetBenchData();
+  const auto threads = static_cast<uint32_t>(state.range(0));
+  const auto dim = static_cast<size_t>(data.dim);
+  Eigen::MatrixXf unit = Eigen::Map<const Eigen::MatrixXf>(
+      data.pixels.data(), data.dim, data.patterns);
+  unit.colwise().normalize();
+  const size_t count = static_cast<size_t>(data.patterns);
+  constexpr size_t kSample = 4096;
+  std::vector<float> sample;
+  for (size_t i = 0; i < kSample; ++i) {
+    const float* key =
+        unit.col(static_cast<Eigen::Index>(i * count / kSample)).data();
+    sample.insert(sample.end(), key, key + dim);
+  }
+  std::vector<uint64_t> ids(count);
+  for (size_t i = 0; i < count; ++i) ids[i] = i + 1;
+  for (auto _ : state) {
+    auto index = AnnIndex::Create(static_cast<uint32_t>(dim), AnnIndexOptions(),
+                                  nullptr, sample);
+    if (!index.ok()) Die(index.status(), "index");
+    constexpr size_t kBatch = 1024;
+    for (size_t first = 0; first < count; first += kBatch) {
+      const size_t n = std::min(kBatch, count - first);
+      const absl::Status added =
+          (*index)->Add(absl::MakeConstSpan(ids).subspan(first, n),
+                        absl::MakeConstSpan(unit.data(), unit.size())
+                            .subspan(first * dim, n * dim),
+                        threads);
+      if (!added.ok()) Die(added, "index");
+    }
+    state.counters["search_dim"] = (*index)->search_dim();
+  }
+  state.counters["patterns"] = static_cast<double>(count);
+}
+BENCHMARK(BM_IndexBuild)
+    ->ArgNames({"threads"})
+    ->Arg(1)
+    ->Arg(2)
+    ->Iterations(1)
+    ->Unit(benchmark::kSecond)
+    ->UseRealTime();
+
 // hnswlib over the full-dimension unit images (no projection), with the
 // bank's index options: the raw baseline on the same data.
 const AnnIndex& FullDimensionIndex() {
@@ -309,7 +360,7 @@ void BM_RawSearch(benchmark::State& state) {
 }
 BENCHMARK(BM_RawSearch)
     ->ArgNames({"k", "full"})
-    ->ArgsProduct({{10, 64}, {0, 1}})
+    ->ArgsProduct({{10, 64, 192}, {0, 1}})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
@@ -329,6 +380,7 @@ void Build(uint32_t dim, bool exact_statistics, Built* b) {
   BankEnvironment env;
   env.separation_update = SeparationUpdate::kDeferred;
   env.index_min_patterns = 0;
+  env.index_build_threads = std::max(1u, std::thread::hardware_concurrency());
   auto bank = MemoryBank::Create("bench", options, std::move(env));
   if (!bank.ok()) Die(bank.status(), "bank");
   b->bank = *std::move(bank);
@@ -460,6 +512,49 @@ void BM_Scaling(benchmark::State& state) {
 BENCHMARK(BM_Scaling)
     ->ArgNames({"M", "mode"})
     ->ArgsProduct({{10000, 100000, 1000000}, {0, 1}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// Raw hnswlib on the scaling bank's own index: searchKnn for top_k (64)
+// candidates of the normalised query, nothing else (the approximate path's
+// per-state search), with its recall@10 against the exact top 10.
+void BM_ScalingRaw(benchmark::State& state) {
+  const Built& b = ScalingBank(static_cast<int>(state.range(0)));
+  const QuerySet& set = b.set;
+  Eigen::MatrixXf unit =
+      Eigen::Map<const Eigen::MatrixXf>(set.queries.data(), set.dim, set.count);
+  unit.colwise().normalize();
+  std::vector<AnnIndex::Candidate> found;
+  auto search = [&](int q) {
+    b.bank->WithReader([&](const BankView& view) {
+      view.index->Search(
+          absl::MakeConstSpan(unit.col(q).data(), static_cast<size_t>(set.dim)),
+          64, &found);
+      return 0;
+    });
+  };
+  double hits = 0;
+  for (int q = 0; q < set.count; ++q) {
+    search(q);
+    const auto& top = set.top10[static_cast<size_t>(q)];
+    for (size_t i = 0; i < std::min<size_t>(10, found.size()); ++i) {
+      hits += std::find(top.begin(), top.end(), found[i].id) != top.end();
+    }
+  }
+  state.counters["recall10"] = hits / (10.0 * set.count);
+  int q = 0;
+  for (auto _ : state) {
+    search(q);
+    benchmark::DoNotOptimize(found.data());
+    q = (q + 1) % set.count;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_ScalingRaw)
+    ->ArgNames({"M"})
+    ->Arg(10000)
+    ->Arg(100000)
+    ->Arg(1000000)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

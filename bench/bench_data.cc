@@ -1,9 +1,11 @@
 #include "bench/bench_data.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <thread>
 
 #include "bench/fashion_mnist.h"
 #include "bench/uhop_protocol.h"
@@ -43,6 +45,9 @@ const BenchData& GetBenchData() {
     BankEnvironment env;
     env.separation_update = SeparationUpdate::kDeferred;
     env.index_min_patterns = 0;
+    // As hopfieldd builds indexes: with the worker pool's width (one thread
+    // per CPU).
+    env.index_build_threads = std::max(1u, std::thread::hardware_concurrency());
     d->bank = MemoryBank::Create("fashion", options, std::move(env)).value();
     const auto start = std::chrono::steady_clock::now();
     constexpr int kBatch = 1000;

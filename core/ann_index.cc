@@ -9,8 +9,12 @@
 #include <utility>
 
 #include "Eigen/Dense"
+#include "absl/base/dynamic_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "hnswlib/hnswlib.h"
+
+#include "core/worker_pool.h"
 
 namespace hopfield {
 namespace {
@@ -201,7 +205,7 @@ absl::Status AnnIndex::EnsureCapacityLocked(uint64_t count) {
 }
 
 absl::Status AnnIndex::Add(absl::Span<const uint64_t> ids,
-                           absl::Span<const float> vectors) {
+                           absl::Span<const float> vectors, uint32_t threads) {
   if (vectors.size() != ids.size() * dim_) {
     return absl::InvalidArgumentError(
         absl::StrCat("expected ", ids.size(), " x ", dim_, " = ",
@@ -217,6 +221,7 @@ absl::Status AnnIndex::Add(absl::Span<const uint64_t> ids,
     const uint64_t present = graph_ == nullptr ? 0 : graph_->cur_element_count;
     if (auto s = EnsureCapacityLocked(present + ids.size()); !s.ok()) return s;
   }
+  if (threads > 1 && ids.size() > 1) return AddParallel(ids, vectors, threads);
   std::vector<float> projected;
   for (size_t begin = 0; begin < ids.size(); begin += kAddSlice) {
     const size_t end = std::min(ids.size(), begin + kAddSlice);
@@ -246,6 +251,77 @@ absl::Status AnnIndex::Add(absl::Span<const uint64_t> ids,
                          ": ", e.what()));
       }
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AnnIndex::AddParallel(absl::Span<const uint64_t> ids,
+                                   absl::Span<const float> vectors,
+                                   uint32_t threads) {
+  const size_t n = ids.size();
+  std::vector<float> projections;
+  const float* data = vectors.data();
+  if (projected()) {  // outside the lock
+    projections.resize(n * search_dim_);
+    RunParts(nullptr, threads, [&](size_t part) {
+      for (size_t i = part * n / threads; i < (part + 1) * n / threads; ++i) {
+        Project(vectors.data() + i * dim_,
+                projections.data() + i * search_dim_);
+      }
+    });
+    data = projections.data();
+  }
+  WriterLock lock(&mu_);
+  // New ids go in concurrently; replacements (and repeats) after them, in
+  // order, one by one: hnswlib's concurrent insertion is for distinct new
+  // labels.
+  std::vector<size_t> fresh;
+  std::vector<size_t> serial;
+  fresh.reserve(n);
+  {
+    absl::flat_hash_set<uint64_t> seen;
+    seen.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      if (graph_->label_lookup_.count(ids[i]) != 0 ||
+          !seen.insert(ids[i]).second) {
+        serial.push_back(i);
+      } else {
+        fresh.push_back(i);
+      }
+    }
+  }
+  // Lambdas are opaque to the lock analysis: they get the graph, not graph_.
+  Graph* const graph = graph_.get();
+  // hnswlib's concurrent insertion reads the entry point without its lock
+  // (a stale one is still a valid start: it only gains levels) and shares
+  // the level generator unlocked (two entries may draw the same level).
+  // Those two are benign by its design; everything else stays checked.
+  ABSL_ANNOTATE_BENIGN_RACE_SIZED(&graph->enterpoint_node_,
+                                  sizeof(graph->enterpoint_node_),
+                                  "hnswlib entry point, concurrent insertion");
+  ABSL_ANNOTATE_BENIGN_RACE_SIZED(
+      &graph->level_generator_, sizeof(graph->level_generator_),
+      "hnswlib level generator, concurrent insertion");
+  auto insert = [&](size_t i) {
+    graph->addPoint(data + i * search_dim_, ids[i]);
+  };
+  try {
+    // Interleaved parts: neighbouring (often similar) vectors go to
+    // different threads, which then contend less for the same link lists.
+    RunParts(nullptr, threads, [&](size_t part) {
+      for (size_t j = part; j < fresh.size(); j += threads) insert(fresh[j]);
+    });
+    for (const size_t i : serial) {
+      const auto found = graph_->label_lookup_.find(ids[i]);
+      if (found != graph_->label_lookup_.end() &&
+          graph_->isMarkedDeleted(found->second)) {
+        --deleted_;  // addPoint revives it
+      }
+      insert(i);
+    }
+  } catch (const std::runtime_error& e) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the search index could not insert a pattern: ", e.what()));
   }
   return absl::OkStatus();
 }

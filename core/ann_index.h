@@ -37,7 +37,8 @@
 //
 // Thread-safe: Search, Contains and the accessors run concurrently with each
 // other; Add and MarkDeleted take the writer lock (a search waits for at most
-// one slice of an Add, see Add); concurrent Adds run one after the other.
+// one slice of an Add, see Add; a whole batch of a multi-threaded Add);
+// concurrent Adds run one after the other.
 #ifndef HOPFIELD_CORE_ANN_INDEX_H_
 #define HOPFIELD_CORE_ANN_INDEX_H_
 
@@ -120,9 +121,17 @@ class AnnIndex {
   // id is 0; RESOURCE_EXHAUSTED when the growth does not fit the budget
   // (nothing of the batch is inserted) or, rarely, when hnswlib fails to
   // allocate an entry's upper-layer links (a prefix of the batch is in).
+  //
+  // threads > 1 inserts the batch's new ids from that many threads (hnswlib's
+  // concurrent insertion; ids already present or repeated in the batch are
+  // then inserted one by one, in order) and holds the writer lock for the
+  // whole batch: meant for building an index that nothing searches yet. The
+  // graph then depends on the threads' interleaving (not reproducible from
+  // the seed), and hnswlib's level generator is shared by the threads
+  // unlocked (a benign race: two entries may draw the same level).
   static constexpr size_t kAddSlice = 64;
   absl::Status Add(absl::Span<const uint64_t> ids,
-                   absl::Span<const float> vectors);
+                   absl::Span<const float> vectors, uint32_t threads = 1);
 
   // Tombstones `id` (searches no longer return it). Unknown or already
   // deleted ids are ignored. Returns true if a live entry was deleted.
@@ -163,6 +172,10 @@ class AnnIndex {
   // Writes the normalised projection of `vector` (dim floats) into `out`
   // (search_dim floats).
   void Project(const float* vector, float* out) const;
+  // Add with threads > 1 (capacity ensured, add_mu_ held).
+  absl::Status AddParallel(absl::Span<const uint64_t> ids,
+                           absl::Span<const float> vectors, uint32_t threads)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(add_mu_);
   // Grows the graph to hold `count` entries in all (writer lock held).
   absl::Status EnsureCapacityLocked(uint64_t count)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

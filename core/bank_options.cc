@@ -56,9 +56,10 @@ absl::Status BankOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("entmax_alpha must be in (1, 2], got ", entmax_alpha));
   }
-  if (!(beta == 0.0f || (beta > 0.0f && beta <= kMaxBeta))) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "beta must be 0 (automatic) or in (0, ", kMaxBeta, "], got ", beta));
+  if (!(beta == 0.0f || (beta >= kMinBeta && beta <= kMaxBeta))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("beta must be 0 (automatic) or in [", kMinBeta, ", ",
+                     kMaxBeta, "], got ", beta));
   }
   if (max_iterations < 1 || max_iterations > kMaxIterationsLimit) {
     return absl::InvalidArgumentError(

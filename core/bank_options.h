@@ -52,6 +52,10 @@ inline constexpr uint32_t kMaxDim = 65536;
 inline constexpr uint32_t kMaxIterationsLimit = 1000;
 inline constexpr uint32_t kMaxTopK = 1 << 20;
 inline constexpr float kMaxBeta = 1e6f;
+// The smallest positive β: the smallest normal float. Retrieval flushes
+// denormal results to zero (flush_denormals.h), so with a smaller one every
+// β·s would be 0.
+inline constexpr float kMinBeta = 1.17549435e-38f;
 inline constexpr size_t kMaxBankNameLength = 64;
 
 // Per-bank retrieval settings. A plain value type; copyable.

@@ -43,6 +43,7 @@ TEST(BankOptionsTest, RejectsEachOutOfRangeField) {
       {"beta", [](BankOptions* o) { o->beta = -1.0f; }, "-1"},
       {"beta", [](BankOptions* o) { o->beta = std::nanf(""); }, "nan"},
       {"beta", [](BankOptions* o) { o->beta = 2e6f; }, "2e+06"},
+      {"beta", [](BankOptions* o) { o->beta = 1e-39f; }, "1e-39"},
       {"max_iterations", [](BankOptions* o) { o->max_iterations = 0; }, "0"},
       {"max_iterations", [](BankOptions* o) { o->max_iterations = 1001; },
        "1001"},

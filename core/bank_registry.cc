@@ -99,6 +99,7 @@ absl::StatusOr<std::shared_ptr<MemoryBank>> BankRegistry::Create(
   env.budget = options_.budget;
   env.max_patterns = options_.max_patterns_per_bank;
   env.index_min_patterns = options_.index_min_patterns;
+  env.index_build_threads = std::max<uint32_t>(1, options_.index_build_threads);
   if (options_.separation_update == SeparationUpdate::kDeferred) {
     env.on_pending = [signal = signal_] {
       {

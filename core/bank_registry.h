@@ -64,6 +64,9 @@ struct RegistryOptions {
   size_t index_batch = 1024;
   // BankEnvironment::index_min_patterns of every bank. Default: 4096.
   uint64_t index_min_patterns = 4096;
+  // BankEnvironment::index_build_threads of every bank (0 is taken as 1).
+  // Default: 1.
+  uint32_t index_build_threads = 1;
   // The account every bank's memory is reserved from. Null: unaccounted.
   std::shared_ptr<MemoryBudget> budget;
   // Most patterns per bank (RESOURCE_EXHAUSTED beyond).

@@ -12,6 +12,7 @@
 
 #include "core/capacity.h"
 #include "core/status_macros.h"
+#include "core/worker_pool.h"
 
 namespace hopfield {
 namespace {
@@ -213,6 +214,9 @@ absl::StatusOr<std::unique_ptr<MemoryBank>> MemoryBank::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("max_patterns must be <= ", kMaxPatternsPerBank, ", got ",
                      env.max_patterns));
+  }
+  if (env.index_build_threads == 0) {
+    return absl::InvalidArgumentError("index_build_threads must be >= 1");
   }
   return std::unique_ptr<MemoryBank>(
       new MemoryBank(std::move(name), options.Resolved(), std::move(env)));
@@ -712,19 +716,23 @@ void MemoryBank::EstimateFromIndex(const std::shared_ptr<AnnIndex>& index,
     }
   }
   if (targets.empty()) return;
-  // The candidates of each target, flattened (kEstimateNeighbours + 1: the
-  // target finds itself).
+  // The candidates of each target (kEstimateNeighbours + 1: the target
+  // finds itself) in slots of `per`, 0 where a search returned fewer; the
+  // searches run on env_.index_build_threads threads.
   const size_t per = index->CandidatesFor(kEstimateNeighbours + 1);
-  std::vector<PatternId> candidates;
-  candidates.reserve(targets.size() * per);
-  std::vector<size_t> begin(targets.size() + 1, 0);
-  std::vector<AnnIndex::Candidate> found;
-  for (size_t t = 0; t < targets.size(); ++t) {
-    index->Search(unit_keys.subspan(targets[t] * key_dim, key_dim), per,
-                  &found);
-    for (const AnnIndex::Candidate& c : found) candidates.push_back(c.id);
-    begin[t + 1] = candidates.size();
-  }
+  std::vector<PatternId> candidates(targets.size() * per, 0);
+  const size_t threads =
+      std::min<size_t>(env_.index_build_threads, targets.size());
+  RunParts(nullptr, threads, [&](size_t part) {
+    std::vector<AnnIndex::Candidate> found;
+    for (size_t t = part; t < targets.size(); t += threads) {
+      index->Search(unit_keys.subspan(targets[t] * key_dim, key_dim), per,
+                    &found);
+      for (size_t j = 0; j < found.size(); ++j) {
+        candidates[t * per + j] = found[j].id;
+      }
+    }
+  });
   WriterLock lock(&mu_);
   if (index_ != index || index_map_ != feature_map_) return;
   const Eigen::Map<const Eigen::MatrixXf> keys = KeysLocked();
@@ -738,8 +746,8 @@ void MemoryBank::EstimateFromIndex(const std::shared_ptr<AnnIndex>& index,
     if (stamp_[col] != stamps[i] || !NeedsEstimateLocked(col)) continue;
     float best = -std::numeric_limits<float>::infinity();
     PatternId best_id = 0;
-    for (size_t j = begin[t]; j < begin[t + 1]; ++j) {
-      if (candidates[j] == ids[i]) continue;
+    for (size_t j = t * per; j < (t + 1) * per; ++j) {
+      if (candidates[j] == 0 || candidates[j] == ids[i]) continue;
       const auto other = column_of_.find(candidates[j]);
       if (other == column_of_.end()) continue;
       const Eigen::Index o = other->second;
@@ -855,7 +863,9 @@ size_t MemoryBank::BuildSearchIndex(const std::atomic<bool>* stop) {
       }
     }
     vectors.resize(ids.size() * static_cast<size_t>(key_dim));
-    if (!index->Add(ids, vectors).ok()) return 0;  // budget
+    if (!index->Add(ids, vectors, env_.index_build_threads).ok()) {
+      return 0;  // budget
+    }
   }
   WriterLock lock(&mu_);
   if (feature_map_ != map) return 0;

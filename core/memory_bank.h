@@ -118,6 +118,13 @@ struct BankEnvironment {
   // index costs more than the scan it would save (hnswlib also holds ~2.6 MB
   // of locks per index). 0: from the first pattern. Default: 4096.
   uint64_t index_min_patterns = 4096;
+  // Threads that build a new search index (hnswlib's concurrent insertion,
+  // AnnIndex::Add) and run its separation-estimate searches: short-lived
+  // threads beside the caller of RefreshIndex. 1 builds on the caller alone,
+  // the same graph for the same inserts; more build faster (60,000
+  // Fashion-MNIST keys: bench/README.md), a graph that depends on the
+  // threads' interleaving. Default: 1. REQUIRES: >= 1.
+  uint32_t index_build_threads = 1;
 };
 
 // Read-only view of a bank's contents, valid only while the bank's reader
@@ -263,8 +270,8 @@ class MemoryBank {
  public:
   // Creates an empty bank.
   // Errors: INVALID_ARGUMENT if `name` breaks ValidateBankName, `options`
-  // fails BankOptions::Validate() or env.max_patterns is above
-  // kMaxPatternsPerBank.
+  // fails BankOptions::Validate(), env.max_patterns is above
+  // kMaxPatternsPerBank or env.index_build_threads is 0.
   static absl::StatusOr<std::unique_ptr<MemoryBank>> Create(
       std::string name, const BankOptions& options, BankEnvironment env = {});
 

@@ -241,6 +241,11 @@ TEST(MemoryBankTest, MaxPatternsIsEnforcedBeforeAnythingChanges) {
   env.max_patterns = kMaxPatternsPerBank + 1;
   EXPECT_THAT(MemoryBank::Create("big", options, env),
               StatusIs(absl::StatusCode::kInvalidArgument));
+  env.max_patterns = 3;
+  env.index_build_threads = 0;
+  EXPECT_THAT(MemoryBank::Create("idle", options, env),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("index_build_threads")));
 }
 
 TEST(MemoryBankTest, GrowthIsReservedFromTheBudgetAndForgetGivesItBack) {

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "core/capacity.h"
+#include "core/flush_denormals.h"
 #include "core/separation.h"
 #include "core/status_macros.h"
 #include "core/worker_pool.h"
@@ -521,11 +522,10 @@ void AppendUnindexed(const BankView& view, ApproxScratch* s) {
 }
 
 // Fetches S for the state `x` (unit feature `unit`) into s.columns: the
-// index's top_k, re-ranked by the exact score from more candidates when
-// `rerank` is 1 (CandidatesFor(top_k): a projected index's fetch at the
-// default k) or 2 (half as many again: the query's own fetch); 0 for a
-// widened fetch, which only needs a lower s_k. Then the unindexed patterns.
-void GatherCandidates(const BankView& view, size_t top_k, size_t rerank,
+// index's top_k, or with `deep` the top_k by the exact score among 1.5 times
+// CandidatesFor(top_k) candidates (3k when the index is projected). Then
+// the unindexed patterns.
+void GatherCandidates(const BankView& view, size_t top_k, bool deep,
                       const Eigen::Ref<const VectorXf>& x,
                       const Eigen::Ref<const VectorXf>& unit,
                       ApproxScratch* s) {
@@ -547,9 +547,9 @@ void GatherCandidates(const BankView& view, size_t top_k, size_t rerank,
   }
   const size_t k = std::min<size_t>(top_k, static_cast<size_t>(view.size()));
   size_t fetch = k;
-  if (rerank > 0) {
+  if (deep) {
     fetch = view.index->CandidatesFor(k);
-    if (rerank > 1) fetch += (fetch - k) / 2;
+    fetch += (fetch - k) / 2;
     fetch = std::min<size_t>(fetch, static_cast<size_t>(view.size()));
   }
   view.index->Search(probe, fetch, &s->found);
@@ -617,7 +617,7 @@ struct Certificate {
 Certificate EvaluateSet(const BankView& view, const RetrievalParams& params,
                         const Eigen::Ref<const VectorXf>& unit,
                         ApproxScratch* s, Eigen::Ref<VectorXf> update,
-                        double* energy, double* null_mass) {
+                        double* null_mass) {
   const auto n = static_cast<Index>(s->columns.size());
   // Keeps the prescored entries.
   if (s->scores.size() < n) s->scores.conservativeResize(n);
@@ -662,8 +662,6 @@ Certificate EvaluateSet(const BankView& view, const RetrievalParams& params,
           weights[i] * view.patterns.col(s->columns[static_cast<size_t>(i)]);
     }
   }
-  *energy =
-      StateEnergy(params, 0.5, Head(s->scores, n), z, Head(s->weights, n));
 
   const uint64_t tail =
       static_cast<uint64_t>(view.size()) - static_cast<uint64_t>(n);
@@ -729,6 +727,13 @@ Certificate EvaluateSet(const BankView& view, const RetrievalParams& params,
   return certificate;
 }
 
+// The energy of the state the last EvaluateSet scored, over its set.
+double SetEnergy(const RetrievalParams& params, const ApproxScratch& s) {
+  const auto n = static_cast<Index>(s.columns.size());
+  return StateEnergy(params, 0.5, Head(s.scores, n), Head(s.logits, n),
+                     Head(s.weights, n));
+}
+
 absl::StatusOr<RetrieveResult> RetrieveApproximate(
     const BankView& view, const RetrievalParams& params,
     absl::Span<const float> query) {
@@ -767,13 +772,15 @@ absl::StatusOr<RetrieveResult> RetrieveApproximate(
     if (previous_n > 0) {
       s.previous_weights.head(previous_n) = s.weights.head(previous_n);
     }
-    double energy = 0.0;
+    auto evaluate = [&] {
+      last =
+          EvaluateSet(view, params, unit, &s, s.update.head(dim), &null_mass);
+      result.patterns_scored += s.columns.size();
+    };
     if (have_set) {
       s.columns = s.previous_columns;  // try the same set first
       s.fresh = false;
-      last = EvaluateSet(view, params, unit, &s, s.update.head(dim), &energy,
-                         &null_mass);
-      result.patterns_scored += s.columns.size();
+      evaluate();
     }
     // A fresh set that does not certify is widened (k x4) while that stays
     // well below a scan of the bank.
@@ -782,9 +789,7 @@ absl::StatusOr<RetrieveResult> RetrieveApproximate(
         // First the rest of the re-ranked fetch (no index query).
         ExpandToFetched(view, &s);
         s.anchored = false;
-        last = EvaluateSet(view, params, unit, &s, s.update.head(dim), &energy,
-                           &null_mass);
-        result.patterns_scored += s.columns.size();
+        evaluate();
         continue;
       }
       if (have_set && s.fresh) {
@@ -793,15 +798,17 @@ absl::StatusOr<RetrieveResult> RetrieveApproximate(
       }
       s.anchored = false;
       // The query itself, often off the patterns' manifold (masked, noisy),
-      // is where a projected index ranks worst: it gets a deeper re-rank.
-      const size_t rerank = top_k != params.top_k ? 0 : t == 0 ? 2 : 1;
-      GatherCandidates(view, top_k, rerank, x, unit, &s);
+      // is where a projected index ranks worst: its fetch is re-ranked from
+      // a deeper one. Later states sit near stored patterns, where the
+      // projected ranking holds up (and the answer is mostly settled): their
+      // top_k comes straight from the index, scored exactly (measured 7-12%
+      // faster per retrieval than re-ranking 2k, the same agreement).
+      const bool deep = t == 0 && top_k == params.top_k;
+      GatherCandidates(view, top_k, deep, x, unit, &s);
       s.fresh = true;
       have_set = true;
       ++result.index_queries;
-      last = EvaluateSet(view, params, unit, &s, s.update.head(dim), &energy,
-                         &null_mass);
-      result.patterns_scored += s.columns.size();
+      evaluate();
     }
     if (!last.held) {
       // Not certified: the dense scan answers.
@@ -812,8 +819,9 @@ absl::StatusOr<RetrieveResult> RetrieveApproximate(
       dense.patterns_scored += result.patterns_scored;
       return dense;
     }
-    result.energy = energy;
-    if (params.return_energy_trace) result.energy_trace.push_back(energy);
+    if (params.return_energy_trace) {
+      result.energy_trace.push_back(SetEnergy(params, s));
+    }
     const auto n = static_cast<Index>(s.columns.size());
     const bool weights_settled =
         t > 0 && s.columns == s.previous_columns &&
@@ -832,6 +840,7 @@ absl::StatusOr<RetrieveResult> RetrieveApproximate(
     if (AllZero(s.x.head(dim))) break;
   }
   result.iterations = t;
+  result.energy = SetEnergy(params, s);
   if (!params.omit_pattern) {
     result.pattern.assign(s.x.data(), s.x.data() + dim);
   }
@@ -873,6 +882,7 @@ template <typename Fn>
 void ParallelFor(const RetrievalParams& params, Index n, const Fn& fn) {
   const Index parts = PartCount(params.threads, n);
   RunParts(params.pool, static_cast<size_t>(parts), [&](size_t part_index) {
+    const ScopedFlushDenormals flush;  // on the helping thread too
     const auto part = static_cast<Index>(part_index);
     fn(part, n * part / parts, n * (part + 1) / parts);
   });
@@ -912,6 +922,7 @@ absl::Status ParallelForChecked(const RetrievalParams& params, Index n,
 absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
     const BankView& view, const RetrievalParams& params,
     const Eigen::Map<const MatrixXf>& queries) {
+  const ScopedFlushDenormals flush;  // (ParallelFor's parts take their own)
   const Index dim = view.dim();
   if (UseApproximate(view, params)) {
     // Above the threshold each query takes the per-query top-k path
@@ -1113,10 +1124,10 @@ absl::StatusOr<std::vector<RetrieveResult>> RetrieveMany(
 }  // namespace
 
 absl::Status RetrieveOptions::Validate() const {
-  if (!(beta >= 0.0f && beta <= kMaxBeta)) {
+  if (!(beta == 0.0f || (beta >= kMinBeta && beta <= kMaxBeta))) {
     return absl::InvalidArgumentError(
-        absl::StrCat("options.beta must be 0 (bank default) or in (0, ",
-                     kMaxBeta, "], got ", beta));
+        absl::StrCat("options.beta must be 0 (bank default) or in [", kMinBeta,
+                     ", ", kMaxBeta, "], got ", beta));
   }
   if (max_iterations > kMaxIterationsLimit) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -1193,6 +1204,7 @@ absl::StatusOr<RetrieveResult> Retriever::Retrieve(
     const BankView& view, const RetrievalParams& params,
     absl::Span<const float> query) {
   HOPFIELD_RETURN_IF_ERROR(ValidateQuery(query, view, params, "query"));
+  const ScopedFlushDenormals flush;
   return RetrieveSingle(view, params, query);
 }
 
@@ -1227,6 +1239,7 @@ absl::StatusOr<std::vector<RetrieveResult>> Retriever::RetrieveBatch(
     const BankView& view, const RetrievalParams& params,
     absl::Span<const float> queries) {
   HOPFIELD_RETURN_IF_ERROR(RetrieveBatchCheck(view, params, queries));
+  const ScopedFlushDenormals flush;
   const Index dim = view.dim();
   const Eigen::Map<const MatrixXf> matrix(
       queries.data(), dim,
@@ -1308,6 +1321,7 @@ absl::StatusOr<std::vector<RetrieveResult>> Retriever::RetrieveBatch(
         bank, options,
         [&](const BankView& view,
             const RetrievalParams& params) -> absl::Status {
+          const ScopedFlushDenormals flush;
           const auto size = static_cast<uint64_t>(view.size());
           const auto parts =
               static_cast<uint64_t>(PartCount(params.threads, view.size()));

@@ -608,6 +608,9 @@ TEST(RetrieverTest, RejectsBadInputWithoutSideEffects) {
   bad.beta = -1.0f;
   EXPECT_THAT(Retriever::Retrieve(*bank, std::vector<float>{1, 0, 0}, bad),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("beta")));
+  bad.beta = 1e-39f;  // denormal: β·s would flush to 0
+  EXPECT_THAT(Retriever::Retrieve(*bank, std::vector<float>{1, 0, 0}, bad),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("beta")));
   bad = RetrieveOptions();
   bad.max_iterations = 5000;
   EXPECT_THAT(Retriever::Retrieve(*bank, std::vector<float>{1, 0, 0}, bad),
