@@ -123,9 +123,9 @@ TEST(AnnIndexTest, AParallelAddReplacesRevivesAndTakesTheLastOfARepeat) {
                                              kDim);
   };
   auto index = NewIndex(kDim);
-  ASSERT_THAT(
-      index->Add(Ids(1, 100), absl::MakeConstSpan(data).subspan(0, 100 * kDim)),
-      IsOk());
+  ASSERT_THAT(index->Add(Ids(1, 100), absl::MakeConstSpan(data).subspan(
+                                          0, size_t{100} * kDim)),
+              IsOk());
   ASSERT_TRUE(index->MarkDeleted(5));
   // New ids 200 and 201 (200 twice: the second vector wins), deleted id 5
   // revived with another vector, id 7 replaced.
