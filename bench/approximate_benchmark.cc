@@ -9,7 +9,7 @@
 //                             0 exact, 1 approximate, 2 auto; queries: set 0
 //                             test images, 1 half-masked training images
 //   BM_IndexBuild/<threads>   that bank's index built again on 1 or 2 threads
-//   BM_RawSearch/<k>/<full>   hnswlib searchKnn (ef max(64, k); k 192 is the
+//   BM_RawSearch/<k>/<full>   hnswlib searchKnn (ef max(64, k); k 192 ~ the
 //                             query's own fetch), normalised
 //                             query, nothing else: full 0 on the bank's
 //                             index (projected to 64 dims on this data),

@@ -6,6 +6,7 @@
 #include <new>
 #include <queue>
 #include <stdexcept>
+#include <thread>
 #include <utility>
 
 #include "Eigen/Dense"
@@ -189,6 +190,17 @@ absl::Status AnnIndex::EnsureCapacityLocked(uint64_t count) {
       graph_ = std::make_unique<Graph>(space_.get(), capacity, options_.m,
                                        options_.ef_construction, options_.seed);
       graph_->setEf(options_.ef_search);
+      // hnswlib's concurrent insertion (AddParallel) reads the entry point
+      // without its lock (a stale one is still a valid start: it only
+      // gains levels) and shares the level generator unlocked (two entries
+      // may draw the same level). Benign by its design; everything else
+      // stays checked. Annotated once per graph (a resize keeps the object).
+      ABSL_ANNOTATE_BENIGN_RACE_SIZED(&graph_->enterpoint_node_,
+                                      sizeof(graph_->enterpoint_node_),
+                                      "hnswlib entry point");
+      ABSL_ANNOTATE_BENIGN_RACE_SIZED(&graph_->level_generator_,
+                                      sizeof(graph_->level_generator_),
+                                      "hnswlib level generator");
     } else {
       graph_->resizeIndex(capacity);
     }
@@ -259,6 +271,9 @@ absl::Status AnnIndex::AddParallel(absl::Span<const uint64_t> ids,
                                    absl::Span<const float> vectors,
                                    uint32_t threads) {
   const size_t n = ids.size();
+  // More threads than cores (or than vectors) only add contention.
+  threads = static_cast<uint32_t>(std::min<size_t>(
+      {threads, n, std::max(1u, std::thread::hardware_concurrency())}));
   std::vector<float> projections;
   const float* data = vectors.data();
   if (projected()) {  // outside the lock
@@ -292,16 +307,6 @@ absl::Status AnnIndex::AddParallel(absl::Span<const uint64_t> ids,
   }
   // Lambdas are opaque to the lock analysis: they get the graph, not graph_.
   Graph* const graph = graph_.get();
-  // hnswlib's concurrent insertion reads the entry point without its lock
-  // (a stale one is still a valid start: it only gains levels) and shares
-  // the level generator unlocked (two entries may draw the same level).
-  // Those two are benign by its design; everything else stays checked.
-  ABSL_ANNOTATE_BENIGN_RACE_SIZED(&graph->enterpoint_node_,
-                                  sizeof(graph->enterpoint_node_),
-                                  "hnswlib entry point, concurrent insertion");
-  ABSL_ANNOTATE_BENIGN_RACE_SIZED(
-      &graph->level_generator_, sizeof(graph->level_generator_),
-      "hnswlib level generator, concurrent insertion");
   auto insert = [&](size_t i) {
     graph->addPoint(data + i * search_dim_, ids[i]);
   };

@@ -26,14 +26,15 @@
 // graph holds each vector's normalised projection onto them instead of the
 // vector. Searches are then several times cheaper (fewer floats per distance,
 // a smaller graph, a faster build) and rank by the projected cosine, an
-// approximation: a caller fetches CandidatesFor(k) and re-ranks them by the
-// exact score (on Fashion-MNIST, 784 -> 64 dims keeps 93% of the energy and
-// its graph finds the exact top-1 more often than the 784-dim graph does).
-// Data without such structure (isotropic, or a sample smaller than dim) is
-// indexed as given. Deleted ids stay in the graph as tombstones that
-// searches step over (hnswlib's markDelete); re-adding a deleted or stored
-// id replaces its vector in place. Tombstones count in size_with_deleted()
-// and memory; a caller that deletes much rebuilds (a fresh index).
+// approximation: a caller that needs the best k fetches CandidatesFor(k) or
+// more and re-ranks them by the exact score (on Fashion-MNIST, 784 -> 64 dims
+// keeps 93% of the energy and its graph finds the exact top-1 more often than
+// the 784-dim graph does). Data without such structure (isotropic, or a sample
+// smaller than dim) is indexed as given. Deleted ids stay in the graph as
+// tombstones that searches step over (hnswlib's markDelete); re-adding a
+// deleted or stored id replaces its vector in place. Tombstones count in
+// size_with_deleted() and memory; a caller that deletes much rebuilds (a fresh
+// index).
 //
 // Thread-safe: Search, Contains and the accessors run concurrently with each
 // other; Add and MarkDeleted take the writer lock (a search waits for at most
@@ -120,9 +121,11 @@ class AnnIndex {
   // Errors: INVALID_ARGUMENT when vectors.size() != ids.size() * dim or an
   // id is 0; RESOURCE_EXHAUSTED when the growth does not fit the budget
   // (nothing of the batch is inserted) or, rarely, when hnswlib fails to
-  // allocate an entry's upper-layer links (a prefix of the batch is in).
+  // allocate an entry's upper-layer links (a prefix of the batch is in; with
+  // threads > 1 some of the batch).
   //
-  // threads > 1 inserts the batch's new ids from that many threads (hnswlib's
+  // threads > 1 inserts the batch's new ids from that many threads (at most
+  // the hardware's; hnswlib's
   // concurrent insertion; ids already present or repeated in the batch are
   // then inserted one by one, in order) and holds the writer lock for the
   // whole batch: meant for building an index that nothing searches yet. The

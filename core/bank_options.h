@@ -53,8 +53,9 @@ inline constexpr uint32_t kMaxIterationsLimit = 1000;
 inline constexpr uint32_t kMaxTopK = 1 << 20;
 inline constexpr float kMaxBeta = 1e6f;
 // The smallest positive β: the smallest normal float. Retrieval flushes
-// denormal results to zero (flush_denormals.h), so with a smaller one every
-// β·s would be 0.
+// denormal results to zero (flush_denormals.h); a denormal β would reach
+// the energy's 1/β as 0 (−inf energy). A normal β this small still gives
+// flat weights (β·s flushes to 0), which is what such a β means.
 inline constexpr float kMinBeta = 1.17549435e-38f;
 inline constexpr size_t kMaxBankNameLength = 64;
 
@@ -81,7 +82,7 @@ struct BankOptions {
   // Inverse temperature β. 0 means automatic: chosen per retrieval from the
   // bank's separation Δ_min and size M by the §A.1 β rule
   // (see `AutoBeta` in capacity.h). Default: 0.
-  // REQUIRES: 0 (automatic) or 0 < beta <= 1e6.
+  // REQUIRES: 0 (automatic) or kMinBeta <= beta <= 1e6.
   float beta = 0.0f;
 
   // Upper bound on update steps x <- Ξ·Sep(β·s(x)). Default: 10.

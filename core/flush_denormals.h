@@ -11,9 +11,13 @@
 // Intel cores every operation that produces or consumes such a denormal
 // takes a microcode assist of ~100 cycles. Measured on a Xeon
 // (bench/README.md): one exact retrieval over 20,000 Fashion-MNIST images
-// took 258 ms with denormals and 10.8 ms without; an approximate one 493 µs
-// and 360 µs. Flushing changes only terms below 1.2e-38, far under a
-// float's resolution of any sum they join.
+// took 258 ms with denormals and 10.5 ms without; an approximate one 493 µs
+// and 223 µs. Flushing changes only terms below 1.2e-38, far under a
+// float's resolution of any sum they join, with one exception: when every
+// term is that small (Softmax₁ for a query far from every pattern, whose
+// weights all fall below FLT_MIN), the update flushes to the zero vector
+// and the dynamics stop there, where they would have kept a tiny vector's
+// direction.
 //
 //   {
 //     ScopedFlushDenormals flush;

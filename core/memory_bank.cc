@@ -6,6 +6,7 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -722,7 +723,8 @@ void MemoryBank::EstimateFromIndex(const std::shared_ptr<AnnIndex>& index,
   const size_t per = index->CandidatesFor(kEstimateNeighbours + 1);
   std::vector<PatternId> candidates(targets.size() * per, 0);
   const size_t threads =
-      std::min<size_t>(env_.index_build_threads, targets.size());
+      std::min<size_t>({env_.index_build_threads, targets.size(),
+                        std::max(1u, std::thread::hardware_concurrency())});
   RunParts(nullptr, threads, [&](size_t part) {
     std::vector<AnnIndex::Candidate> found;
     for (size_t t = part; t < targets.size(); t += threads) {

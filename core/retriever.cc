@@ -522,9 +522,9 @@ void AppendUnindexed(const BankView& view, ApproxScratch* s) {
 }
 
 // Fetches S for the state `x` (unit feature `unit`) into s.columns: the
-// index's top_k, or with `deep` the top_k by the exact score among 1.5 times
-// CandidatesFor(top_k) candidates (3k when the index is projected). Then
-// the unindexed patterns.
+// index's top_k, or with `deep` the top_k by the exact score among
+// CandidatesFor(top_k) plus half the excess (2.5k when the index is
+// projected: 160 for the default 64). Then the unindexed patterns.
 void GatherCandidates(const BankView& view, size_t top_k, bool deep,
                       const Eigen::Ref<const VectorXf>& x,
                       const Eigen::Ref<const VectorXf>& unit,

@@ -74,7 +74,7 @@ namespace hopfield {
 // bank's setting". A plain value type.
 struct RetrieveOptions {
   // Inverse temperature β. 0: the bank's (automatic when the bank's is 0).
-  // REQUIRES: 0 <= beta <= 1e6.
+  // REQUIRES: 0, or kMinBeta <= beta <= 1e6 (bank_options.h).
   float beta = 0.0f;
   // REQUIRES: max_iterations <= 1000 (0: the bank's).
   uint32_t max_iterations = 0;

@@ -52,7 +52,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   // A new search index is built with the worker pool's width (the refresher
   // thread plus short-lived helpers): after a bulk load or a Train, the
   // index (and the separation estimates) arrive that much sooner.
-  registry_options.index_build_threads = pool_options.threads;
+  registry_options.index_build_threads = std::min(pool_options.threads, cpus);
   // Store stays O(patterns x dim); exact separation statistics catch up in
   // the background (Bank.separation_pending says how far behind they are).
   registry_options.separation_update = SeparationUpdate::kDeferred;
