@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 
 #include "core/capacity.h"
+#include "core/flush_denormals.h"
 #include "core/testing/random_patterns.h"
 #include "core/testing/status_matchers.h"
 
@@ -586,6 +587,40 @@ TEST(RetrieverTest, FuzzRegressionsAnswerFiniteNumbersOrInvalidArgument) {
       Retriever::Retrieve(*cosine, std::vector<float>{1e-40f, 0, 1e-39f, 0}));
   EXPECT_TRUE(std::isfinite(tiny.matches[0].score));
 }
+
+#if defined(__SSE__)
+// Retrieval flushes denormal results on its threads and leaves each
+// thread's float mode as it found it, on success and on error.
+TEST(RetrieverTest, RetrievalLeavesTheThreadsFloatModeAsItFoundIt) {
+  ASSERT_EQ(_MM_GET_FLUSH_ZERO_MODE(), _MM_FLUSH_ZERO_OFF);
+  volatile float tiny = 1e-30f;    // volatile: computed at run time
+  EXPECT_GT(tiny * 1e-10f, 0.0f);  // a denormal, kept
+  {
+    const ScopedFlushDenormals flush;
+    EXPECT_EQ(_MM_GET_FLUSH_ZERO_MODE(), _MM_FLUSH_ZERO_ON);
+    EXPECT_EQ(tiny * 1e-10f, 0.0f);  // flushed
+    {
+      const ScopedFlushDenormals nested;
+      EXPECT_EQ(_MM_GET_FLUSH_ZERO_MODE(), _MM_FLUSH_ZERO_ON);
+    }
+    EXPECT_EQ(_MM_GET_FLUSH_ZERO_MODE(), _MM_FLUSH_ZERO_ON);
+  }
+  EXPECT_EQ(_MM_GET_FLUSH_ZERO_MODE(), _MM_FLUSH_ZERO_OFF);
+
+  auto bank = IdentityBank();
+  EXPECT_THAT(Retriever::Retrieve(*bank, std::vector<float>{1, 0, 0}), IsOk());
+  EXPECT_EQ(_MM_GET_FLUSH_ZERO_MODE(), _MM_FLUSH_ZERO_OFF);
+  EXPECT_THAT(Retriever::Retrieve(*bank, std::vector<float>{1, 0}),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(_MM_GET_FLUSH_ZERO_MODE(), _MM_FLUSH_ZERO_OFF);
+  RetrieveOptions options;
+  options.threads = 2;
+  EXPECT_THAT(Retriever::RetrieveBatch(
+                  *bank, std::vector<float>{1, 0, 0, 0, 1, 0}, options),
+              IsOk());
+  EXPECT_EQ(_MM_GET_FLUSH_ZERO_MODE(), _MM_FLUSH_ZERO_OFF);
+}
+#endif
 
 TEST(RetrieverTest, RejectsBadInputWithoutSideEffects) {
   auto bank = IdentityBank();
