@@ -316,15 +316,11 @@ const AnnIndex& FullDimensionIndex() {
   return *kIndex;
 }
 
-// hnswlib's searchKnn for the test images: on the bank's own index (range 1
-// = 0; projected when the bank's keys allow it) or on the full-dimension one
-// (range 1 = 1).
-void BM_RawSearch(benchmark::State& state) {
-  const BenchData& data = GetBenchData();
-  const QuerySet& set = FashionSet(0);
-  const auto k = static_cast<size_t>(state.range(0));
-  const bool full = state.range(1) == 1;
-  const AnnIndex* index = full ? &FullDimensionIndex() : nullptr;
+// hnswlib's searchKnn for k candidates of each normalised query of `set`,
+// nothing else: on `index`, or on `bank`'s own index when `index` is null;
+// with its recall@10 against the set's exact top 10.
+void RunRawSearch(benchmark::State& state, const QuerySet& set,
+                  const AnnIndex* index, const MemoryBank& bank, size_t k) {
   Eigen::MatrixXf unit =
       Eigen::Map<const Eigen::MatrixXf>(set.queries.data(), set.dim, set.count);
   unit.colwise().normalize();
@@ -336,7 +332,7 @@ void BM_RawSearch(benchmark::State& state) {
       index->Search(query, k, &found);
       return;
     }
-    data.bank->WithReader([&](const BankView& view) {
+    bank.WithReader([&](const BankView& view) {
       view.index->Search(query, k, &found);
       return 0;
     });
@@ -344,8 +340,8 @@ void BM_RawSearch(benchmark::State& state) {
   double hits = 0;
   for (int q = 0; q < set.count; ++q) {
     search(q);
+    const auto& top = set.top10[static_cast<size_t>(q)];
     for (size_t i = 0; i < std::min<size_t>(10, found.size()); ++i) {
-      const auto& top = set.top10[static_cast<size_t>(q)];
       hits += std::find(top.begin(), top.end(), found[i].id) != top.end();
     }
   }
@@ -357,6 +353,14 @@ void BM_RawSearch(benchmark::State& state) {
     q = (q + 1) % set.count;
   }
   state.SetItemsProcessed(state.iterations());
+}
+
+// The test images: on the bank's own index (range 1 = 0; projected when the
+// bank's keys allow it) or on the full-dimension one (range 1 = 1).
+void BM_RawSearch(benchmark::State& state) {
+  const bool full = state.range(1) == 1;
+  RunRawSearch(state, FashionSet(0), full ? &FullDimensionIndex() : nullptr,
+               *GetBenchData().bank, static_cast<size_t>(state.range(0)));
 }
 BENCHMARK(BM_RawSearch)
     ->ArgNames({"k", "full"})
@@ -520,35 +524,7 @@ BENCHMARK(BM_Scaling)
 // per-state search), with its recall@10 against the exact top 10.
 void BM_ScalingRaw(benchmark::State& state) {
   const Built& b = ScalingBank(static_cast<int>(state.range(0)));
-  const QuerySet& set = b.set;
-  Eigen::MatrixXf unit =
-      Eigen::Map<const Eigen::MatrixXf>(set.queries.data(), set.dim, set.count);
-  unit.colwise().normalize();
-  std::vector<AnnIndex::Candidate> found;
-  auto search = [&](int q) {
-    b.bank->WithReader([&](const BankView& view) {
-      view.index->Search(
-          absl::MakeConstSpan(unit.col(q).data(), static_cast<size_t>(set.dim)),
-          64, &found);
-      return 0;
-    });
-  };
-  double hits = 0;
-  for (int q = 0; q < set.count; ++q) {
-    search(q);
-    const auto& top = set.top10[static_cast<size_t>(q)];
-    for (size_t i = 0; i < std::min<size_t>(10, found.size()); ++i) {
-      hits += std::find(top.begin(), top.end(), found[i].id) != top.end();
-    }
-  }
-  state.counters["recall10"] = hits / (10.0 * set.count);
-  int q = 0;
-  for (auto _ : state) {
-    search(q);
-    benchmark::DoNotOptimize(found.data());
-    q = (q + 1) % set.count;
-  }
-  state.SetItemsProcessed(state.iterations());
+  RunRawSearch(state, b.set, nullptr, *b.bank, 64);
 }
 BENCHMARK(BM_ScalingRaw)
     ->ArgNames({"M"})

@@ -51,8 +51,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   registry_options.index_min_patterns = config.index_min_patterns;
   // A new search index is built with the worker pool's width (the refresher
   // thread plus short-lived helpers): after a bulk load or a Train, the
-  // index (and the separation estimates) arrive that much sooner.
-  registry_options.index_build_threads = std::min(pool_options.threads, cpus);
+  // index (and the separation estimates) arrive that much sooner (core uses
+  // at most the hardware's threads).
+  registry_options.index_build_threads = pool_options.threads;
   // Store stays O(patterns x dim); exact separation statistics catch up in
   // the background (Bank.separation_pending says how far behind they are).
   registry_options.separation_update = SeparationUpdate::kDeferred;
