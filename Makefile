@@ -86,9 +86,13 @@ format:
 format-check:
 	clang-format --dry-run --Werror $$(git ls-files '*.h' '*.cc')
 
+# Benchmarks run under the same malloc tunable as `make run` (huge pages for
+# the pattern buffers and the index graph), so they measure what hopfieldd
+# serves.
+BENCH_ENV := GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 bench: build
-	build/release/bench/retriever_benchmark
-	build/release/bench/memory_bank_benchmark
+	$(BENCH_ENV) build/release/bench/retriever_benchmark
+	$(BENCH_ENV) build/release/bench/memory_bank_benchmark
 
 bench-smoke: build
 	ctest --preset benchmark-smoke

@@ -118,4 +118,11 @@ double CapacityUtilization(uint64_t pattern_count, double log_capacity) {
   return std::exp(std::log(static_cast<double>(pattern_count)) - log_capacity);
 }
 
+double SphericalCosineBound(double a, double c) {
+  a = std::clamp(a, -1.0, 1.0);
+  c = std::clamp(c, -1.0, 1.0);
+  if (a >= c) return 1.0;
+  return std::min(1.0, a * c + std::sqrt((1.0 - a * a) * (1.0 - c * c)));
+}
+
 }  // namespace hopfield

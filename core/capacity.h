@@ -95,6 +95,16 @@ double LogCapacity(double beta, double dim, double min_separation,
 // means retrieval errors are expected.
 double CapacityUtilization(uint64_t pattern_count, double log_capacity);
 
+// The largest cos(x, u) over unit vectors x with cos(x, v) <= a, where u and v
+// are unit vectors with cos(u, v) = c: angles on the sphere obey the triangle
+// inequality, ∠(x, u) >= ∠(x, v) − ∠(u, v), so
+//   cos(x, u) <= cos(arccos a − arccos c) = a·c + √(1−a²)·√(1−c²)  (a < c),
+// and 1 when a >= c. Tight (x in the plane of u and v), and never above the
+// chordal bound a + ‖u − v‖ = a + √(2 − 2c): the retriever bounds the scores
+// of patterns it did not score with it (algorithms.md §E.5). Arguments are
+// clamped to [−1, 1].
+double SphericalCosineBound(double a, double c);
+
 }  // namespace hopfield
 
 #endif  // HOPFIELD_CORE_CAPACITY_H_

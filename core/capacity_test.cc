@@ -1,6 +1,8 @@
 #include "core/capacity.h"
 
+#include <array>
 #include <cmath>
+#include <random>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -73,6 +75,56 @@ TEST(CapacityTest, CapacityMatchesTheStorageCondition) {
   EXPECT_NEAR(std::log(2.0 * (m - 1.0) / kAutoBetaRadius) / beta +
                   2.0 * kAutoBetaRadius,
               separation, 1e-9);
+}
+
+TEST(CapacityTest, SphericalCosineBoundHoldsIsTightAndBeatsTheChord) {
+  // Random unit triples in 8 dimensions: cos(x, u) never exceeds the bound
+  // from cos(x, v) and cos(u, v), which never exceeds the chordal bound.
+  std::mt19937 rng(11);
+  std::normal_distribution<double> normal;
+  auto unit = [&] {
+    std::array<double, 8> x{};
+    double norm = 0.0;
+    for (double& e : x) {
+      e = normal(rng);
+      norm += e * e;
+    }
+    for (double& e : x) e /= std::sqrt(norm);
+    return x;
+  };
+  auto dot = [](const std::array<double, 8>& a,
+                const std::array<double, 8>& b) {
+    double sum = 0.0;
+    for (size_t i = 0; i < a.size(); ++i) sum += a[i] * b[i];
+    return sum;
+  };
+  for (int trial = 0; trial < 2000; ++trial) {
+    const auto x = unit();
+    const auto u = unit();
+    auto v = unit();
+    if (trial % 2 == 1) {
+      // Keep u and v close, as a retrieval's successive states are.
+      for (size_t i = 0; i < v.size(); ++i) v[i] = u[i] + 0.1 * v[i];
+      const double norm = std::sqrt(dot(v, v));
+      for (double& e : v) e /= norm;
+    }
+    const double a = dot(x, v);
+    const double c = dot(u, v);
+    const double bound = SphericalCosineBound(a, c);
+    EXPECT_LE(dot(x, u), bound + 1e-12) << trial;
+    EXPECT_LE(bound, std::min(1.0, a + std::sqrt(2.0 - 2.0 * c)) + 1e-12)
+        << trial;
+  }
+  // Tight in the plane: x at 60° from v, u at 20° from v towards x.
+  const double pi = std::acos(-1.0);
+  EXPECT_NEAR(SphericalCosineBound(std::cos(pi / 3), std::cos(pi / 9)),
+              std::cos(2 * pi / 9), 1e-12);
+  // A state near its anchor barely loosens the bound; the chord loosens it
+  // by ‖u − v‖ (0.045 at cos 0.999).
+  EXPECT_NEAR(SphericalCosineBound(0.95, 0.999), 0.9630, 1e-4);
+  EXPECT_EQ(SphericalCosineBound(0.5, 0.4), 1.0);   // x may coincide with u
+  EXPECT_EQ(SphericalCosineBound(2.0, -3.0), 1.0);  // clamped
+  EXPECT_NEAR(SphericalCosineBound(-1.0, 1.0), -1.0, 1e-12);
 }
 
 }  // namespace
