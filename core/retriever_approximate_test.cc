@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
+#include "core/ann_index.h"
 #include "core/feature_map.h"
 #include "core/memory_bank.h"
 #include "core/retriever.h"
@@ -197,6 +198,64 @@ TEST(ApproximateRetrievalTest, ASetIsKeptWhileTheStateStaysNearItsAnchor) {
     if (approx->index_queries < approx->iterations) ++reused;
   }
   EXPECT_GE(reused, 40);
+}
+
+// Structured keys (near a 20-dimensional subspace of 128): the bank's
+// index projects them (32 dimensions) and ranks by the projected cosine, so
+// the query's fetch is re-ranked by the exact score from CandidatesFor(k)
+// plus half the excess; answers stay the dense path's, each certified or
+// answered by the dense scan.
+TEST(ApproximateRetrievalTest, AProjectedIndexIsReRankedToTheDenseAnswer) {
+  constexpr int kWide = 128;
+  constexpr int kCount = 3000;
+  BankOptions options;
+  options.dim = kWide;
+  options.index_ef_construction = 64;
+  BankEnvironment env;
+  env.index_min_patterns = 0;
+  auto created = MemoryBank::Create("projected", options, std::move(env));
+  ASSERT_THAT(created, IsOk());
+  MemoryBank& bank = **created;
+  std::mt19937 rng(12);
+  const std::vector<float> patterns =
+      testing::LowRankUnitPatterns(rng, kCount, kWide, 20, 0.05f);
+  auto ids = bank.Add(std::vector<PatternId>(static_cast<size_t>(kCount), 0),
+                      patterns);
+  ASSERT_THAT(ids, IsOk());
+  while (bank.index_pending() > 0) {
+    ASSERT_GT(bank.RefreshIndex(1 << 20, nullptr), 0u);
+  }
+  const uint32_t search_dim = bank.WithReader([](const BankView& view) {
+    return view.index == nullptr ? 0u : view.index->search_dim();
+  });
+  ASSERT_EQ(search_dim, 32u);
+  std::normal_distribution<float> noise(0.0f, 0.01f);
+  int approximate = 0;
+  int agree = 0;
+  for (int q = 0; q < 100; ++q) {
+    const auto source = static_cast<size_t>(q) * 29;
+    std::vector<float> query(
+        patterns.begin() + static_cast<std::ptrdiff_t>(source * kWide),
+        patterns.begin() + static_cast<std::ptrdiff_t>((source + 1) * kWide));
+    for (float& v : query) v += noise(rng);
+    auto dense =
+        Retriever::Retrieve(bank, query, Options(SearchMode::kExact, 100.0f));
+    auto approx = Retriever::Retrieve(
+        bank, query, Options(SearchMode::kApproximate, 100.0f, 16));
+    ASSERT_THAT(dense, IsOk());
+    ASSERT_THAT(approx, IsOk());
+    EXPECT_TRUE(approx->exact);
+    if (approx->nearest_id == dense->nearest_id) ++agree;
+    if (approx->fell_back) continue;
+    ++approximate;
+    EXPECT_EQ(approx->nearest_id, (*ids)[source]) << "query " << q;
+    EXPECT_LE(Distance(approx->pattern, dense->pattern), 1e-3) << "query " << q;
+    // The energy over the set misses at most the certified tail's mass.
+    EXPECT_NEAR(approx->energy, dense->energy, 1e-4) << "query " << q;
+    EXPECT_LT(approx->patterns_scored, static_cast<uint64_t>(kCount));
+  }
+  EXPECT_GE(agree, 99);
+  EXPECT_GE(approximate, 90);
 }
 
 TEST(ApproximateRetrievalTest, SparsemaxTailsCarryNoWeight) {
