@@ -111,6 +111,32 @@ TEST(ApproximateRetrievalTest, CertifiedOneStepIsWithinItsBound) {
   EXPECT_GE(approximate, 90);
 }
 
+// Weights of at most 1e-9 are left out of the update; the bound says so.
+// With every pattern in the set (no tail) it is m times their sum: above 0,
+// at most m·M·1e-9, and it covers the gap to the dense update.
+TEST(ApproximateRetrievalTest, LeftOutNegligibleWeightsAreBounded) {
+  auto bank = NewBank();
+  constexpr int kCount = 300;
+  const Problem p = Fill(*bank, kCount, 20, 0.05f, 12);
+  for (int q = 0; q < 20; ++q) {
+    // β = 40 on 16-dim unit patterns: most weights lie in (e^{-87}, 1e-9].
+    auto dense = Retriever::Retrieve(*bank, Query(p, q),
+                                     Options(SearchMode::kExact, 40.0f, 16, 1));
+    auto approx = Retriever::Retrieve(
+        *bank, Query(p, q), Options(SearchMode::kApproximate, 40.0f, 512, 1));
+    ASSERT_THAT(dense, IsOk());
+    ASSERT_THAT(approx, IsOk());
+    ASSERT_TRUE(approx->approximate);
+    ASSERT_FALSE(approx->fell_back);
+    EXPECT_EQ(approx->nearest_id, dense->nearest_id);
+    EXPECT_GT(approx->truncation_bound, 0.0f) << "query " << q;
+    EXPECT_LE(approx->truncation_bound, kCount * 1e-9f) << "query " << q;
+    EXPECT_LE(Distance(approx->pattern, dense->pattern),
+              static_cast<double>(approx->truncation_bound) + 1e-6)
+        << "query " << q;
+  }
+}
+
 // Too few candidates to certify: the set is fetched again, wider, before
 // the dense scan is considered.
 TEST(ApproximateRetrievalTest, AnUncertifiedSetIsWidenedFirst) {
