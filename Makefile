@@ -16,6 +16,7 @@ APT_PACKAGES := cmake ninja-build pkg-config g++ clang clang-format clang-tidy \
   libclang-rt-14-dev \
   libabsl-dev libeigen3-dev libhnswlib-dev libgtest-dev libgmock-dev libbenchmark-dev \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
+  librocksdb-dev \
   grpc-proto python3-grpcio python3-protobuf zlib1g-dev dataset-fashion-mnist
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
