@@ -202,7 +202,7 @@ RocksDbStorage::~RocksDbStorage() {
 
 absl::StatusOr<uint64_t> RocksDbStorage::Apply(const StorageBatch& batch) {
   {
-    absl::MutexLock lock(&sync_mu_);
+    const std::lock_guard<std::mutex> lock(sync_mu_);
     if (!failure_.ok()) {
       return absl::UnavailableError(absl::StrCat(
           "storage refuses writes after a failed sync: ", failure_.message()));
@@ -264,7 +264,7 @@ absl::StatusOr<uint64_t> RocksDbStorage::Apply(const StorageBatch& batch) {
         break;
     }
   }
-  absl::MutexLock lock(&apply_mu_);
+  WriterLock lock(&apply_mu_);
   if (highest > last_incarnation_) {
     std::string value;
     AppendLittle(highest, 8, &value);
@@ -280,27 +280,23 @@ absl::StatusOr<uint64_t> RocksDbStorage::Apply(const StorageBatch& batch) {
 }
 
 absl::Status RocksDbStorage::WaitDurable(uint64_t ticket) {
-  sync_mu_.Lock();
+  std::unique_lock<std::mutex> lock(sync_mu_);
   while (true) {
-    if (!failure_.ok()) {
-      absl::Status failure = failure_;
-      sync_mu_.Unlock();
-      return failure;
-    }
-    if (synced_ >= ticket) break;
+    if (!failure_.ok()) return failure_;
+    if (synced_ >= ticket) return absl::OkStatus();
     if (syncing_) {
       // The running sync may have started before this ticket's write: wait
       // for it to end and look again.
-      sync_mu_.Await(absl::Condition(this, &RocksDbStorage::SyncIdle));
+      sync_done_.wait(lock, [this] { return !syncing_; });
       continue;
     }
     syncing_ = true;
     // Every batch Apply has returned is in the log file by now.
     const uint64_t target = db_->GetLatestSequenceNumber();
-    sync_mu_.Unlock();
+    lock.unlock();
     const rocksdb::Status status =
         options_.sync ? db_->SyncWAL() : rocksdb::Status::OK();
-    sync_mu_.Lock();
+    lock.lock();
     syncing_ = false;
     ++syncs_;
     if (!status.ok()) {
@@ -308,13 +304,12 @@ absl::Status RocksDbStorage::WaitDurable(uint64_t ticket) {
     } else {
       synced_ = std::max(synced_, target);
     }
+    sync_done_.notify_all();
   }
-  sync_mu_.Unlock();
-  return absl::OkStatus();
 }
 
 uint64_t RocksDbStorage::syncs() const {
-  absl::MutexLock lock(&sync_mu_);
+  const std::lock_guard<std::mutex> lock(sync_mu_);
   return syncs_;
 }
 
@@ -355,7 +350,7 @@ absl::StatusOr<std::vector<StoredBank>> RocksDbStorage::ListBanks() const {
 }
 
 absl::StatusOr<BankIncarnation> RocksDbStorage::LastIncarnation() const {
-  absl::MutexLock lock(&apply_mu_);
+  ReaderLock lock(&apply_mu_);
   return last_incarnation_;
 }
 

@@ -37,9 +37,11 @@
 #ifndef HOPFIELD_CORE_ROCKSDB_STORAGE_H_
 #define HOPFIELD_CORE_ROCKSDB_STORAGE_H_
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,8 +49,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 
+#include "core/mutex.h"
 #include "core/storage.h"
 
 namespace rocksdb {
@@ -114,18 +116,17 @@ class RocksDbStorage final : public Storage {
   std::unique_ptr<rocksdb::ColumnFamilyHandle> catalog_;
 
   // Serialises Apply: batches reach the log in the order Apply returns.
-  mutable absl::Mutex apply_mu_;
+  mutable Mutex apply_mu_;
   BankIncarnation last_incarnation_ ABSL_GUARDED_BY(apply_mu_);
 
-  // Group commit.
-  bool SyncIdle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_) {
-    return !syncing_;
-  }
-  mutable absl::Mutex sync_mu_;
-  uint64_t synced_ ABSL_GUARDED_BY(sync_mu_) = 0;
-  bool syncing_ ABSL_GUARDED_BY(sync_mu_) = false;
-  uint64_t syncs_ ABSL_GUARDED_BY(sync_mu_) = 0;
-  absl::Status failure_ ABSL_GUARDED_BY(sync_mu_);
+  // Group commit: the fields below are guarded by sync_mu_ (a std::mutex,
+  // for its condition variable; pthread-based, so TSan sees it).
+  mutable std::mutex sync_mu_;
+  std::condition_variable sync_done_;
+  uint64_t synced_ = 0;   // every ticket up to this is durable
+  bool syncing_ = false;  // a thread is in SyncWAL
+  uint64_t syncs_ = 0;
+  absl::Status failure_;  // a failed sync: later writes are refused
 };
 
 }  // namespace hopfield

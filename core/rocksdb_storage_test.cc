@@ -220,8 +220,8 @@ TEST_P(StorageContractTest, AnEmptyBatchIsDurableAtOnce) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, StorageContractTest, ::testing::Bool(),
-                         [](const ::testing::TestParamInfo<bool>& info) {
-                           return info.param ? "RocksDb" : "InMemory";
+                         [](const ::testing::TestParamInfo<bool>& store) {
+                           return store.param ? "RocksDb" : "InMemory";
                          });
 
 TEST(RocksDbStorageTest, EverythingSurvivesAReopen) {
