@@ -16,6 +16,8 @@
 #include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_batch.h"
 
+#include "core/status_macros.h"
+
 namespace hopfield {
 namespace {
 
@@ -118,6 +120,44 @@ absl::Status ToStatus(const rocksdb::Status& status, absl::string_view what) {
   return absl::UnavailableError(message);
 }
 
+// Deletes the records of incarnations with no catalog entry: writes that
+// reached a bank after its deletion (a Store that looked the bank up just
+// before a DeleteBank). One seek per incarnation present; best effort past
+// a damaged block.
+absl::Status DropOrphans(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* records,
+                         rocksdb::ColumnFamilyHandle* catalog) {
+  rocksdb::WriteBatch drop;
+  std::unique_ptr<rocksdb::Iterator> it(
+      db->NewIterator(rocksdb::ReadOptions(), records));
+  for (const char tag : {kColumn, kBlob}) {
+    const std::string prefix(1, tag);
+    it->Seek(prefix);
+    while (it->Valid() && it->key().starts_with(prefix) &&
+           it->key().size() >= 9) {
+      const BankIncarnation bank = ReadBigEndian(it->key().data() + 1);
+      std::string ignored;
+      const rocksdb::Status listed =
+          db->Get(rocksdb::ReadOptions(), catalog, BankPrefix(kCatalog, bank),
+                  &ignored);
+      if (listed.IsNotFound()) {
+        drop.DeleteRange(records, BankPrefix(tag, bank),
+                         BankPrefix(tag, bank + 1));
+      } else if (!listed.ok()) {
+        return ToStatus(listed, "open");
+      }
+      if (bank == ~BankIncarnation{0}) break;
+      it->Seek(BankPrefix(tag, bank + 1));
+    }
+    // A damaged block ends the sweep (its bank reports DATA_LOSS when it is
+    // read); the store still opens.
+    if (!it->status().ok()) break;
+  }
+  if (drop.Count() == 0) return absl::OkStatus();
+  rocksdb::WriteOptions write;
+  write.sync = true;
+  return ToStatus(db->Write(write, &drop), "open");
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RocksDbStorage>> RocksDbStorage::Open(
@@ -131,14 +171,20 @@ absl::StatusOr<std::unique_ptr<RocksDbStorage>> RocksDbStorage::Open(
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
-  // Damage in one table file must not stop the others from opening (every
-  // read still verifies block checksums, and our records carry their own):
-  // a damaged record is DATA_LOSS for its bank when read, not for the store.
-  db_options.paranoid_checks = false;
-  // A torn last record is a write no caller was told is durable; damage
-  // anywhere else fails the open.
-  db_options.wal_recovery_mode =
-      rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
+  // paranoid_checks stays on (the default): a failed log write or sync then
+  // stops all writes instead of appending after a torn record, and log
+  // recovery reports damage instead of skipping it. Table files are checked
+  // block by block as they are read (ReadOptions::verify_checksums), so a
+  // damaged record is DATA_LOSS for its bank when read, not for the store.
+  db_options.paranoid_checks = true;
+  // Replay the log up to its first inconsistency: every acknowledged batch
+  // was synced before it was acknowledged, so what a crash can leave
+  // inconsistent is the unsynced tail (writes nobody was told are
+  // durable), torn or garbled after a power cut.
+  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  // The catalog family is written rarely and pins old log files until it
+  // is flushed: cap the log so that recovery stays short.
+  db_options.max_total_wal_size = 128ull << 20;
   db_options.IncreaseParallelism(2);
   rocksdb::ColumnFamilyOptions family;
   // Patterns are floats: compression costs time and saves little.
@@ -173,6 +219,7 @@ absl::StatusOr<std::unique_ptr<RocksDbStorage>> RocksDbStorage::Open(
   } else if (!got.IsNotFound()) {
     return ToStatus(got, "open");
   }
+  HOPFIELD_RETURN_IF_ERROR(DropOrphans(db.get(), records.get(), catalog.get()));
   return std::unique_ptr<RocksDbStorage>(
       new RocksDbStorage(dir, options, std::move(db), std::move(records),
                          std::move(catalog), last));
@@ -190,14 +237,23 @@ RocksDbStorage::RocksDbStorage(
       catalog_(std::move(catalog)),
       last_incarnation_(last) {}
 
-RocksDbStorage::~RocksDbStorage() {
+RocksDbStorage::~RocksDbStorage() { Close().IgnoreError(); }
+
+absl::Status RocksDbStorage::Close() {
+  if (closed_) return absl::OkStatus();
+  closed_ = true;
   rocksdb::FlushOptions flush;
   flush.wait = true;
-  db_->Flush(flush, {records_.get(), catalog_.get()}).PermitUncheckedError();
+  absl::Status status = ToStatus(
+      db_->Flush(flush, {records_.get(), catalog_.get()}), "flush at close");
+  const absl::Status synced = ToStatus(db_->SyncWAL(), "log sync at close");
+  if (status.ok()) status = synced;
   // Handles go before the database.
   records_.reset();
   catalog_.reset();
-  db_->Close().PermitUncheckedError();
+  const absl::Status closed = ToStatus(db_->Close(), "close");
+  if (status.ok()) status = closed;
+  return status;
 }
 
 absl::StatusOr<uint64_t> RocksDbStorage::Apply(const StorageBatch& batch) {
@@ -205,7 +261,7 @@ absl::StatusOr<uint64_t> RocksDbStorage::Apply(const StorageBatch& batch) {
     const std::lock_guard<std::mutex> lock(sync_mu_);
     if (!failure_.ok()) {
       return absl::UnavailableError(absl::StrCat(
-          "storage refuses writes after a failed sync: ", failure_.message()));
+          "storage refuses writes after a failure: ", failure_.message()));
     }
   }
   if (batch.empty()) {
@@ -274,7 +330,14 @@ absl::StatusOr<uint64_t> RocksDbStorage::Apply(const StorageBatch& batch) {
   rocksdb::WriteOptions write;
   write.sync = false;  // WaitDurable syncs, shared among waiters
   const rocksdb::Status status = db_->Write(write, &out);
-  if (!status.ok()) return ToStatus(status, "write");
+  if (!status.ok()) {
+    absl::Status failed = ToStatus(status, "write");
+    // RocksDB stops writing after a failed log write (paranoid_checks), and
+    // so does this store, with the cause in its message.
+    const std::lock_guard<std::mutex> sync_lock(sync_mu_);
+    if (failure_.ok()) failure_ = failed;
+    return failed;
+  }
   last_incarnation_ = std::max(last_incarnation_, highest);
   return db_->GetLatestSequenceNumber();
 }
@@ -324,7 +387,10 @@ absl::StatusOr<std::vector<StoredBank>> RocksDbStorage::ListBanks() const {
     const absl::string_view key(it->key().data(), it->key().size());
     StoredBank bank;
     if (key.size() != 9) {
-      return absl::DataLossError("a catalog key is corrupt");
+      bank.status = absl::DataLossError(
+          absl::StrCat("a catalog key is corrupt (", key.size(), " bytes)"));
+      banks.push_back(std::move(bank));
+      continue;
     }
     bank.incarnation = ReadBigEndian(key.data() + 1);
     const std::string what = absl::StrCat(
@@ -420,7 +486,13 @@ absl::StatusOr<std::optional<std::string>> RocksDbStorage::ReadBlob(
 }
 
 absl::Status RocksDbStorage::Checkpoint(const std::string& dir) {
-  if (std::filesystem::exists(dir)) {
+  std::error_code error;
+  const bool exists = std::filesystem::exists(dir, error);
+  if (error) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot check the backup directory ", dir, ": ", error.message()));
+  }
+  if (exists) {
     return absl::AlreadyExistsError(
         absl::StrCat("backup directory ", dir, " already exists"));
   }

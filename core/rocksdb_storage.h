@@ -24,10 +24,12 @@
 // (one ordered write, a few microseconds, safe under a bank's lock);
 // WaitDurable syncs the log, and one sync serves every caller that waits
 // while it runs (group commit: a waiter arriving during a sync waits for the
-// next, which covers it). Recovery replays the synced log; a torn record at
-// its end (a write no one was told is durable) is dropped, damage anywhere
-// else fails Open (nothing is dropped silently). Closing flushes the
-// memtable, so that a stopped store is its SST files alone.
+// next, which covers it). Recovery replays the log up to its first
+// inconsistency (RocksDB's point-in-time recovery): every acknowledged batch
+// was synced first, so what it can drop is the unsynced tail a crash left.
+// Open also deletes records of incarnations the catalog no longer lists
+// (writes that reached a bank after its deletion). Close flushes the
+// memtables, so that a stopped store is its table files alone.
 //
 // Errors from RocksDB map to: no space -> RESOURCE_EXHAUSTED; corruption ->
 // DATA_LOSS; other I/O errors -> UNAVAILABLE. After a failed write or sync
@@ -76,8 +78,15 @@ class RocksDbStorage final : public Storage {
   static absl::StatusOr<std::unique_ptr<RocksDbStorage>> Open(
       const std::string& dir, RocksDbStorageOptions options = {});
 
-  // Flushes the memtable and closes the store.
+  // Close(), its error ignored.
   ~RocksDbStorage() override;
+
+  // Flushes the memtables, syncs the log and closes the store, so that a
+  // stopped store is its table files alone (a fast open). Returns the first
+  // failure (UNAVAILABLE, RESOURCE_EXHAUSTED); acknowledged writes are in
+  // the synced log either way. Later calls return OK and do nothing; no
+  // other method may be called after it.
+  absl::Status Close();
 
   RocksDbStorage(const RocksDbStorage&) = delete;
   RocksDbStorage& operator=(const RocksDbStorage&) = delete;
@@ -110,6 +119,7 @@ class RocksDbStorage final : public Storage {
   const std::string dir_;
   const RocksDbStorageOptions options_;
   const std::unique_ptr<rocksdb::DB> db_;
+  bool closed_ = false;
   // Column families: bank records and blobs ("default"); the catalog and
   // the incarnation count ("catalog"). Released before db_ closes.
   std::unique_ptr<rocksdb::ColumnFamilyHandle> records_;

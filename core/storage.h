@@ -128,8 +128,10 @@ class Storage {
   // Applies `batch` atomically, ordered after every batch applied before
   // this call began, and returns a ticket for WaitDurable. Does not wait for
   // the disk (cheap enough to call under a bank's writer lock). On error
-  // nothing of the batch is applied. An empty batch returns a ticket that
-  // is already durable.
+  // nothing of the batch is applied, and the store refuses later writes
+  // (UNAVAILABLE) unless the error was INVALID_ARGUMENT. An empty batch
+  // applies nothing and returns a ticket that covers every batch applied
+  // before it (WaitDurable on it is a barrier).
   virtual absl::StatusOr<uint64_t> Apply(const StorageBatch& batch) = 0;
 
   // Blocks until the batch that returned `ticket`, and every batch applied

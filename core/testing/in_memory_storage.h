@@ -4,8 +4,8 @@
 // of the engine's durability logic (leveldb's memenv idea). It keeps every
 // applied batch in order and answers reads by replaying them, so it can also
 // play a crash: CrashAndLoseUnsynced() forgets every batch no WaitDurable
-// covered. FailWritesWith(status) makes later Apply and WaitDurable calls
-// fail as a full or broken disk would.
+// covered. FailWritesWith(status) makes the next Apply or WaitDurable fail
+// with it and later ones UNAVAILABLE, as a full or broken disk would.
 //
 // Thread-safe (one mutex); meant for small test banks, not for speed.
 #ifndef HOPFIELD_CORE_TESTING_IN_MEMORY_STORAGE_H_
@@ -26,6 +26,7 @@
 #include "absl/types/span.h"
 
 #include "core/mutex.h"
+#include "core/status_macros.h"
 #include "core/storage.h"
 
 namespace hopfield::testing {
@@ -34,16 +35,22 @@ class InMemoryStorage final : public Storage {
  public:
   absl::StatusOr<uint64_t> Apply(const StorageBatch& batch) override {
     WriterLock lock(&mu_);
-    if (!failure_.ok()) return failure_;
-    if (batch.empty()) return durable_;
-    batches_.push_back(batch);
-    return first_ticket_ + batches_.size() - 1;
+    for (const StorageBatch::Op& op : batch.ops()) {
+      if (op.bank == 0 || op.bank == ~BankIncarnation{0}) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("bank incarnation ", op.bank, " is reserved"));
+      }
+    }
+    HOPFIELD_RETURN_IF_ERROR(FailureLocked());
+    if (batch.empty()) return last_ticket_;  // a barrier
+    batches_.emplace_back(++last_ticket_, batch);
+    return last_ticket_;
   }
 
   absl::Status WaitDurable(uint64_t ticket) override {
     WriterLock lock(&mu_);
-    if (!failure_.ok()) return failure_;
-    durable_ = std::max(durable_, ticket);
+    HOPFIELD_RETURN_IF_ERROR(FailureLocked());
+    durable_ = std::max(durable_, std::min(ticket, last_ticket_));
     ++syncs_;
     return absl::OkStatus();
   }
@@ -100,14 +107,17 @@ class InMemoryStorage final : public Storage {
     return absl::UnimplementedError("an in-memory store has no files");
   }
 
-  // Forgets every batch that no WaitDurable call covered.
+  // Forgets every batch that no WaitDurable call covered. Tickets go on
+  // counting from where they were.
   void CrashAndLoseUnsynced() {
     WriterLock lock(&mu_);
-    const uint64_t keep = durable_ + 1 - first_ticket_;
-    if (keep < batches_.size()) batches_.resize(keep);
+    while (!batches_.empty() && batches_.back().first > durable_) {
+      batches_.pop_back();
+    }
   }
 
-  // Later Apply and WaitDurable calls return `status` (OK restores them).
+  // The next Apply or WaitDurable returns `status` (not OK) and every later
+  // one UNAVAILABLE, as a store does after a failed write or sync.
   void FailWritesWith(absl::Status status) {
     WriterLock lock(&mu_);
     failure_ = std::move(status);
@@ -129,9 +139,19 @@ class InMemoryStorage final : public Storage {
     BankIncarnation last_incarnation = 0;
   };
 
+  absl::Status FailureLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (failure_.ok()) return absl::OkStatus();
+    if (!failure_returned_) {
+      failure_returned_ = true;
+      return failure_;
+    }
+    return absl::UnavailableError(absl::StrCat(
+        "storage refuses writes after a failure: ", failure_.message()));
+  }
+
   State Replay() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     State state;
-    for (const StorageBatch& batch : batches_) {
+    for (const auto& [ticket, batch] : batches_) {
       for (const StorageBatch::Op& op : batch.ops()) {
         switch (op.kind) {
           case StorageBatch::OpKind::kPutBank:
@@ -167,12 +187,13 @@ class InMemoryStorage final : public Storage {
   }
 
   mutable Mutex mu_;
-  std::vector<StorageBatch> batches_ ABSL_GUARDED_BY(mu_);
-  // The ticket of batches_[0] (tickets start at 1; 0 means "nothing").
-  const uint64_t first_ticket_ = 1;
+  // Applied batches with their tickets (1, 2, ...; 0 means "nothing").
+  std::vector<std::pair<uint64_t, StorageBatch>> batches_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_ticket_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t durable_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t syncs_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
+  bool failure_returned_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace hopfield::testing

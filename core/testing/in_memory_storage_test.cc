@@ -13,6 +13,8 @@
 namespace hopfield::testing {
 namespace {
 
+using ::testing::HasSubstr;
+
 StorageBatch Blob(const char* bytes) {
   StorageBatch batch;
   batch.PutBlob(1, BlobKind::kSeparation, bytes);
@@ -30,14 +32,26 @@ TEST(InMemoryStorageTest, ACrashLosesWhatNoWaitCovered) {
   EXPECT_EQ(**storage.ReadBlob(1, BlobKind::kSeparation), "synced");
 }
 
-TEST(InMemoryStorageTest, InjectedFailuresRefuseWritesUntilCleared) {
+TEST(InMemoryStorageTest, AnInjectedFailureRefusesEveryLaterWrite) {
   InMemoryStorage storage;
   storage.FailWritesWith(absl::ResourceExhaustedError("disk full"));
   EXPECT_THAT(storage.Apply(Blob("x")),
               StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_FALSE(storage.ReadBlob(1, BlobKind::kSeparation)->has_value());
-  storage.FailWritesWith(absl::OkStatus());
-  EXPECT_THAT(storage.Apply(Blob("x")), IsOk());
+  EXPECT_THAT(storage.Apply(Blob("y")),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("disk full")));
+  EXPECT_THAT(storage.WaitDurable(1), StatusIs(absl::StatusCode::kUnavailable));
+}
+
+TEST(InMemoryStorageTest, TicketsNeverRepeatAcrossACrash) {
+  InMemoryStorage storage;
+  auto first = storage.Apply(Blob("a"));
+  ASSERT_THAT(storage.WaitDurable(*first), IsOk());
+  auto lost = storage.Apply(Blob("b"));
+  storage.CrashAndLoseUnsynced();
+  auto next = storage.Apply(Blob("c"));
+  ASSERT_THAT(next, IsOk());
+  EXPECT_GT(*next, *lost);
 }
 
 }  // namespace
