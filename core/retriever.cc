@@ -556,9 +556,9 @@ void AppendUnindexed(const BankView& view, ApproxScratch* s) {
 
 // Fetches S for the state `x` (unit feature `unit`) into s.columns: the
 // index's top_k, or with `deep` the top_k by the exact score among the best
-// k + (CandidatesFor(k) - k) / 2 of a search for CandidatesFor(k) plus half
-// the excess (projected index: the best 1.5k of a 2.5k-deep search, 96 of
-// 160 for the default 64). Then the unindexed patterns.
+// k + e/2 of a search k + 3e/2 deep, e = CandidatesFor(k) - k (projected
+// index: the best 1.5k of a 2.5k-deep search, 96 of 160 for the default 64;
+// otherwise e = 0). Then the unindexed patterns.
 void GatherCandidates(const BankView& view, size_t top_k, bool deep,
                       const Eigen::Ref<const VectorXf>& x,
                       const Eigen::Ref<const VectorXf>& unit,
@@ -583,10 +583,10 @@ void GatherCandidates(const BankView& view, size_t top_k, bool deep,
   size_t fetch = k;
   size_t rerank = k;
   if (deep) {
-    fetch = view.index->CandidatesFor(k);
-    rerank = k + (fetch - k) / 2;
-    fetch += (fetch - k) / 2;
-    fetch = std::min<size_t>(fetch, static_cast<size_t>(view.size()));
+    const size_t excess = view.index->CandidatesFor(k) - k;
+    rerank = k + excess / 2;
+    fetch = std::min<size_t>(k + excess + excess / 2,
+                             static_cast<size_t>(view.size()));
   }
   view.index->Search(probe, fetch, &s->found);
   // The deep search's beam (fetch, its ef) is what finds the true top k;

@@ -207,9 +207,7 @@ TEST(ApproximateRetrievalTest, ASetIsKeptWhileTheStateStaysNearItsAnchor) {
   auto bank = NewBank(SeparationUpdate::kDeferred);
   const Problem p = Fill(*bank, 3000, 50, 0.02f, 8);
   ASSERT_EQ(bank->separation_pending(), 3000u);
-  while (bank->index_pending() > 0) {
-    ASSERT_GT(bank->RefreshIndex(1 << 20, nullptr), 0u);
-  }
+  ASSERT_TRUE(testing::IndexEverything(*bank));
   int reused = 0;
   for (int q = 0; q < 50; ++q) {
     auto dense = Retriever::Retrieve(*bank, Query(p, q),
@@ -228,9 +226,9 @@ TEST(ApproximateRetrievalTest, ASetIsKeptWhileTheStateStaysNearItsAnchor) {
 
 // Structured keys (near a 20-dimensional subspace of 128): the bank's
 // index projects them (32 dimensions) and ranks by the projected cosine, so
-// the query's fetch is re-ranked by the exact score from CandidatesFor(k)
-// plus half the excess; answers stay the dense path's, each certified or
-// answered by the dense scan.
+// the best 1.5k of the query's 2.5k-deep fetch are re-ranked by the exact
+// score; answers stay the dense path's, each certified or answered by the
+// dense scan.
 TEST(ApproximateRetrievalTest, AProjectedIndexIsReRankedToTheDenseAnswer) {
   constexpr int kWide = 128;
   constexpr int kCount = 3000;
@@ -248,9 +246,7 @@ TEST(ApproximateRetrievalTest, AProjectedIndexIsReRankedToTheDenseAnswer) {
   auto ids = bank.Add(std::vector<PatternId>(static_cast<size_t>(kCount), 0),
                       patterns);
   ASSERT_THAT(ids, IsOk());
-  while (bank.index_pending() > 0) {
-    ASSERT_GT(bank.RefreshIndex(1 << 20, nullptr), 0u);
-  }
+  ASSERT_TRUE(testing::IndexEverything(bank));
   const uint32_t search_dim = bank.WithReader([](const BankView& view) {
     return view.index == nullptr ? 0u : view.index->search_dim();
   });

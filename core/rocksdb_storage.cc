@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
@@ -92,20 +93,21 @@ void Seal(absl::string_view key, std::string* value) {
   AppendLittle(crc, kCrcBytes, value);
 }
 
-// The payload of a sealed value, or DATA_LOSS naming `what`.
-absl::StatusOr<absl::string_view> Unseal(absl::string_view key,
-                                         absl::string_view value,
-                                         const std::string& what) {
+// The payload of a sealed value, or DATA_LOSS naming what() (called only
+// then: loading a bank unseals every record).
+absl::StatusOr<absl::string_view> Unseal(
+    absl::string_view key, absl::string_view value,
+    absl::FunctionRef<std::string()> what) {
   if (value.size() < kCrcBytes) {
     return absl::DataLossError(
-        absl::StrCat(what, " is corrupt: ", value.size(), " bytes"));
+        absl::StrCat(what(), " is corrupt: ", value.size(), " bytes"));
   }
   const absl::string_view payload = value.substr(0, value.size() - kCrcBytes);
   const auto stored = static_cast<uint32_t>(
       ReadLittle(value.data() + payload.size(), kCrcBytes));
   if (stored != Crc(key, payload)) {
     return absl::DataLossError(
-        absl::StrCat(what, " is corrupt (checksum mismatch)"));
+        absl::StrCat(what(), " is corrupt (checksum mismatch)"));
   }
   return payload;
 }
@@ -210,7 +212,8 @@ absl::StatusOr<std::unique_ptr<RocksDbStorage>> RocksDbStorage::Open(
   const rocksdb::Status got = db->Get(rocksdb::ReadOptions(), catalog.get(),
                                       AsSlice(kLastIncarnationKey), &value);
   if (got.ok()) {
-    auto payload = Unseal(kLastIncarnationKey, value, "the incarnation count");
+    auto payload = Unseal(kLastIncarnationKey, value,
+                          [] { return std::string("the incarnation count"); });
     if (!payload.ok()) return payload.status();
     if (payload->size() != 8) {
       return absl::DataLossError("the incarnation count is corrupt");
@@ -393,8 +396,10 @@ absl::StatusOr<std::vector<StoredBank>> RocksDbStorage::ListBanks() const {
       continue;
     }
     bank.incarnation = ReadBigEndian(key.data() + 1);
-    const std::string what = absl::StrCat(
-        "the catalog entry of bank incarnation ", bank.incarnation);
+    auto what = [&bank] {
+      return absl::StrCat("the catalog entry of bank incarnation ",
+                          bank.incarnation);
+    };
     auto payload = Unseal(
         key, absl::string_view(it->value().data(), it->value().size()), what);
     if (payload.ok() && payload->size() >= 4) {
@@ -403,10 +408,10 @@ absl::StatusOr<std::vector<StoredBank>> RocksDbStorage::ListBanks() const {
         bank.name = std::string(payload->substr(4, name_size));
         bank.config = std::string(payload->substr(4 + name_size));
       } else {
-        payload = absl::DataLossError(absl::StrCat(what, " is corrupt"));
+        payload = absl::DataLossError(absl::StrCat(what(), " is corrupt"));
       }
     } else if (payload.ok()) {
-      payload = absl::DataLossError(absl::StrCat(what, " is corrupt"));
+      payload = absl::DataLossError(absl::StrCat(what(), " is corrupt"));
     }
     bank.status = payload.status();
     banks.push_back(std::move(bank));
@@ -437,21 +442,23 @@ absl::Status RocksDbStorage::ReadColumns(
   for (it->Seek(ColumnKey(bank, 0));
        it->Valid() && it->key().starts_with(prefix); it->Next()) {
     const absl::string_view key(it->key().data(), it->key().size());
-    const std::string where =
-        absl::StrCat("bank incarnation ", bank, ": column ", expected);
+    // Messages are built only on failure (this runs once per record).
+    auto where = [&] {
+      return absl::StrCat("bank incarnation ", bank, ": column ", expected);
+    };
     if (key.size() != 17) {
-      return absl::DataLossError(absl::StrCat(where, ": a key is corrupt"));
+      return absl::DataLossError(absl::StrCat(where(), ": a key is corrupt"));
     }
     const uint64_t column = ReadBigEndian(key.data() + 9);
     if (column != expected) {
-      return absl::DataLossError(absl::StrCat(where, " is missing"));
+      return absl::DataLossError(absl::StrCat(where(), " is missing"));
     }
     auto payload =
         Unseal(key, absl::string_view(it->value().data(), it->value().size()),
-               absl::StrCat(where, "'s record"));
+               [&] { return absl::StrCat(where(), "'s record"); });
     if (!payload.ok()) return payload.status();
     if (payload->size() < 8 || (payload->size() - 8) % sizeof(float) != 0) {
-      return absl::DataLossError(absl::StrCat(where, "'s record is corrupt (",
+      return absl::DataLossError(absl::StrCat(where(), "'s record is corrupt (",
                                               payload->size(), " bytes)"));
     }
     const uint64_t id = ReadLittle(payload->data(), 8);
@@ -478,9 +485,10 @@ absl::StatusOr<std::optional<std::string>> RocksDbStorage::ReadBlob(
   const rocksdb::Status got = db_->Get(read, key, &value);
   if (got.IsNotFound()) return std::optional<std::string>();
   if (!got.ok()) return ToStatus(got, "blob read");
-  auto payload = Unseal(key, value,
-                        absl::StrCat("bank incarnation ", bank, ": blob ",
-                                     static_cast<int>(kind)));
+  auto payload = Unseal(key, value, [&] {
+    return absl::StrCat("bank incarnation ", bank, ": blob ",
+                        static_cast<int>(kind));
+  });
   if (!payload.ok()) return payload.status();
   return std::optional<std::string>(std::string(*payload));
 }

@@ -112,6 +112,9 @@ class StorageBatch {
   uint64_t PayloadBytes() const { return payload_bytes_; }
 
  private:
+  // Appends an op of `kind` for `bank` and returns it to be filled in.
+  Op& Push(OpKind kind, BankIncarnation bank);
+
   std::vector<Op> ops_;
   uint64_t payload_bytes_ = 0;
 };

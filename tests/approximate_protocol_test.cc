@@ -93,12 +93,8 @@ std::unique_ptr<MemoryBank> IndexedBank(const std::vector<float>& patterns,
   EXPECT_THAT(bank, IsOk());
   const size_t count = patterns.size() / dim;
   EXPECT_THAT((*bank)->Add(std::vector<PatternId>(count, 0), patterns), IsOk());
-  while ((*bank)->index_pending() > 0) {
-    if ((*bank)->RefreshIndex(1 << 20, nullptr) == 0) {
-      ADD_FAILURE() << "the index makes no progress";
-      break;
-    }
-  }
+  EXPECT_TRUE(testing::IndexEverything(**bank))
+      << "the index makes no progress";
   return *std::move(bank);
 }
 

@@ -1,7 +1,8 @@
 // File: testing/retrieval.h
 //
 // Helpers for tests that compare retrievals: options for a given search
-// mode, and the distance between two retrieved patterns.
+// mode, the distance between two retrieved patterns, and a bank whose
+// search index holds every pattern.
 #ifndef HOPFIELD_CORE_TESTING_RETRIEVAL_H_
 #define HOPFIELD_CORE_TESTING_RETRIEVAL_H_
 
@@ -9,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/memory_bank.h"
 #include "core/retriever.h"
 
 namespace hopfield::testing {
@@ -34,6 +36,15 @@ inline double Distance(const std::vector<float>& a,
     sum += d * d;
   }
   return std::sqrt(sum);
+}
+
+// Refreshes the bank's search index until every pattern is in it. False if
+// a refresh makes no progress.
+inline bool IndexEverything(MemoryBank& bank) {
+  while (bank.index_pending() > 0) {
+    if (bank.RefreshIndex(1 << 20, nullptr) == 0) return false;
+  }
+  return true;
 }
 
 }  // namespace hopfield::testing
