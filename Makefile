@@ -46,14 +46,16 @@ build-dev: deps
 	cmake --preset dev
 	cmake --build --preset dev -j $(JOBS)
 
-# Serves on 127.0.0.1:50051 until Ctrl-C / SIGTERM. Banks live in memory
-# for now (durability lands with the storage work). glibc.malloc.hugetlb=1
-# backs the large pattern buffers with transparent huge pages: ~12% faster
-# retrieval and refresh at 60k x 784 (bench/README.md).
+# Serves on 127.0.0.1:50051 until Ctrl-C / SIGTERM, storing banks in
+# $(DATA_DIR) (an embedded RocksDB; a restart loads them back).
+# glibc.malloc.hugetlb=1 backs the large pattern buffers with transparent
+# huge pages: ~12% faster retrieval and refresh at 60k x 784
+# (bench/README.md).
 LISTEN ?= 127.0.0.1:50051
+DATA_DIR ?= ./hopfield-data
 run: build
 	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 exec build/release/server/hopfieldd \
-	  --listen=$(LISTEN) --access_log
+	  --listen=$(LISTEN) --data_dir=$(DATA_DIR) --access_log
 
 # Every test: the dev build's (unit, integration, Python), the bounded fuzz
 # runs, and the heavy protocol tests (algorithms.md §F 13-14 on

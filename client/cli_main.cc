@@ -26,10 +26,12 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <random>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -446,7 +448,7 @@ int main(int argc, char** argv) {
       "commands: create-bank NAME --dim=N | banks | bank NAME | delete-bank "
       "NAME |\n"
       "  store BANK FILE | get BANK ID... | forget BANK ID... |\n"
-      "  retrieve BANK FILE | train BANK | health [SERVICE]\n"
+      "  retrieve BANK FILE | train BANK | backup DIR | health [SERVICE]\n"
       "FILE: IDX (.gz or plain), CSV or .npy, one pattern per row.\n"
       "Exit status: the gRPC code of a failed call; 64 for usage errors.");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
@@ -523,6 +525,23 @@ int main(int argc, char** argv) {
   if (command == "train") {
     if (!need(1, "BANK")) return kUsageError;
     return Train(client, args[2]);
+  }
+  if (command == "backup") {
+    if (!need(1, "DIR")) return kUsageError;
+    // The server writes the copy: a relative DIR means the caller's
+    // working directory (the CLI usually runs on the server's machine).
+    std::string dir = args[2];
+    if (!dir.empty() && dir.front() != '/') {
+      std::error_code error;
+      const std::filesystem::path absolute =
+          std::filesystem::absolute(dir, error);
+      if (!error) dir = absolute.string();
+    }
+    absl::StatusOr<v1::BackupResponse> backup = client.Backup(dir);
+    if (!backup.ok()) return Fail(backup.status());
+    std::cout << "backup=" << backup->dir() << " banks=" << backup->banks()
+              << " seconds=" << backup->seconds() << "\n";
+    return 0;
   }
   if (command == "health") {
     const std::string service = args.size() > 2 ? args[2] : "";

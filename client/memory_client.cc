@@ -272,6 +272,18 @@ absl::Status MemoryClient::Ping(size_t payload_bytes) {
   return FromGrpc(stub_->Ping(&context, request, &response));
 }
 
+absl::StatusOr<v1::BackupResponse> MemoryClient::Backup(
+    const std::string& dir) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::BackupRequest request;
+  request.set_dir(dir);
+  v1::BackupResponse response;
+  absl::Status status = FromGrpc(stub_->Backup(&context, request, &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
 absl::StatusOr<bool> MemoryClient::Health(const std::string& service) {
   auto health = grpc::health::v1::Health::NewStub(channel_);
   grpc::ClientContext context;

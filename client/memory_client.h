@@ -99,6 +99,10 @@ class MemoryClient {
   // baseline).
   absl::Status Ping(size_t payload_bytes = 0);
 
+  // Backup: a consistent copy of the server's data directory written to
+  // `dir` (absolute, on the server's machine, must not exist).
+  absl::StatusOr<v1::BackupResponse> Backup(const std::string& dir);
+
   // grpc.health.v1 Check of `service` ("" = the whole server): true when
   // SERVING.
   absl::StatusOr<bool> Health(const std::string& service = "");

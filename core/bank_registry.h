@@ -7,6 +7,21 @@
 // the banks' separation statistics and search indexes up to date after
 // writes.
 //
+// Durability (RegistryOptions::storage): every bank is an incarnation in the
+// storage (storage.h), numbered on from Storage::LastIncarnation, so a
+// write that reached a bank after its deletion, or a bank re-created under
+// the same name, can never be confused with the new one. Create and Drop log
+// their catalog change and return once it is durable; the registry lock is
+// held only to apply the log record (microseconds), never across a sync or
+// the release of a bank's memory, so deleting a large bank stalls no other
+// call. Drop closes the bank first (MemoryBank::Close waits for a write in
+// progress), so nothing is logged to a deleted incarnation afterwards. Load
+// rebuilds the stored banks; a bank that cannot be loaded (DATA_LOSS, or a
+// budget too small for it) is kept aside under its name: Get answers its
+// error, Drop deletes it, Create refuses the name. If a crash lands between a
+// Drop and the re-creation of its name, both incarnations are in the
+// catalog: the newer wins and the older is deleted at load.
+//
 //   BankRegistry registry;
 //   HOPFIELD_ASSIGN_OR_RETURN(auto bank, registry.Create("faces", options));
 //   HOPFIELD_ASSIGN_OR_RETURN(bank, registry.Get("faces"));
@@ -22,6 +37,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -33,6 +49,7 @@
 #include "core/memory_bank.h"
 #include "core/memory_budget.h"
 #include "core/mutex.h"
+#include "core/storage.h"
 
 namespace hopfield {
 
@@ -72,6 +89,20 @@ struct RegistryOptions {
   // Most patterns per bank (RESOURCE_EXHAUSTED beyond).
   // Default and REQUIRES: <= kMaxPatternsPerBank.
   uint64_t max_patterns_per_bank = kMaxPatternsPerBank;
+  // Where banks are stored (Load reads them back). Null: in memory only.
+  std::shared_ptr<Storage> storage;
+};
+
+// What BankRegistry::Load found.
+struct LoadReport {
+  uint64_t banks = 0;     // loaded
+  uint64_t patterns = 0;  // in the loaded banks
+  // Banks that could not be loaded, with why (kept aside: see the class
+  // comment).
+  std::vector<std::pair<std::string, absl::Status>> failed;
+  // Older incarnations of a name deleted at load (a crash between a Drop
+  // and the re-creation of its name).
+  uint64_t superseded = 0;
 };
 
 // Thread-safe: any number of concurrent callers.
@@ -83,21 +114,36 @@ class BankRegistry {
   BankRegistry(const BankRegistry&) = delete;
   BankRegistry& operator=(const BankRegistry&) = delete;
 
+  // Rebuilds every stored bank (MemoryBank::Load). Call once, before any
+  // other call, on a registry with storage. Errors: the storage cannot be
+  // read (a single bank's failure is in the report instead).
+  absl::StatusOr<LoadReport> Load();
+
   // Creates an empty bank (its memory reserved from options' budget as it
-  // grows).
+  // grows), durably when the registry has storage.
   // Errors: INVALID_ARGUMENT for a bad name or options; ALREADY_EXISTS if the
-  // name is taken; RESOURCE_EXHAUSTED at max_banks.
+  // name is taken; RESOURCE_EXHAUSTED at max_banks; the storage's errors
+  // (no bank created).
   absl::StatusOr<std::shared_ptr<MemoryBank>> Create(
       absl::string_view name, const BankOptions& options);
 
   // Errors: INVALID_ARGUMENT for a malformed name (ValidateBankName: the
-  // message shows it escaped and cut); NOT_FOUND naming the bank.
+  // message shows it escaped and cut); NOT_FOUND naming the bank; a bank
+  // that failed to load: its load error (DATA_LOSS naming the record, ...).
   absl::StatusOr<std::shared_ptr<MemoryBank>> Get(absl::string_view name) const;
 
-  // Removes the bank from the registry and closes it (MemoryBank::Close: a
-  // training run on it stops); holders of its pointer keep it alive.
-  // Errors: INVALID_ARGUMENT for a malformed name; NOT_FOUND naming the bank.
+  // Removes the bank from the registry and closes it (MemoryBank::Close:
+  // later writes fail, a training run on it stops), then deletes it from
+  // storage; holders of its pointer keep its memory alive. Also deletes a
+  // bank that failed to load.
+  // Errors: INVALID_ARGUMENT for a malformed name; NOT_FOUND naming the
+  // bank; the storage's errors (the bank is gone from the registry, and
+  // from storage unless the sync failed).
   absl::Status Drop(absl::string_view name);
+
+  // MemoryBank::PersistSeparation on every bank (for a shutdown: a restart
+  // then needs no recomputation). Returns the first error.
+  absl::Status PersistSeparation();
 
   // Every bank, sorted by name.
   std::vector<std::shared_ptr<MemoryBank>> List() const;
@@ -124,10 +170,22 @@ class BankRegistry {
   // (woken by the banks' hooks).
   void RefreshLoop();
 
+  // The environment of a bank of incarnation `incarnation`.
+  BankEnvironment MakeEnvironment(BankIncarnation incarnation) const;
+
+  // A bank that failed to load.
+  struct FailedBank {
+    BankIncarnation incarnation = 0;
+    absl::Status status;
+  };
+
   const RegistryOptions options_;
   mutable Mutex mu_;
   std::map<std::string, std::shared_ptr<MemoryBank>, std::less<>> banks_
       ABSL_GUARDED_BY(mu_);
+  std::map<std::string, FailedBank, std::less<>> failed_ ABSL_GUARDED_BY(mu_);
+  // The incarnation the next Create takes.
+  BankIncarnation next_incarnation_ ABSL_GUARDED_BY(mu_) = 1;
 
   // Refresher state (std primitives: the wait needs a condition variable).
   const std::shared_ptr<RefreshSignal> signal_ =

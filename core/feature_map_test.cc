@@ -36,6 +36,7 @@ using Eigen::VectorXf;
 using ::hopfield::testing::FreshIds;
 using ::hopfield::testing::GaussianPatterns;
 using ::hopfield::testing::IsOk;
+using ::hopfield::testing::IsOkAndHolds;
 using ::hopfield::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::AnyOf;
@@ -688,7 +689,7 @@ TEST(FeatureMapSeparationTest, SynchronousBankIsExactAfterSetFeatureMap) {
       ExpectSeparationMatchesBruteForce(*bank);
       HOPFIELD_ASSERT_OK_AND_ASSIGN(const auto neighbour,
                                     bank->PatternSeparation(1));
-      EXPECT_EQ(bank->Remove({neighbour.nearest_id, 2, 3}), 3u);
+      EXPECT_THAT(bank->Remove({neighbour.nearest_id, 2, 3}), IsOkAndHolds(3u));
       ExpectSeparationMatchesBruteForce(*bank);
       // A second map replaces the first.
       ASSERT_THAT(bank->SetFeatureMap(RandomMap(rng, 8, kDim, 2)), IsOk());
@@ -741,7 +742,7 @@ TEST(FeatureMapSeparationTest,
     // A partial refresh keeps the bound; writes meanwhile are pending too.
     EXPECT_EQ(bank->RefreshSeparation(25), 25u);
     ASSERT_THAT(bank->Add({0, 0, 17}, GaussianPatterns(rng, 3, kDim)), IsOk());
-    EXPECT_EQ(bank->Remove({ids[40], ids[41]}), 2u);
+    EXPECT_THAT(bank->Remove({ids[40], ids[41]}), IsOkAndHolds(2u));
     stats = bank->Stats();
     EXPECT_GT(stats.separation_pending, 0u);
     ref = BruteForce(CopyBank(*bank));
@@ -791,7 +792,7 @@ TEST(FeatureMapBankTest, WritesKeepKeysBesideTheirPatterns) {
   auto remove = [&](const std::vector<PatternId>& ids) {
     uint64_t expected = 0;
     for (const PatternId id : ids) expected += stored.erase(id);
-    EXPECT_EQ(bank->Remove(ids), expected);
+    EXPECT_THAT(bank->Remove(ids), IsOkAndHolds(expected));
   };
   add(FreshIds(100));
   const uint64_t before = bank->Stats().memory_bytes;
@@ -918,7 +919,7 @@ TEST(FeatureMapBankTest, BudgetHoldsTheKeysAndRefusalChangesNothing) {
   ExpectKeysFollowTheMap(*bank);
   std::vector<PatternId> doomed;
   for (PatternId id = 1; id <= 250; ++id) doomed.push_back(id);
-  EXPECT_EQ(bank->Remove(doomed), 250u);
+  EXPECT_THAT(bank->Remove(doomed), IsOkAndHolds(250u));
   EXPECT_EQ(budget->used(), bank->Stats().memory_bytes);
   ExpectKeysFollowTheMap(*bank);
 
@@ -968,7 +969,7 @@ TEST(FeatureMapBankTest, BudgetStaysExactWhenTheBankShrinksDuringPublication) {
   auto map = RandomMap(rng, 64, 16, 1);
   const absl::Status status = bank->SetFeatureMap(map, [&] {
     if (++poll == 1) {
-      EXPECT_EQ(bank->Remove(doomed), 180u);
+      EXPECT_THAT(bank->Remove(doomed), IsOkAndHolds(180u));
       EXPECT_LT(bank->Stats().memory_bytes, full_bytes / 2);  // shrunk
       auto reserved = budget->Reserve(budget->available(), "squeeze");
       EXPECT_THAT(reserved, IsOk());
@@ -1011,16 +1012,16 @@ TEST(FeatureMapBankTest, WritesDuringPublicationGetKeysUnderTheNewMap) {
        }},
       {"remove a middle column",
        [](MemoryBank& bank, std::mt19937&) {
-         EXPECT_EQ(bank.Remove({5}), 1u);
+         EXPECT_THAT(bank.Remove({5}), IsOkAndHolds(1u));
        }},
       {"remove the last column",
        [](MemoryBank& bank, std::mt19937&) {
          const PatternId last = CopyBank(bank).ids.back();
-         EXPECT_EQ(bank.Remove({last}), 1u);
+         EXPECT_THAT(bank.Remove({last}), IsOkAndHolds(1u));
        }},
       {"remove, then append back to the same size",
        [](MemoryBank& bank, std::mt19937& rng) {
-         EXPECT_EQ(bank.Remove({6, 7}), 2u);
+         EXPECT_THAT(bank.Remove({6, 7}), IsOkAndHolds(2u));
          EXPECT_THAT(bank.Add({6, 0}, GaussianPatterns(rng, 2, kDim)), IsOk());
        }},
       {"grow past the capacity",
@@ -1149,7 +1150,7 @@ void RaceWritersPublicationsAndReaders(SeparationUpdate update) {
                                              live[pick(rng)]};
       uint64_t expected = 0;
       for (const PatternId id : doomed) expected += stored.erase(id);
-      EXPECT_EQ(bank->Remove(doomed), expected);
+      EXPECT_THAT(bank->Remove(doomed), IsOkAndHolds(expected));
       writes.fetch_add(1);
     }
   });
@@ -1471,7 +1472,8 @@ TEST(FeatureMapBankTest, SampleCopiesPatternsWithTheirNearestPositions) {
   std::mt19937 rng(80);
   auto bank = NewBank(kDim, kCosine);
   ASSERT_THAT(bank->Add(FreshIds(50), GaussianPatterns(rng, 50, kDim)), IsOk());
-  EXPECT_EQ(bank->Remove({3, 17}), 2u);  // column order != id order
+  EXPECT_THAT(bank->Remove({3, 17}),
+              IsOkAndHolds(2u));  // column order != id order
   ASSERT_THAT(bank->SetFeatureMap(RandomMap(rng, 10, kDim, 1)), IsOk());
 
   const MemoryBank::PatternSample all = bank->Sample(1000, 1);

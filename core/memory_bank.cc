@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 #include <mutex>
+#include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -223,6 +225,192 @@ absl::StatusOr<std::unique_ptr<MemoryBank>> MemoryBank::Create(
       new MemoryBank(std::move(name), options.Resolved(), std::move(env)));
 }
 
+absl::StatusOr<std::unique_ptr<MemoryBank>> MemoryBank::Load(
+    std::string name, const BankOptions& options, BankEnvironment env) {
+  if (env.storage == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot load bank \"", name, "\": no storage"));
+  }
+  HOPFIELD_ASSIGN_OR_RETURN(std::unique_ptr<MemoryBank> bank,
+                            Create(std::move(name), options, std::move(env)));
+  uint64_t pending = 0;
+  {
+    WriterLock lock(&bank->mu_);
+    if (absl::Status loaded = bank->LoadLocked(); !loaded.ok()) {
+      return absl::Status(
+          loaded.code(),
+          absl::StrCat("bank \"", bank->name(), "\": ", loaded.message()));
+    }
+    pending = bank->pending_count_ + bank->IndexPendingLocked();
+  }
+  if (bank->env_.separation_update == SeparationUpdate::kSynchronous) {
+    bank->MaintainIndexNow();
+  } else if (pending > 0 && bank->env_.on_pending) {
+    bank->env_.on_pending();
+  }
+  return bank;
+}
+
+absl::Status MemoryBank::LoadLocked() {
+  const Storage& storage = *env_.storage;
+  const BankIncarnation incarnation = env_.incarnation;
+  const size_t dim = options_.dim;
+  BankState state;
+  HOPFIELD_ASSIGN_OR_RETURN(
+      std::optional<std::string> bytes,
+      storage.ReadBlob(incarnation, BlobKind::kBankState));
+  if (bytes.has_value()) {
+    HOPFIELD_ASSIGN_OR_RETURN(state, DecodeBankState(*bytes));
+  }
+  if (state.columns > env_.max_patterns) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("it holds ", state.columns, " patterns, the limit is ",
+                     env_.max_patterns, " patterns per bank"));
+  }
+  HOPFIELD_ASSIGN_OR_RETURN(
+      bytes, storage.ReadBlob(incarnation, BlobKind::kFeatureMap));
+  if (bytes.has_value()) {
+    HOPFIELD_ASSIGN_OR_RETURN(std::shared_ptr<const FeatureMap> map,
+                              DecodeFeatureMap(*bytes));
+    if (map->input_dim() != dim) {
+      return absl::DataLossError(
+          absl::StrCat("its feature map takes ", map->input_dim(),
+                       " inputs, the bank's dim is ", dim));
+    }
+    feature_map_ = std::move(map);
+  }
+  // Sized once (keys included): the columns are appended within capacity.
+  HOPFIELD_RETURN_IF_ERROR(
+      EnsureCapacityLocked(static_cast<size_t>(state.columns)));
+  ++write_stamp_;
+  const bool cosine = options_.similarity == Similarity::kCosine;
+  HOPFIELD_RETURN_IF_ERROR(storage.ReadColumns(
+      incarnation,
+      [&](uint64_t column, uint64_t id, absl::Span<const float> values)
+          ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+            if (column >= state.columns) {
+              return absl::DataLossError(absl::StrCat(
+                  "column ", column, " is stored but the bank counts ",
+                  state.columns, " columns"));
+            }
+            if (values.size() != dim) {
+              return absl::DataLossError(
+                  absl::StrCat("column ", column, " holds ", values.size(),
+                               " values, expected ", dim));
+            }
+            if (id == 0 || column_of_.contains(id)) {
+              return absl::DataLossError(absl::StrCat(
+                  "column ", column, " holds id ", id,
+                  id == 0 ? ", which is reserved" : ", stored twice"));
+            }
+            const Eigen::Map<const Eigen::VectorXf> pattern(
+                values.data(), static_cast<Eigen::Index>(dim));
+            const double norm = pattern.cast<double>().norm();
+            if (!pattern.allFinite() || !(norm < NormLimit()) ||
+                (cosine && norm == 0.0)) {
+              return absl::DataLossError(absl::StrCat(
+                  "column ", column, " (id ", id,
+                  ") holds values no write accepts (not finite, or a norm "
+                  "of ",
+                  norm, ")"));
+            }
+            values_.insert(values_.end(), values.begin(), values.end());
+            inverse_norms_.push_back(norm > 0.0 ? static_cast<float>(1.0 / norm)
+                                                : 0.0f);
+            ids_.push_back(id);
+            nearest_score_.push_back(-std::numeric_limits<float>::infinity());
+            nearest_id_.push_back(0);
+            pending_.push_back(0);
+            stamp_.push_back(write_stamp_);
+            column_of_.emplace(id, static_cast<Eigen::Index>(column));
+            unindexed_pos_.push_back(kIndexed);
+            MarkUnindexedLocked(static_cast<Eigen::Index>(column));
+            return absl::OkStatus();
+          }));
+  const size_t size = ids_.size();
+  if (size != state.columns) {
+    return absl::DataLossError(
+        absl::StrCat("found ", size, " of its ", state.columns, " columns"));
+  }
+  // Keys under a learned map, in blocks.
+  if (const size_t key_dim = StoredKeyDimLocked(); key_dim > 0) {
+    Eigen::MatrixXf block_keys;
+    std::vector<float> block_inverse_norms;
+    constexpr size_t kBlock = 4096;
+    for (size_t c = 0; c < size; c += kBlock) {
+      const size_t n = std::min(kBlock, size - c);
+      absl::Status computed = ComputeKeys(
+          *feature_map_, values_.data() + c * dim, n,
+          [&](size_t i) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return absl::StrCat("pattern id ", ids_[c + i]);
+          },
+          &block_keys, &block_inverse_norms);
+      if (!computed.ok()) return absl::DataLossError(computed.message());
+      keys_.insert(keys_.end(), block_keys.data(),
+                   block_keys.data() + n * key_dim);
+      key_inverse_norms_.insert(key_inverse_norms_.end(),
+                                block_inverse_norms.begin(),
+                                block_inverse_norms.end());
+    }
+  }
+  next_id_ = state.next_id == 0 ? 1 : state.next_id;
+  write_seq_ = state.write_seq;
+  // The separation statistics: the snapshot when it is current (a damaged
+  // or stale one is only recomputed: it holds nothing a user wrote).
+  absl::StatusOr<std::optional<std::string>> snapshot_bytes =
+      storage.ReadBlob(incarnation, BlobKind::kSeparation);
+  std::optional<SeparationSnapshot> snapshot;
+  if (snapshot_bytes.ok() && snapshot_bytes->has_value()) {
+    absl::StatusOr<SeparationSnapshot> decoded =
+        DecodeSeparationSnapshot(**snapshot_bytes);
+    if (decoded.ok() && decoded->write_seq == write_seq_ &&
+        decoded->nearest_score.size() == size &&
+        std::all_of(decoded->pending.begin(), decoded->pending.end(),
+                    [](char p) { return p >= 0 && p <= 2; })) {
+      snapshot = *std::move(decoded);
+    }
+  }
+  if (snapshot.has_value()) {
+    std::copy(snapshot->nearest_score.begin(), snapshot->nearest_score.end(),
+              nearest_score_.begin());
+    std::copy(snapshot->nearest_id.begin(), snapshot->nearest_id.end(),
+              nearest_id_.begin());
+    std::copy(snapshot->pending.begin(), snapshot->pending.end(),
+              pending_.begin());
+    pending_count_ = static_cast<size_t>(std::count_if(
+        pending_.begin(), pending_.end(), [](char p) { return p != 0; }));
+    snapshot_at_ = std::make_pair(write_seq_, pending_count_);
+  } else {
+    std::vector<Eigen::Index> targets(size);
+    std::iota(targets.begin(), targets.end(), Eigen::Index{0});
+    UpdateOrMarkLocked(targets);
+  }
+  RefreshSummaryLocked();
+  return absl::OkStatus();
+}
+
+absl::Status MemoryBank::PersistSeparation() {
+  if (env_.storage == nullptr) return absl::OkStatus();
+  SeparationSnapshot snapshot;
+  std::pair<uint64_t, size_t> at;
+  {
+    ReaderLock lock(&mu_);
+    at = std::make_pair(write_seq_, pending_count_);
+    if (closed() || snapshot_at_ == at) return absl::OkStatus();
+    snapshot.write_seq = write_seq_;
+    snapshot.nearest_score = nearest_score_;
+    snapshot.nearest_id = nearest_id_;
+    snapshot.pending = pending_;
+  }
+  StorageBatch batch;
+  batch.PutBlob(env_.incarnation, BlobKind::kSeparation,
+                EncodeSeparationSnapshot(snapshot));
+  HOPFIELD_RETURN_IF_ERROR(env_.storage->Apply(batch).status());
+  WriterLock lock(&mu_);
+  snapshot_at_ = at;
+  return absl::OkStatus();
+}
+
 MemoryBank::MemoryBank(std::string name, const BankOptions& options,
                        BankEnvironment env)
     : name_(std::move(name)), options_(options), env_(std::move(env)) {
@@ -231,11 +419,43 @@ MemoryBank::MemoryBank(std::string name, const BankOptions& options,
 
 absl::StatusOr<std::vector<PatternId>> MemoryBank::Add(
     absl::Span<const PatternId> ids, absl::Span<const float> values) {
-  absl::StatusOr<std::vector<PatternId>> added = AddUnindexed(ids, values);
-  if (added.ok() && env_.separation_update == SeparationUpdate::kSynchronous) {
+  uint64_t ticket = 0;
+  absl::StatusOr<std::vector<PatternId>> added =
+      AddUnindexed(ids, values, &ticket);
+  if (!added.ok()) return added;
+  HOPFIELD_RETURN_IF_ERROR(WaitLogged(ticket));
+  if (env_.separation_update == SeparationUpdate::kSynchronous) {
     MaintainIndexNow();
   }
   return added;
+}
+
+absl::StatusOr<uint64_t> MemoryBank::LogLocked(StorageBatch* batch,
+                                               PatternId next_id,
+                                               uint64_t columns) {
+  if (closed()) {
+    return absl::NotFoundError(
+        absl::StrCat("bank \"", name_, "\" was deleted"));
+  }
+  uint64_t ticket = 0;
+  if (env_.storage != nullptr) {
+    const BankState state{next_id, write_seq_ + 1, columns};
+    batch->PutBlob(env_.incarnation, BlobKind::kBankState,
+                   EncodeBankState(state));
+    HOPFIELD_ASSIGN_OR_RETURN(ticket, env_.storage->Apply(*batch));
+  }
+  ++write_seq_;
+  return ticket;
+}
+
+absl::Status MemoryBank::WaitLogged(uint64_t ticket) const {
+  if (env_.storage == nullptr) return absl::OkStatus();
+  return env_.storage->WaitDurable(ticket);
+}
+
+void MemoryBank::Close() {
+  WriterLock lock(&mu_);
+  closed_.store(true, std::memory_order_relaxed);
 }
 
 void MemoryBank::MaintainIndexNow() {
@@ -247,7 +467,8 @@ void MemoryBank::MaintainIndexNow() {
 }
 
 absl::StatusOr<std::vector<PatternId>> MemoryBank::AddUnindexed(
-    absl::Span<const PatternId> ids, absl::Span<const float> values) {
+    absl::Span<const PatternId> ids, absl::Span<const float> values,
+    uint64_t* ticket) {
   const size_t dim = options_.dim;
   const bool cosine = options_.similarity == Similarity::kCosine;
   if (ids.empty()) {
@@ -388,6 +609,30 @@ absl::StatusOr<std::vector<PatternId>> MemoryBank::AddUnindexed(
   std::vector<Eigen::Index> targets;
   targets.reserve(new_size);
   HOPFIELD_RETURN_IF_ERROR(EnsureCapacityLocked(new_size));
+  {
+    // The log record: the columns as they will be (held while it is
+    // written, reserved from the budget).
+    MemoryReservation batch_memory;
+    StorageBatch batch;
+    if (env_.storage != nullptr) {
+      if (env_.budget != nullptr) {
+        HOPFIELD_ASSIGN_OR_RETURN(
+            batch_memory,
+            env_.budget->Reserve(
+                ids.size() * (dim * sizeof(float) + 64),
+                absl::StrCat("log record of a write to bank \"", name_, "\"")));
+      }
+      uint64_t appended = old_size;
+      for (size_t i = 0; i < ids.size(); ++i) {
+        const uint64_t column = replaced_column[i] >= 0
+                                    ? static_cast<uint64_t>(replaced_column[i])
+                                    : appended++;
+        batch.PutColumn(env_.incarnation, column, assigned[i],
+                        values.subspan(i * dim, dim));
+      }
+    }
+    HOPFIELD_ASSIGN_OR_RETURN(*ticket, LogLocked(&batch, next, new_size));
+  }
 
   // Apply: from here on nothing allocates (every buffer has room).
   if (!replaced_ids.empty()) {
@@ -442,15 +687,20 @@ absl::StatusOr<std::vector<PatternId>> MemoryBank::AddUnindexed(
   return assigned;
 }
 
-uint64_t MemoryBank::Remove(absl::Span<const PatternId> ids) {
-  const uint64_t removed = RemoveUnindexed(ids);
-  if (removed > 0 && env_.separation_update == SeparationUpdate::kSynchronous) {
+absl::StatusOr<uint64_t> MemoryBank::Remove(absl::Span<const PatternId> ids) {
+  uint64_t ticket = 0;
+  HOPFIELD_ASSIGN_OR_RETURN(const uint64_t removed,
+                            RemoveUnindexed(ids, &ticket));
+  if (removed == 0) return removed;
+  HOPFIELD_RETURN_IF_ERROR(WaitLogged(ticket));
+  if (env_.separation_update == SeparationUpdate::kSynchronous) {
     MaintainIndexNow();  // rebuilds when tombstones pile up
   }
   return removed;
 }
 
-uint64_t MemoryBank::RemoveUnindexed(absl::Span<const PatternId> ids) {
+absl::StatusOr<uint64_t> MemoryBank::RemoveUnindexed(
+    absl::Span<const PatternId> ids, uint64_t* ticket) {
   std::vector<PatternId> removed;
   removed.reserve(ids.size());
   WriterLock lock(&mu_);
@@ -460,6 +710,47 @@ uint64_t MemoryBank::RemoveUnindexed(absl::Span<const PatternId> ids) {
   if (removed.empty()) return 0;
   std::sort(removed.begin(), removed.end());
   removed.erase(std::unique(removed.begin(), removed.end()), removed.end());
+  {
+    // The log record: the columns RemoveColumnLocked will leave, found by
+    // replaying its moves (each removal moves the last column into the
+    // hole) on a map of the columns that change.
+    StorageBatch batch;
+    size_t size = ids_.size();
+    if (env_.storage != nullptr) {
+      absl::flat_hash_map<size_t, size_t> holds;     // column -> source
+      absl::flat_hash_map<PatternId, size_t> moved;  // id -> its new column
+      auto source = [&holds](size_t column) {
+        const auto it = holds.find(column);
+        return it == holds.end() ? column : it->second;
+      };
+      for (const PatternId id : removed) {
+        const auto it = moved.find(id);
+        const size_t column = it != moved.end()
+                                  ? it->second
+                                  : static_cast<size_t>(column_of_.at(id));
+        const size_t last = size - 1;
+        if (column != last) {
+          const size_t from = source(last);
+          holds[column] = from;
+          moved[ids_[from]] = column;
+        }
+        holds.erase(last);
+        --size;
+      }
+      std::vector<std::pair<size_t, size_t>> changed(holds.begin(),
+                                                     holds.end());
+      std::sort(changed.begin(), changed.end());
+      const size_t dim = options_.dim;
+      for (const auto& [column, from] : changed) {
+        batch.PutColumn(env_.incarnation, column, ids_[from],
+                        absl::MakeConstSpan(values_).subspan(from * dim, dim));
+      }
+      batch.Truncate(env_.incarnation, size);
+    } else {
+      size -= removed.size();
+    }
+    HOPFIELD_ASSIGN_OR_RETURN(*ticket, LogLocked(&batch, next_id_, size));
+  }
   std::vector<Eigen::Index> targets;
   targets.reserve(ids_.size());
   // No allocation from here on.
@@ -475,7 +766,7 @@ uint64_t MemoryBank::RemoveUnindexed(absl::Span<const PatternId> ids) {
   UpdateOrMarkLocked(targets);
   RefreshSummaryLocked();
   MaybeShrinkLocked();
-  return removed.size();
+  return uint64_t{removed.size()};
 }
 
 absl::Status MemoryBank::EnsureCapacityLocked(size_t count) {
@@ -1016,16 +1307,19 @@ std::shared_ptr<const FeatureMap> MemoryBank::feature_map() const {
 absl::Status MemoryBank::SetFeatureMap(
     std::shared_ptr<const FeatureMap> map,
     const std::function<absl::Status()>& check_continue) {
-  absl::Status status = SetFeatureMapUnindexed(std::move(map), check_continue);
-  if (status.ok() && env_.separation_update == SeparationUpdate::kSynchronous) {
+  uint64_t ticket = 0;
+  HOPFIELD_RETURN_IF_ERROR(
+      SetFeatureMapUnindexed(std::move(map), check_continue, &ticket));
+  HOPFIELD_RETURN_IF_ERROR(WaitLogged(ticket));
+  if (env_.separation_update == SeparationUpdate::kSynchronous) {
     MaintainIndexNow();
   }
-  return status;
+  return absl::OkStatus();
 }
 
 absl::Status MemoryBank::SetFeatureMapUnindexed(
     std::shared_ptr<const FeatureMap> map,
-    const std::function<absl::Status()>& check_continue) {
+    const std::function<absl::Status()>& check_continue, uint64_t* ticket) {
   if (map == nullptr) {
     return absl::InvalidArgumentError("feature map: expected a map, got null");
   }
@@ -1106,6 +1400,16 @@ absl::Status MemoryBank::SetFeatureMapUnindexed(
     }
   }
   if (check_continue) HOPFIELD_RETURN_IF_ERROR(check_continue());
+  // The log record (encoded outside the lock).
+  StorageBatch batch;
+  if (env_.storage != nullptr) {
+    if (new_map.is_identity()) {
+      batch.DeleteBlob(env_.incarnation, BlobKind::kFeatureMap);
+    } else {
+      batch.PutBlob(env_.incarnation, BlobKind::kFeatureMap,
+                    EncodeFeatureMap(new_map));
+    }
+  }
 
   // Phase 2, under the writer lock: finish, then swap.
   WriterLock lock(&mu_);
@@ -1137,6 +1441,7 @@ absl::Status MemoryBank::SetFeatureMapUnindexed(
       c = end - 1;
     }
   }
+  HOPFIELD_ASSIGN_OR_RETURN(*ticket, LogLocked(&batch, next_id_, size));
   // Nothing below fails (the provisional scores below allocate nothing;
   // the synchronous recomputation falls back to pending on bad_alloc).
   keys_.swap(keys);

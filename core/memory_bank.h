@@ -40,6 +40,7 @@
 #include <new>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "Eigen/Core"
@@ -50,10 +51,12 @@
 #include "absl/types/span.h"
 
 #include "core/ann_index.h"
+#include "core/bank_codec.h"
 #include "core/bank_options.h"
 #include "core/feature_map.h"
 #include "core/memory_budget.h"
 #include "core/mutex.h"
+#include "core/storage.h"
 
 namespace hopfield {
 
@@ -125,6 +128,10 @@ struct BankEnvironment {
   // Fashion-MNIST keys: bench/README.md), a graph that depends on the
   // threads' interleaving. Default: 1. REQUIRES: >= 1.
   uint32_t index_build_threads = 1;
+  // Where the bank logs its writes (storage.h), as incarnation
+  // `incarnation`. Null: the bank lives in memory only.
+  std::shared_ptr<Storage> storage;
+  BankIncarnation incarnation = 0;
 };
 
 // Read-only view of a bank's contents, valid only while the bank's reader
@@ -264,6 +271,26 @@ struct BankStats {
 // before the call (Add and Remove allocate everything they need before
 // changing anything).
 //
+// Durability (with BankEnvironment::storage): every write (Add, Remove,
+// SetFeatureMap) is logged as one StorageBatch that mirrors what it does to
+// the columns: an append puts column M, a replacement rewrites its column,
+// a removal moves the last column into the hole and truncates, so the
+// stored columns are the matrix, column for column (the same summation
+// order and ties after a restart). Ids are assigned and replacements found
+// under the writer lock, so the batch is applied there (Storage::Apply
+// orders and logs it without syncing, microseconds); the lock is released
+// before the write waits for the sync (Storage::WaitDurable, shared with
+// every writer waiting at the time), so readers never wait for the disk.
+// The write returns only once durable. Consequences: a reader may see a
+// write that a crash then loses (it was never acknowledged); a write whose
+// Apply fails changes nothing; a write whose sync fails has changed the
+// bank in memory but reports UNAVAILABLE (the store then refuses every
+// later write until the server restarts). Every batch also rewrites the
+// bank's counters (BankState: the next fresh id, the write count, the
+// column count), so ids handed out are never reused after a restart and a
+// load can tell a snapshot of the separation statistics is current
+// (PersistSeparation).
+//
 // Thread-safe: any number of concurrent readers (Get, Stats, WithReader), one
 // writer (Add, Remove) at a time; writers wait for readers.
 class MemoryBank {
@@ -275,6 +302,21 @@ class MemoryBank {
   static absl::StatusOr<std::unique_ptr<MemoryBank>> Create(
       std::string name, const BankOptions& options, BankEnvironment env = {});
 
+  // Rebuilds the bank stored as env.incarnation in env.storage: its columns
+  // in their order, its ids and counters, its feature map (keys recomputed)
+  // and, when a snapshot taken after its last write is stored, its
+  // separation statistics exactly as they were (else every pattern is
+  // pending, as after a bulk load). The search index is rebuilt by
+  // RefreshIndex as for any write. Reserves from env.budget.
+  // Errors: as Create; INVALID_ARGUMENT without env.storage; DATA_LOSS
+  // naming the bank and the record when a record fails its checksum, a
+  // column is missing, or the stored values contradict each other (a
+  // repeated or zero id, a non-finite value, a map of another dimension);
+  // RESOURCE_EXHAUSTED when the budget or env.max_patterns cannot hold it;
+  // the storage's read errors.
+  static absl::StatusOr<std::unique_ptr<MemoryBank>> Load(
+      std::string name, const BankOptions& options, BankEnvironment env);
+
   MemoryBank(const MemoryBank&) = delete;
   MemoryBank& operator=(const MemoryBank&) = delete;
 
@@ -282,6 +324,8 @@ class MemoryBank {
   // Options as created, with defaults resolved (BankOptions::Resolved()).
   const BankOptions& options() const { return options_; }
   uint32_t dim() const { return options_.dim; }
+  // The bank's incarnation in its storage (0 without storage).
+  BankIncarnation incarnation() const { return env_.incarnation; }
 
   // Upserts a batch: pattern i is values[i*dim, (i+1)*dim) with id ids[i]; id
   // 0 asks for a fresh id; a stored id is replaced in place. Fresh ids count
@@ -294,7 +338,9 @@ class MemoryBank {
   // whose squared norm overflows float32 (its scores would be Inf) or whose
   // key under a learned map does, or an id repeated within the batch;
   // RESOURCE_EXHAUSTED when the bank would exceed env.max_patterns, or its
-  // growth does not fit in the memory budget.
+  // growth does not fit in the memory budget; NOT_FOUND when the bank was
+  // closed (deleted from its registry); the storage's errors (unchanged
+  // bank, except after a failed sync: see the class comment).
   absl::StatusOr<std::vector<PatternId>> Add(absl::Span<const PatternId> ids,
                                              absl::Span<const float> values);
 
@@ -302,7 +348,18 @@ class MemoryBank {
   // how many were removed. When the bank is left less than half full its
   // buffers shrink and the memory goes back to the budget (skipped, with no
   // error, if the budget cannot hold the copy meanwhile).
-  uint64_t Remove(absl::Span<const PatternId> ids);
+  // Errors: NOT_FOUND when the bank was closed; the storage's errors (as
+  // Add).
+  absl::StatusOr<uint64_t> Remove(absl::Span<const PatternId> ids);
+
+  // Stores a snapshot of the per-pattern separation statistics, so that a
+  // restart restores them exactly instead of recomputing them (O(M²·D_Φ)
+  // for exact values). Skipped (OK) without storage or when the stored
+  // snapshot is current. Copies the statistics under the reader lock
+  // (13 bytes a pattern), writes outside it; not synced (the next write's
+  // sync, or the store's Close, covers it; a lost snapshot costs only the
+  // recomputation). Errors: the storage's.
+  absl::Status PersistSeparation();
 
   // Brings the separation statistics of up to `max_patterns` pending patterns
   // up to date (each scored against every stored pattern, which in turn learn
@@ -434,9 +491,11 @@ class MemoryBank {
   };
   absl::StatusOr<Neighbour> PatternSeparation(PatternId id) const;
 
-  // Marks the bank as dropped from its registry: long operations on it
-  // (training) stop at their next poll with CANCELLED. Idempotent.
-  void Close() { closed_.store(true, std::memory_order_relaxed); }
+  // Marks the bank as dropped from its registry: later writes fail with
+  // NOT_FOUND, and long operations on it (training) stop at their next poll
+  // with CANCELLED. Takes the writer lock, so a write that began before
+  // has been logged when it returns and none is logged after. Idempotent.
+  void Close();
   bool closed() const { return closed_.load(std::memory_order_relaxed); }
 
   // At most one training run per bank: true if this caller may train (and
@@ -508,14 +567,29 @@ class MemoryBank {
   // no content, so a failure (status or bad_alloc) leaves the bank as is.
   absl::Status EnsureCapacityLocked(size_t count)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies `batch` plus the bank's counters after the write (`next_id`,
+  // write_seq_ + 1, `columns`) to the storage and returns its ticket (0
+  // without storage); bumps write_seq_ on success. Errors: NOT_FOUND when
+  // closed; the storage's.
+  absl::StatusOr<uint64_t> LogLocked(StorageBatch* batch, PatternId next_id,
+                                     uint64_t columns)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits until `ticket` (from LogLocked) is durable; OK without storage.
+  absl::Status WaitLogged(uint64_t ticket) const;
+  // Load's body under the writer lock of a new bank.
+  absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Add, Remove and SetFeatureMap without the synchronous index
   // maintenance.
-  uint64_t RemoveUnindexed(absl::Span<const PatternId> ids);
+  absl::StatusOr<uint64_t> RemoveUnindexed(absl::Span<const PatternId> ids,
+                                           uint64_t* ticket);
+  // Add and Remove set `ticket` to what their log record must wait for
+  // (WaitLogged), after the lock is released.
   absl::StatusOr<std::vector<PatternId>> AddUnindexed(
-      absl::Span<const PatternId> ids, absl::Span<const float> values);
+      absl::Span<const PatternId> ids, absl::Span<const float> values,
+      uint64_t* ticket);
   absl::Status SetFeatureMapUnindexed(
       std::shared_ptr<const FeatureMap> map,
-      const std::function<absl::Status()>& check_continue);
+      const std::function<absl::Status()>& check_continue, uint64_t* ticket);
   // Builds a new index over every pattern and swaps it in (RefreshIndex).
   size_t BuildSearchIndex(const std::atomic<bool>* stop);
   // Under kSynchronous: RefreshIndex over everything, a failed allocation
@@ -630,6 +704,11 @@ class MemoryBank {
   double max_key_norm_ ABSL_GUARDED_BY(mu_) = 0.0;
   // Where the search for a fresh id starts.
   PatternId next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  // Writes logged so far (BankState::write_seq), and what the stored
+  // separation snapshot was taken at (write count and pending count; the
+  // refresher changes statistics without writes).
+  uint64_t write_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<std::pair<uint64_t, size_t>> snapshot_at_ ABSL_GUARDED_BY(mu_);
   // What the buffers hold against env_.budget (MemoryBytesLocked()).
   MemoryReservation reservation_ ABSL_GUARDED_BY(mu_);
   // Steady-clock times of the last Add/Remove and the last applied refresh,

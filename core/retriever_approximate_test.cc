@@ -422,7 +422,8 @@ TEST(ApproximateRetrievalTest, StoreForgetTrainAndRetrieveConcurrently) {
           bank->Add(absl::MakeConstSpan(*ids).first(2),
                     absl::MakeConstSpan(values).first(size_t{2} * kDim)),
           IsOk());
-      bank->Remove(absl::MakeConstSpan(*ids).subspan(5, 4));
+      EXPECT_THAT(bank->Remove(absl::MakeConstSpan(*ids).subspan(5, 4)),
+                  IsOk());
     }
   });
   std::thread trainer([&] {

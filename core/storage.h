@@ -14,8 +14,9 @@
 //     the hole and drops the last), so a restart rebuilds the very same
 //     matrix, column for column: the same summation order, the same ties,
 //     the same answers;
-//   - blobs the engine encodes itself (the feature map, a snapshot of the
-//     separation statistics), opaque here.
+//   - blobs the engine encodes itself (bank_codec.h: the feature map, a
+//     snapshot of the separation statistics, the bank's counters), opaque
+//     here.
 //
 // Writes are batches (StorageBatch), applied atomically and in order. A write
 // is two steps, so that a bank can log under its writer lock without making
@@ -60,6 +61,7 @@ using BankIncarnation = uint64_t;
 enum class BlobKind : uint8_t {
   kFeatureMap = 1,  // the learned feature map (absent: the identity)
   kSeparation = 2,  // a snapshot of the separation statistics
+  kBankState = 3,   // counters kept across restarts (next id, writes)
 };
 
 // A bank as the catalog holds it. `status` is DATA_LOSS when the entry

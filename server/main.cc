@@ -58,6 +58,13 @@ ABSL_FLAG(int, max_queued_calls, 64,
           "heavy calls that may wait for a worker thread; more are "
           "RESOURCE_EXHAUSTED at once");
 ABSL_FLAG(bool, access_log, false, "log one line per RPC");
+ABSL_FLAG(std::string, data_dir, "./hopfield-data",
+          "where banks are stored (an embedded RocksDB, created if missing; "
+          "one server per directory)");
+ABSL_FLAG(bool, sync_writes, true,
+          "sync the write-ahead log before acknowledging a write; false "
+          "keeps acknowledged writes safe from a server crash but not from a "
+          "machine crash or power loss (benchmarks only)");
 ABSL_FLAG(uint64_t, max_connections, 10000,
           "most client connections at once (~16 KiB each when idle); more "
           "are reset at once (clients see UNAVAILABLE and may retry). 0 = as "
@@ -210,6 +217,12 @@ int main(int argc, char** argv) {
     config.memory_budget_bytes = DefaultMemoryBudget();
   }
   config.access_log = absl::GetFlag(FLAGS_access_log);
+  config.data_dir = absl::GetFlag(FLAGS_data_dir);
+  config.sync_writes = absl::GetFlag(FLAGS_sync_writes);
+  if (config.data_dir.empty()) {
+    HOPFIELD_LOG(ERROR) << "--data_dir must name a directory, got ''";
+    return 2;
+  }
   const uint64_t descriptors = RaiseDescriptorLimit();
   const uint64_t descriptor_reserve = absl::GetFlag(FLAGS_descriptor_reserve);
   if (descriptor_reserve >= descriptors) {
@@ -247,6 +260,8 @@ int main(int argc, char** argv) {
                      << " max_connections=" << config.max_connections
                      << " (0 = no cap beyond max_descriptors)";
   HOPFIELD_LOG(INFO) << "config access_log=" << config.access_log;
+  HOPFIELD_LOG(INFO) << "config data_dir=" << config.data_dir
+                     << " sync_writes=" << config.sync_writes;
 
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(config);
   if (!server.ok()) {

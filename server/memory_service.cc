@@ -444,8 +444,19 @@ MemoryService::MemoryService(BankRegistry* registry, WorkerPool* pool,
       budget_(std::move(budget)),
       options_(options) {}
 
+void MemoryService::SetLoading(bool loading) {
+  std::lock_guard<std::mutex> lock(mu_);
+  loading_ = loading;
+}
+
 bool MemoryService::Admit(absl::Status* status) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (loading_) {
+    *status = absl::UnavailableError(
+        "the server is starting up: loading its banks from the data "
+        "directory; retry shortly");
+    return false;
+  }
   if (draining_) {
     *status = absl::UnavailableError(
         "the server is shutting down; retry on another instance");
@@ -683,7 +694,8 @@ grpc::ServerUnaryReactor* MemoryService::Forget(
                                   registry_->Get(request->bank()));
         HOPFIELD_ASSIGN_OR_RETURN(const absl::Span<const PatternId> ids,
                                   IdsFromProto(request->ids()));
-        response->set_forgotten(bank->Remove(ids));
+        HOPFIELD_ASSIGN_OR_RETURN(const uint64_t forgotten, bank->Remove(ids));
+        response->set_forgotten(forgotten);
         return absl::OkStatus();
       });
 }
@@ -771,6 +783,35 @@ bool MemoryService::StartTrain() {
 void MemoryService::FinishTrain() {
   std::lock_guard<std::mutex> lock(mu_);
   --trains_;
+}
+
+grpc::ServerUnaryReactor* MemoryService::Backup(
+    grpc::CallbackServerContext* context, const v1::BackupRequest* request,
+    v1::BackupResponse* response) {
+  return RunHeavy(
+      "Backup", context, "", 0,
+      [this, request, response](CallMemory*) -> absl::Status {
+        if (options_.storage == nullptr) {
+          return absl::FailedPreconditionError(
+              "this server keeps no data directory (--data_dir) to back up");
+        }
+        const std::string& dir = request->dir();
+        if (dir.empty() || dir.front() != '/') {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "dir: expected an absolute path on the server's machine, got \"",
+              absl::CEscape(dir.substr(0, 256)), "\""));
+        }
+        const absl::Time start = absl::Now();
+        const uint64_t banks = registry_->size();
+        HOPFIELD_RETURN_IF_ERROR(options_.storage->Checkpoint(dir));
+        response->set_dir(dir);
+        response->set_banks(banks);
+        response->set_seconds(absl::ToDoubleSeconds(absl::Now() - start));
+        HOPFIELD_LOG(INFO) << "backup of " << banks << " banks written to "
+                           << absl::CEscape(dir) << " in "
+                           << response->seconds() << " s";
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* MemoryService::Ping(

@@ -35,6 +35,7 @@
 
 #include "core/bank_registry.h"
 #include "core/memory_budget.h"
+#include "core/storage.h"
 #include "core/worker_pool.h"
 #include "hopfield/v1/memory_service.grpc.pb.h"
 
@@ -52,6 +53,9 @@ struct MemoryServiceOptions {
   // Train calls running at once (each holds a worker for its whole run);
   // more are RESOURCE_EXHAUSTED. Default 1.
   uint32_t max_trains = 1;
+  // Where Backup takes its copy from (the registry's storage). Null: Backup
+  // is FAILED_PRECONDITION. Not owned; must outlive the service.
+  Storage* storage = nullptr;
 };
 
 // Thread-safe. Does not own `registry`, `pool` or `budget`, which must
@@ -99,11 +103,19 @@ class MemoryService final : public v1::MemoryService::CallbackService {
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context,
                                  const v1::PingRequest* request,
                                  v1::PingResponse* response) override;
+  grpc::ServerUnaryReactor* Backup(grpc::CallbackServerContext* context,
+                                   const v1::BackupRequest* request,
+                                   v1::BackupResponse* response) override;
 
   // Stops admitting calls (they get UNAVAILABLE) and waits until the calls
   // already started have finished or `grace` has passed. Returns true if
   // none is left. Idempotent.
   bool Drain(absl::Duration grace);
+
+  // While loading, every call is refused with UNAVAILABLE (the server
+  // loads its banks with the port already open, so clients and health
+  // checks get an answer).
+  void SetLoading(bool loading);
 
   // Calls started and not yet finished.
   uint64_t in_flight() const;
@@ -116,7 +128,8 @@ class MemoryService final : public v1::MemoryService::CallbackService {
   absl::Status ApplyStore(const v1::StoreRequest& request,
                           google::protobuf::RepeatedField<uint64_t>* ids,
                           uint64_t* pattern_count);
-  // Admits a call: false (with UNAVAILABLE in `status`) while draining.
+  // Admits a call: false (with UNAVAILABLE in `status`) while loading or
+  // draining.
   bool Admit(absl::Status* status);
   // Marks an admitted call finished.
   void Release();
@@ -166,6 +179,7 @@ class MemoryService final : public v1::MemoryService::CallbackService {
   uint64_t in_flight_ = 0;  // guarded by mu_
   uint32_t trains_ = 0;     // guarded by mu_
   bool draining_ = false;   // guarded by mu_
+  bool loading_ = false;    // guarded by mu_
 };
 
 // Runs `work`, turning std::bad_alloc into RESOURCE_EXHAUSTED and any other

@@ -6,9 +6,12 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+
+#include "server/logging.h"
 
 namespace hopfield::server {
 
@@ -57,6 +60,21 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   // Store stays O(patterns x dim); exact separation statistics catch up in
   // the background (Bank.separation_pending says how far behind they are).
   registry_options.separation_update = SeparationUpdate::kDeferred;
+  const absl::Time open_start = absl::Now();
+  if (!config.data_dir.empty()) {
+    RocksDbStorageOptions storage_options;
+    storage_options.sync = config.sync_writes;
+    absl::StatusOr<std::unique_ptr<RocksDbStorage>> storage =
+        RocksDbStorage::Open(config.data_dir, storage_options);
+    if (!storage.ok()) {
+      return absl::Status(
+          storage.status().code(),
+          absl::StrCat("cannot open --data_dir ", config.data_dir, ": ",
+                       storage.status().message()));
+    }
+    server->storage_ = *std::move(storage);
+    registry_options.storage = server->storage_;
+  }
   server->registry_ = std::make_unique<BankRegistry>(registry_options);
   MemoryServiceOptions service_options;
   service_options.retrieve_threads = config.retrieve_threads > 0
@@ -65,6 +83,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   service_options.max_message_bytes =
       static_cast<uint64_t>(config.max_message_bytes);
   service_options.access_log = config.access_log;
+  service_options.storage = server->storage_.get();
   // Each Train holds a worker for its whole run: leave at least one worker
   // for every other call.
   service_options.max_trains = std::max<uint32_t>(
@@ -72,6 +91,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   server->service_ = std::make_unique<MemoryService>(
       server->registry_.get(), server->pool_.get(), server->budget_,
       service_options);
+  server->service_->SetLoading(true);
 
   // Touch the generated grpc.health.v1 messages so the linker keeps their
   // descriptors: reflection can then resolve the health service it lists
@@ -115,13 +135,42 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   }
   grpc::HealthCheckServiceInterface* health =
       server->server_->GetHealthCheckService();
-  // Nothing to load yet: ready as soon as the port is bound.
-  health->SetServingStatus("", true);
-  health->SetServingStatus(std::string(kServiceName), true);
+  health->SetServingStatus("", false);
+  health->SetServingStatus(std::string(kServiceName), false);
   // Only now may connections reach gRPC (before the start they would leak).
   if (absl::Status started = server->acceptor_->Start(); !started.ok()) {
     return started;
   }
+  if (server->storage_ != nullptr) {
+    HOPFIELD_LOG(INFO) << "listening on port " << server->port_
+                       << " (NOT_SERVING while loading); loading banks from "
+                       << config.data_dir;
+  }
+  absl::StatusOr<LoadReport> report = server->registry_->Load();
+  if (!report.ok()) {
+    return absl::Status(
+        report.status().code(),
+        absl::StrCat("cannot load banks from --data_dir ", config.data_dir,
+                     ": ", report.status().message()));
+  }
+  for (const auto& [name, status] : report->failed) {
+    HOPFIELD_LOG(ERROR) << "bank " << PrintableName(name)
+                        << " could not be loaded and answers its error until "
+                           "deleted or restored from a backup: "
+                        << status;
+  }
+  if (server->storage_ != nullptr) {
+    HOPFIELD_LOG(INFO) << "restart: loaded " << report->banks << " banks ("
+                       << report->patterns << " patterns, "
+                       << report->failed.size() << " failed, "
+                       << report->superseded
+                       << " interrupted deletions finished) in "
+                       << absl::ToDoubleSeconds(absl::Now() - open_start)
+                       << " s";
+  }
+  server->service_->SetLoading(false);
+  health->SetServingStatus("", true);
+  health->SetServingStatus(std::string(kServiceName), true);
   return server;
 }
 
@@ -151,6 +200,20 @@ void Server::Shutdown(absl::Duration grace) {
                     absl::ToChronoMicroseconds(linger));
   server_->Wait();
   pool_.reset();  // runs nothing more: every call has finished
+  if (storage_ != nullptr) {
+    if (absl::Status persisted = registry_->PersistSeparation();
+        !persisted.ok()) {
+      HOPFIELD_LOG(WARNING) << "separation statistics not stored (a restart "
+                               "recomputes them): "
+                            << persisted;
+    }
+    // The refresher stops before the store closes.
+    registry_.reset();
+    if (absl::Status closed = storage_->Close(); !closed.ok()) {
+      HOPFIELD_LOG(ERROR) << "closing --data_dir: " << closed
+                          << " (acknowledged writes are in its synced log)";
+    }
+  }
 }
 
 }  // namespace hopfield::server

@@ -21,6 +21,7 @@
 
 #include "core/bank_registry.h"
 #include "core/memory_budget.h"
+#include "core/rocksdb_storage.h"
 #include "core/worker_pool.h"
 #include "server/connection_acceptor.h"
 #include "server/memory_service.h"
@@ -35,9 +36,15 @@ inline constexpr absl::string_view kServiceName = "hopfield.v1.MemoryService";
 // Thread-safe. Not copyable.
 class Server {
  public:
-  // Binds `config.listen`, starts serving and reports SERVING.
+  // Opens the data directory (config.data_dir), binds `config.listen` and
+  // starts answering: health NOT_SERVING and every MemoryService call
+  // UNAVAILABLE while the stored banks load (logged: banks, patterns,
+  // seconds; each bank that cannot be loaded on an ERROR line, kept aside
+  // with its DATA_LOSS), then SERVING. Returns once serving.
   // Errors: INVALID_ARGUMENT for a bad config; UNAVAILABLE when the address
-  // cannot be bound.
+  // cannot be bound or the data directory cannot be opened (another server
+  // holds it, no permission); DATA_LOSS when the store is damaged beyond a
+  // torn last record.
   static absl::StatusOr<std::unique_ptr<Server>> Start(
       const ServerConfig& config);
 
@@ -55,7 +62,8 @@ class Server {
   // it), answers new MemoryService calls UNAVAILABLE, lets running calls
   // finish for up to `grace`, then cancels the rest and closes every
   // connection (idle ones included, after ~200 ms for clients to take the
-  // GOAWAY). Idempotent.
+  // GOAWAY). Then stores the banks' separation statistics (so a restart
+  // need not recompute them) and closes the data directory. Idempotent.
   void Shutdown(absl::Duration grace);
 
   // The memory account and the worker pool (tests, metrics).
@@ -71,6 +79,7 @@ class Server {
  private:
   Server() = default;
 
+  std::shared_ptr<RocksDbStorage> storage_;  // null without a data_dir
   std::shared_ptr<MemoryBudget> budget_;
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<BankRegistry> registry_;

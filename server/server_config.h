@@ -43,6 +43,13 @@ struct ServerConfig {
   uint32_t max_queued_calls = 64;
   // One log line per RPC.
   bool access_log = false;
+  // Where banks are stored (RocksDbStorage; created if missing). Empty:
+  // banks live in memory only (in-process tests).
+  std::string data_dir;
+  // Sync the write-ahead log before acknowledging a write. false: an
+  // acknowledged write survives a crash of the server but not of the
+  // machine (benchmarks; never for the durability promise).
+  bool sync_writes = true;
   // Connection admission (ConnectionAcceptor): a connection is reset at once
   // when admitting it would leave more than this many descriptors open.
   // 0 = the soft RLIMIT_NOFILE minus 64.

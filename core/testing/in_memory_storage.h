@@ -77,6 +77,10 @@ class InMemoryStorage final : public Storage {
     State state;
     {
       WriterLock lock(&mu_);
+      if (std::find(corrupt_.begin(), corrupt_.end(), bank) != corrupt_.end()) {
+        return absl::DataLossError(absl::StrCat(
+            "bank incarnation ", bank, ": a column record fails its checksum"));
+      }
       state = Replay();
     }
     const auto it = state.columns.find(bank);
@@ -123,6 +127,13 @@ class InMemoryStorage final : public Storage {
     failure_ = std::move(status);
   }
 
+  // ReadColumns of `bank` fails as for a record that fails its checksum
+  // (DATA_LOSS), as RocksDbStorage reports damaged bytes.
+  void CorruptColumns(BankIncarnation bank) {
+    WriterLock lock(&mu_);
+    corrupt_.push_back(bank);
+  }
+
   // WaitDurable calls so far.
   uint64_t syncs() const {
     WriterLock lock(&mu_);
@@ -162,8 +173,9 @@ class InMemoryStorage final : public Storage {
           case StorageBatch::OpKind::kDeleteBank: {
             state.catalog.erase(op.bank);
             state.columns.erase(op.bank);
-            state.blobs.erase({op.bank, BlobKind::kFeatureMap});
-            state.blobs.erase({op.bank, BlobKind::kSeparation});
+            state.blobs.erase(
+                state.blobs.lower_bound({op.bank, BlobKind{}}),
+                state.blobs.lower_bound({op.bank + 1, BlobKind{}}));
             break;
           }
           case StorageBatch::OpKind::kPutColumn:
@@ -194,6 +206,7 @@ class InMemoryStorage final : public Storage {
   uint64_t syncs_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   bool failure_returned_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<BankIncarnation> corrupt_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace hopfield::testing

@@ -1,7 +1,9 @@
 // File: hopfieldd_process.h
 //
 // Starts the real hopfieldd on 127.0.0.1:0 for a test, reads the bound port
-// from its --port_file, and stops it by process id (never by name).
+// from its --port_file, and stops it by process id (never by name). Unless
+// the flags name a --data_dir, the server stores its banks in a fresh
+// directory removed with the process object.
 #ifndef HOPFIELD_TESTS_INTEGRATION_HOPFIELDD_PROCESS_H_
 #define HOPFIELD_TESTS_INTEGRATION_HOPFIELDD_PROCESS_H_
 
@@ -12,6 +14,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -36,6 +39,11 @@ class HopfielddProcess {
     port_file_ = dir_ + "/ports";
     std::vector<std::string> argv = {binary, "--listen=127.0.0.1:0",
                                      "--port_file=" + port_file_};
+    bool data_dir = false;
+    for (const std::string& flag : flags) {
+      data_dir = data_dir || flag.rfind("--data_dir=", 0) == 0;
+    }
+    if (!data_dir) argv.push_back("--data_dir=" + dir_ + "/data");
     argv.insert(argv.end(), flags.begin(), flags.end());
     pid_ = fork();
     if (pid_ == 0) {
@@ -45,8 +53,9 @@ class HopfielddProcess {
       execv(raw[0], raw.data());
       _exit(127);
     }
-    // Wait for the port file (written atomically once serving).
-    for (int i = 0; i < 300 && port_ == 0; ++i) {
+    // Wait for the port file (written atomically once serving, after the
+    // banks have loaded).
+    for (int i = 0; i < 3000 && port_ == 0; ++i) {
       std::ifstream in(port_file_);
       std::string line;
       while (std::getline(in, line)) {
@@ -70,8 +79,8 @@ class HopfielddProcess {
       kill(pid_, SIGKILL);
       waitpid(pid_, nullptr, 0);
     }
-    std::remove(port_file_.c_str());
-    rmdir(dir_.c_str());
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
   }
 
   HopfielddProcess(const HopfielddProcess&) = delete;

@@ -71,7 +71,8 @@ class Server:
         ports = os.path.join(self.dir.name, "ports")
         self.process = subprocess.Popen(
             [*self.wrapper, os.environ["HOPFIELDD"], "--listen=127.0.0.1:0",
-             "--port_file=" + ports, *flags],
+             "--port_file=" + ports,
+             "--data_dir=" + os.path.join(self.dir.name, "data"), *flags],
             stderr=self.log_file)
         self.pid = self.process.pid
         deadline = time.monotonic() + 10
@@ -182,9 +183,15 @@ def random_rows(seed, count, dim):
 def bad_flag_exit(*flags):
     """Runs hopfieldd with `flags`; returns (exit status, stderr). A server
     that starts anyway is killed (by pid, through subprocess.run) after 10 s."""
+    with tempfile.TemporaryDirectory() as scratch:
+        return _bad_flag_exit(scratch, *flags)
+
+
+def _bad_flag_exit(scratch, *flags):
     try:
         done = subprocess.run(
-            [os.environ["HOPFIELDD"], "--listen=127.0.0.1:0", *flags],
+            [os.environ["HOPFIELDD"], "--listen=127.0.0.1:0",
+             "--data_dir=" + os.path.join(scratch, "data"), *flags],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=10)
     except subprocess.TimeoutExpired:
         return None, "still running after 10 s"

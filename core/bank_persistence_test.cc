@@ -1,0 +1,412 @@
+// Durability of banks and of the registry through the Storage seam, against
+// the in-memory fake (RocksDbStorage has its own contract tests, and the
+// server's restart and crash tests run the real thing).
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+#include "core/bank_codec.h"
+#include "core/bank_registry.h"
+#include "core/memory_bank.h"
+#include "core/retriever.h"
+#include "core/testing/in_memory_storage.h"
+#include "core/testing/random_patterns.h"
+#include "core/testing/status_matchers.h"
+
+namespace hopfield {
+namespace {
+
+using ::hopfield::testing::GaussianPatterns;
+using ::hopfield::testing::InMemoryStorage;
+using ::hopfield::testing::IsOk;
+using ::hopfield::testing::IsOkAndHolds;
+using ::hopfield::testing::StatusIs;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+
+constexpr uint32_t kDim = 16;
+
+// Everything a restart must reproduce bit for bit.
+struct BankImage {
+  std::vector<float> patterns;
+  std::vector<float> keys;
+  std::vector<PatternId> ids;
+  uint32_t map_version = 0;
+  std::optional<double> min_separation;
+  std::optional<double> min_distinct_separation;
+  uint64_t duplicate_count = 0;
+  double effective_beta = 0.0;
+  uint64_t separation_pending = 0;
+};
+
+BankImage Image(const MemoryBank& bank) {
+  BankImage image = bank.WithReader([](const BankView& view) {
+    BankImage out;
+    out.patterns.assign(view.patterns.data(),
+                        view.patterns.data() + view.patterns.size());
+    out.keys.assign(view.keys.data(), view.keys.data() + view.keys.size());
+    out.ids.assign(view.ids.begin(), view.ids.end());
+    out.map_version = view.feature_map->version();
+    return out;
+  });
+  const BankStats stats = bank.Stats();
+  image.min_separation = stats.min_separation;
+  image.min_distinct_separation = stats.min_distinct_separation;
+  image.duplicate_count = stats.duplicate_count;
+  image.effective_beta = stats.effective_beta;
+  image.separation_pending = stats.separation_pending;
+  return image;
+}
+
+void ExpectSameImage(const BankImage& a, const BankImage& b) {
+  ASSERT_EQ(a.patterns.size(), b.patterns.size());
+  EXPECT_EQ(std::memcmp(a.patterns.data(), b.patterns.data(),
+                        a.patterns.size() * sizeof(float)),
+            0)
+      << "patterns differ";
+  ASSERT_EQ(a.keys.size(), b.keys.size());
+  EXPECT_EQ(
+      std::memcmp(a.keys.data(), b.keys.data(), a.keys.size() * sizeof(float)),
+      0)
+      << "keys differ";
+  EXPECT_EQ(a.ids, b.ids);
+  EXPECT_EQ(a.map_version, b.map_version);
+  EXPECT_EQ(a.min_separation, b.min_separation);
+  EXPECT_EQ(a.min_distinct_separation, b.min_distinct_separation);
+  EXPECT_EQ(a.duplicate_count, b.duplicate_count);
+  EXPECT_EQ(a.effective_beta, b.effective_beta);
+  EXPECT_EQ(a.separation_pending, b.separation_pending);
+}
+
+// Retrieval answers, bit for bit.
+void ExpectSameAnswers(const MemoryBank& a, const MemoryBank& b,
+                       std::mt19937& rng) {
+  for (int q = 0; q < 8; ++q) {
+    const std::vector<float> query = GaussianPatterns(rng, 1, kDim);
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(const RetrieveResult ra,
+                                  Retriever::Retrieve(a, query));
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(const RetrieveResult rb,
+                                  Retriever::Retrieve(b, query));
+    EXPECT_EQ(ra.nearest_id, rb.nearest_id);
+    EXPECT_EQ(ra.beta, rb.beta);
+    EXPECT_EQ(ra.iterations, rb.iterations);
+    ASSERT_EQ(ra.pattern.size(), rb.pattern.size());
+    EXPECT_EQ(std::memcmp(ra.pattern.data(), rb.pattern.data(),
+                          ra.pattern.size() * sizeof(float)),
+              0);
+  }
+}
+
+class BankPersistenceTest : public ::testing::Test {
+ protected:
+  BankEnvironment Env() const {
+    BankEnvironment env;
+    env.storage = storage_;
+    env.incarnation = 7;
+    return env;
+  }
+  BankOptions Options() const {
+    BankOptions options;
+    options.dim = kDim;
+    return options;
+  }
+  std::unique_ptr<MemoryBank> Reload() {
+    absl::StatusOr<std::unique_ptr<MemoryBank>> bank =
+        MemoryBank::Load("b", Options(), Env());
+    EXPECT_THAT(bank, IsOk());
+    return bank.ok() ? *std::move(bank) : nullptr;
+  }
+  // Appends, replacements, explicit ids and removals that move columns
+  // (the last column, a column moved by an earlier removal of the batch).
+  void Write(MemoryBank& bank) {
+    ASSERT_THAT(bank.Add(std::vector<PatternId>(40, 0),
+                         GaussianPatterns(rng_, 40, kDim)),
+                IsOk());
+    ASSERT_THAT(bank.Add({3, 1000, 0, 5}, GaussianPatterns(rng_, 4, kDim)),
+                IsOk());
+    ASSERT_THAT(bank.Remove({1, 1001, 10, 1000, 40, 7}), IsOkAndHolds(6u));
+    ASSERT_THAT(bank.Add({0, 0}, GaussianPatterns(rng_, 2, kDim)), IsOk());
+    ASSERT_THAT(bank.Remove({2}), IsOkAndHolds(1u));
+  }
+
+  std::shared_ptr<InMemoryStorage> storage_ =
+      std::make_shared<InMemoryStorage>();
+  std::mt19937 rng_{20261207};
+};
+
+TEST_F(BankPersistenceTest, ReloadRebuildsTheSameBankColumnForColumn) {
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> bank,
+                                MemoryBank::Create("b", Options(), Env()));
+  Write(*bank);
+  ASSERT_THAT(bank->PersistSeparation(), IsOk());
+  std::unique_ptr<MemoryBank> loaded = Reload();
+  ASSERT_NE(loaded, nullptr);
+  ExpectSameImage(Image(*bank), Image(*loaded));
+  ExpectSameAnswers(*bank, *loaded, rng_);
+  // Fresh ids continue where they were: an id handed out and forgotten
+  // (1000, the largest) is not handed out again.
+  const std::vector<float> one = GaussianPatterns(rng_, 1, kDim);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<PatternId> a, bank->Add({0}, one));
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<PatternId> b,
+                                loaded->Add({0}, one));
+  EXPECT_EQ(a, b);
+  EXPECT_GT(a[0], 1000u);
+}
+
+TEST_F(BankPersistenceTest, RandomRemovalsReloadColumnForColumn) {
+  // Removals whose moves chain (a hole filled from the end becomes the end
+  // and is moved again), in random batches.
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> bank,
+                                MemoryBank::Create("b", Options(), Env()));
+  for (int round = 0; round < 20; ++round) {
+    ASSERT_THAT(bank->Add(std::vector<PatternId>(12, 0),
+                          GaussianPatterns(rng_, 12, kDim)),
+                IsOk());
+    std::vector<PatternId> ids = Image(*bank).ids;
+    std::shuffle(ids.begin(), ids.end(), rng_);
+    ids.resize(ids.size() / 3);
+    ASSERT_THAT(bank->Remove(ids), IsOkAndHolds(ids.size()));
+    std::unique_ptr<MemoryBank> loaded = Reload();
+    ASSERT_NE(loaded, nullptr);
+    ASSERT_EQ(Image(*loaded).ids, Image(*bank).ids) << "round " << round;
+    ASSERT_EQ(Image(*loaded).patterns, Image(*bank).patterns);
+  }
+}
+
+TEST_F(BankPersistenceTest, AStaleSnapshotIsRecomputedNotTrusted) {
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> bank,
+                                MemoryBank::Create("b", Options(), Env()));
+  Write(*bank);
+  ASSERT_THAT(bank->PersistSeparation(), IsOk());
+  // Writes after the snapshot: the snapshot no longer describes the bank.
+  ASSERT_THAT(bank->Add({0, 0, 0}, GaussianPatterns(rng_, 3, kDim)), IsOk());
+  ASSERT_THAT(bank->Remove({4}), IsOkAndHolds(1u));
+  std::unique_ptr<MemoryBank> loaded = Reload();
+  ASSERT_NE(loaded, nullptr);
+  // Synchronous banks recompute exactly: the same statistics.
+  const BankStats before = bank->Stats();
+  const BankStats after = loaded->Stats();
+  ASSERT_TRUE(after.min_separation.has_value());
+  EXPECT_NEAR(*after.min_separation, *before.min_separation, 1e-6);
+  EXPECT_NEAR(after.effective_beta, before.effective_beta,
+              1e-5 * before.effective_beta);
+  EXPECT_EQ(after.separation_pending, 0u);
+}
+
+TEST_F(BankPersistenceTest, DeferredBankLoadsPendingWithoutASnapshot) {
+  BankEnvironment env = Env();
+  env.separation_update = SeparationUpdate::kDeferred;
+  int woken = 0;
+  env.on_pending = [&woken] { ++woken; };
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> bank,
+                                MemoryBank::Create("b", Options(), env));
+  Write(*bank);
+  while (bank->RefreshSeparation(1000) > 0) {
+  }
+  woken = 0;
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> loaded,
+                                MemoryBank::Load("b", Options(), env));
+  EXPECT_EQ(loaded->separation_pending(), loaded->size());
+  EXPECT_GT(woken, 0);  // the refresher is told
+  while (loaded->RefreshSeparation(1000) > 0) {
+  }
+  EXPECT_NEAR(*loaded->Stats().min_separation, *bank->Stats().min_separation,
+              1e-6);
+  // With a current snapshot, the statistics come back as they were.
+  ASSERT_THAT(bank->PersistSeparation(), IsOk());
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(loaded, MemoryBank::Load("b", Options(), env));
+  ExpectSameImage(Image(*bank), Image(*loaded));
+}
+
+TEST_F(BankPersistenceTest, LearnedFeatureMapAndItsKeysSurvive) {
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> bank,
+                                MemoryBank::Create("b", Options(), Env()));
+  Write(*bank);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(
+      std::shared_ptr<const FeatureMap> map,
+      FeatureMap::Create(Eigen::VectorXf::Random(kDim),
+                         Eigen::MatrixXf::Random(8, kDim), 2, {}));
+  ASSERT_THAT(bank->SetFeatureMap(map), IsOk());
+  ASSERT_THAT(bank->Add({0}, GaussianPatterns(rng_, 1, kDim)), IsOk());
+  ASSERT_THAT(bank->PersistSeparation(), IsOk());
+  std::unique_ptr<MemoryBank> loaded = Reload();
+  ASSERT_NE(loaded, nullptr);
+  EXPECT_EQ(loaded->feature_map()->version(), 2u);
+  EXPECT_EQ(loaded->feature_map()->weights(), map->weights());
+  ExpectSameImage(Image(*bank), Image(*loaded));
+  ExpectSameAnswers(*bank, *loaded, rng_);
+  // Back to the identity: the stored map is deleted.
+  ASSERT_THAT(bank->SetFeatureMap(FeatureMap::Identity(kDim)), IsOk());
+  loaded = Reload();
+  ASSERT_NE(loaded, nullptr);
+  EXPECT_TRUE(loaded->feature_map()->is_identity());
+}
+
+TEST_F(BankPersistenceTest, AFailedLogWriteChangesNothing) {
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> bank,
+                                MemoryBank::Create("b", Options(), Env()));
+  Write(*bank);
+  const BankImage before = Image(*bank);
+  storage_->FailWritesWith(absl::ResourceExhaustedError("disk full"));
+  EXPECT_THAT(bank->Add({0, 3}, GaussianPatterns(rng_, 2, kDim)),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(bank->Remove({3, 4}), StatusIs(absl::StatusCode::kUnavailable));
+  ExpectSameImage(before, Image(*bank));
+  // What was acknowledged is all there.
+  std::unique_ptr<MemoryBank> loaded = Reload();
+  ASSERT_NE(loaded, nullptr);
+  EXPECT_EQ(Image(*loaded).ids, before.ids);
+}
+
+TEST_F(BankPersistenceTest, ACrashKeepsEveryAcknowledgedWrite) {
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> bank,
+                                MemoryBank::Create("b", Options(), Env()));
+  Write(*bank);
+  storage_->CrashAndLoseUnsynced();
+  std::unique_ptr<MemoryBank> loaded = Reload();
+  ASSERT_NE(loaded, nullptr);
+  EXPECT_EQ(Image(*loaded).patterns, Image(*bank).patterns);
+  EXPECT_EQ(Image(*loaded).ids, Image(*bank).ids);
+}
+
+TEST_F(BankPersistenceTest, AClosedBankRefusesWrites) {
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> bank,
+                                MemoryBank::Create("b", Options(), Env()));
+  Write(*bank);
+  bank->Close();
+  EXPECT_THAT(bank->Add({0}, GaussianPatterns(rng_, 1, kDim)),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("deleted")));
+  EXPECT_THAT(bank->Remove({3}), StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST_F(BankPersistenceTest, MissingColumnsAreDataLoss) {
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> bank,
+                                MemoryBank::Create("b", Options(), Env()));
+  Write(*bank);
+  StorageBatch lose_tail;
+  lose_tail.Truncate(7, bank->size() - 2);
+  ASSERT_THAT(storage_->Apply(lose_tail), IsOk());
+  EXPECT_THAT(
+      MemoryBank::Load("b", Options(), Env()),
+      StatusIs(absl::StatusCode::kDataLoss, HasSubstr("bank \"b\": found")));
+  storage_->CorruptColumns(7);
+  EXPECT_THAT(MemoryBank::Load("b", Options(), Env()),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("checksum")));
+}
+
+class RegistryPersistenceTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<BankRegistry> Open() {
+    RegistryOptions options;
+    options.storage = storage_;
+    auto registry = std::make_unique<BankRegistry>(options);
+    absl::StatusOr<LoadReport> report = registry->Load();
+    EXPECT_THAT(report, IsOk());
+    if (report.ok()) report_ = *std::move(report);
+    return registry;
+  }
+  static BankOptions Options() {
+    BankOptions options;
+    options.dim = kDim;
+    return options;
+  }
+
+  std::shared_ptr<InMemoryStorage> storage_ =
+      std::make_shared<InMemoryStorage>();
+  LoadReport report_;
+  std::mt19937 rng_{7};
+};
+
+TEST_F(RegistryPersistenceTest, BanksComeBackAndIncarnationsAreNeverReused) {
+  BankIncarnation first_a = 0;
+  {
+    std::unique_ptr<BankRegistry> registry = Open();
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(auto a, registry->Create("a", Options()));
+    first_a = a->incarnation();
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(auto b, registry->Create("b", Options()));
+    ASSERT_THAT(b->Add({0, 0, 0}, GaussianPatterns(rng_, 3, kDim)), IsOk());
+    ASSERT_THAT(a->Add({0}, GaussianPatterns(rng_, 1, kDim)), IsOk());
+    ASSERT_THAT(registry->Drop("a"), IsOk());
+    // A write through a pointer taken before the deletion is refused.
+    EXPECT_THAT(a->Add({0}, GaussianPatterns(rng_, 1, kDim)),
+                StatusIs(absl::StatusCode::kNotFound));
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(a, registry->Create("a", Options()));
+    EXPECT_GT(a->incarnation(), b->incarnation());
+  }
+  std::unique_ptr<BankRegistry> registry = Open();
+  EXPECT_EQ(report_.banks, 2u);
+  EXPECT_EQ(report_.patterns, 3u);
+  EXPECT_THAT(report_.failed, IsEmpty());
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto a, registry->Get("a"));
+  EXPECT_EQ(a->size(), 0u);  // the re-created bank, not the deleted one
+  EXPECT_NE(a->incarnation(), first_a);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto b, registry->Get("b"));
+  EXPECT_EQ(b->size(), 3u);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto c, registry->Create("c", Options()));
+  EXPECT_GT(c->incarnation(), a->incarnation());
+  EXPECT_EQ(b->options().dim, kDim);
+}
+
+TEST_F(RegistryPersistenceTest, ADamagedBankIsKeptAsideAndTheOthersLoad) {
+  BankIncarnation damaged = 0;
+  {
+    std::unique_ptr<BankRegistry> registry = Open();
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(auto a, registry->Create("a", Options()));
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(auto b, registry->Create("b", Options()));
+    ASSERT_THAT(a->Add({0, 0}, GaussianPatterns(rng_, 2, kDim)), IsOk());
+    ASSERT_THAT(b->Add({0, 0}, GaussianPatterns(rng_, 2, kDim)), IsOk());
+    damaged = b->incarnation();
+  }
+  storage_->CorruptColumns(damaged);
+  std::unique_ptr<BankRegistry> registry = Open();
+  EXPECT_EQ(report_.banks, 1u);
+  ASSERT_THAT(report_.failed, SizeIs(1));
+  EXPECT_EQ(report_.failed[0].first, "b");
+  EXPECT_THAT(registry->Get("a"), IsOk());
+  EXPECT_THAT(registry->Get("b"),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("bank \"b\"")));
+  EXPECT_THAT(registry->List(), SizeIs(1));
+  EXPECT_THAT(registry->Create("b", Options()),
+              StatusIs(absl::StatusCode::kAlreadyExists));
+  // Deleting it is how an operator gives the name back.
+  ASSERT_THAT(registry->Drop("b"), IsOk());
+  EXPECT_THAT(registry->Get("b"), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(registry->Create("b", Options()), IsOk());
+}
+
+TEST_F(RegistryPersistenceTest, AnInterruptedDeletionIsFinishedAtLoad) {
+  // Both incarnations of "x" in the catalog: a crash between Drop's
+  // registry change and its log record, after the name was re-created.
+  StorageBatch batch;
+  batch.PutBank(1, "x", EncodeBankOptions(Options()));
+  batch.PutBank(2, "x", EncodeBankOptions(Options()));
+  ASSERT_THAT(storage_->Apply(batch), IsOk());
+  std::unique_ptr<BankRegistry> registry = Open();
+  EXPECT_EQ(report_.superseded, 1u);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto x, registry->Get("x"));
+  EXPECT_EQ(x->incarnation(), 2u);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<StoredBank> stored,
+                                storage_->ListBanks());
+  ASSERT_THAT(stored, SizeIs(1));
+  EXPECT_EQ(stored[0].incarnation, 2u);
+}
+
+TEST_F(RegistryPersistenceTest, ACreateThatCannotBeLoggedCreatesNothing) {
+  std::unique_ptr<BankRegistry> registry = Open();
+  storage_->FailWritesWith(absl::UnavailableError("I/O error"));
+  EXPECT_THAT(registry->Create("a", Options()),
+              StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(registry->Get("a"), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(registry->List(), IsEmpty());
+}
+
+}  // namespace
+}  // namespace hopfield

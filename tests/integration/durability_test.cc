@@ -1,0 +1,477 @@
+// The durability promise (api.md), against the real hopfieldd on a data
+// directory that outlives it:
+//   - restart: write, stop (SIGTERM), start on the same directory: the same
+//     banks, GetPatterns bit-identical, Retrieve identical;
+//   - crash: one writer mixes Store, StoreStream, Forget, CreateBank and
+//     DeleteBank while the server is SIGKILLed at random moments and
+//     restarted, several times; after each restart every acknowledged write
+//     is present and identical, nothing forgotten or deleted comes back, and
+//     no pattern exists that no request stored, beyond the one request in
+//     flight at the kill (which may or may not have landed, all or nothing
+//     per message);
+//   - a bank trained before the crashes keeps its feature map.
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+
+#include "client/memory_client.h"
+#include "core/testing/status_matchers.h"
+#include "hopfield/v1/memory_service.grpc.pb.h"
+#include "tests/integration/hopfieldd_process.h"
+
+namespace hopfield {
+namespace {
+
+using ::hopfield::testing::HopfielddProcess;
+using ::hopfield::testing::IsOk;
+using ::hopfield::testing::StatusIs;
+
+constexpr uint32_t kDim = 8;
+
+// A scratch data directory that outlives the servers started on it.
+class DataDir {
+ public:
+  DataDir() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern =
+        absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/hopfield_data_XXXXXX");
+    path_ = mkdtemp(pattern.data());
+  }
+  ~DataDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  std::string flag() const { return "--data_dir=" + path_ + "/data"; }
+
+ private:
+  std::string path_;
+};
+
+std::unique_ptr<client::MemoryClient> Connect(const HopfielddProcess& server,
+                                              size_t max_message_bytes) {
+  client::ClientOptions options;
+  options.target = server.target();
+  options.timeout = absl::Seconds(20);
+  options.max_message_bytes = max_message_bytes;
+  return std::make_unique<client::MemoryClient>(options);
+}
+
+std::vector<float> RandomValues(std::mt19937& rng, size_t count) {
+  std::normal_distribution<float> normal;
+  std::vector<float> values(count * kDim);
+  for (float& v : values) v = normal(rng);
+  return values;
+}
+
+bool SameBits(const v1::Pattern& pattern, const std::vector<float>& values) {
+  return static_cast<size_t>(pattern.values_size()) == values.size() &&
+         std::memcmp(pattern.values().data(), values.data(),
+                     values.size() * sizeof(float)) == 0;
+}
+
+TEST(DurabilityTest, RestartGivesBackTheSameBitsAndAnswers) {
+  DataDir data;
+  std::mt19937 rng(11);
+  const std::vector<float> values = RandomValues(rng, 500);
+  const std::vector<float> queries = RandomValues(rng, 20);
+  std::vector<uint64_t> ids;
+  std::vector<v1::Retrieval> before;
+  uint32_t version = 0;
+  {
+    HopfielddProcess server(HOPFIELDD_PATH, {data.flag()});
+    ASSERT_GT(server.port(), 0);
+    auto client = Connect(server, 64 << 20);
+    v1::BankConfig config;
+    config.set_dim(kDim);
+    ASSERT_THAT(client->CreateBank("kept", config), IsOk());
+    ASSERT_THAT(client->CreateBank("empty", config), IsOk());
+    ASSERT_THAT(client->CreateBank("gone", config), IsOk());
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(ids, client->Store("kept", kDim, values));
+    ASSERT_THAT(client->Forget("kept", {ids[3], ids[250]}), IsOk());
+    ASSERT_THAT(client->DeleteBank("gone"), IsOk());
+    v1::TrainOptions train;
+    train.set_iterations(20);
+    train.set_feature_dim(6);
+    train.set_skip_validation(true);
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(v1::TrainResult result,
+                                  client->Train("kept", train));
+    version = result.feature_map_version();
+    // Answers once the statistics are exact (automatic β depends on them).
+    for (int i = 0; i < 500; ++i) {
+      HOPFIELD_ASSERT_OK_AND_ASSIGN(v1::Bank bank, client->GetBank("kept"));
+      if (bank.separation_pending() == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(before,
+                                  client->Retrieve("kept", kDim, queries));
+    ASSERT_EQ(server.StopWith(SIGTERM, std::chrono::seconds(30)), 0);
+  }
+  HopfielddProcess server(HOPFIELDD_PATH, {data.flag()});
+  ASSERT_GT(server.port(), 0);
+  auto client = Connect(server, 64 << 20);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<v1::Bank> banks,
+                                client->ListBanks());
+  ASSERT_EQ(banks.size(), 2u);
+  EXPECT_EQ(banks[0].name(), "empty");
+  EXPECT_EQ(banks[1].name(), "kept");
+  EXPECT_EQ(banks[1].pattern_count(), 498u);
+  EXPECT_EQ(banks[1].feature_map_version(), version);
+  EXPECT_GE(version, 1u);
+  EXPECT_EQ(banks[1].separation_pending(), 0u);  // restored, not recomputed
+  EXPECT_THAT(client->GetPatterns("kept", {ids[3]}),
+              StatusIs(absl::StatusCode::kNotFound));
+  std::vector<uint64_t> kept_ids;
+  std::vector<float> kept_values;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i == 3 || i == 250) continue;
+    kept_ids.push_back(ids[i]);
+    kept_values.insert(kept_values.end(), values.begin() + i * kDim,
+                       values.begin() + (i + 1) * kDim);
+  }
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<v1::Pattern> patterns,
+                                client->GetPatterns("kept", kept_ids));
+  ASSERT_EQ(patterns.size(), kept_ids.size());
+  for (size_t i = 0; i < patterns.size(); ++i) {
+    ASSERT_TRUE(SameBits(
+        patterns[i], std::vector<float>(kept_values.begin() + i * kDim,
+                                        kept_values.begin() + (i + 1) * kDim)))
+        << "id " << kept_ids[i];
+  }
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<v1::Retrieval> after,
+                                client->Retrieve("kept", kDim, queries));
+  ASSERT_EQ(after.size(), before.size());
+  for (size_t q = 0; q < after.size(); ++q) {
+    EXPECT_EQ(after[q].nearest_id(), before[q].nearest_id()) << q;
+    EXPECT_EQ(after[q].energy(), before[q].energy()) << q;
+    EXPECT_EQ(after[q].iterations(), before[q].iterations()) << q;
+    ASSERT_EQ(after[q].pattern_size(), before[q].pattern_size());
+    EXPECT_EQ(std::memcmp(after[q].pattern().data(), before[q].pattern().data(),
+                          sizeof(float) * after[q].pattern_size()),
+              0)
+        << q;
+  }
+  // Fresh ids continue after the largest ever handed out.
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(
+      std::vector<uint64_t> fresh,
+      client->Store("kept", kDim, RandomValues(rng, 1)));
+  EXPECT_EQ(fresh[0], ids.back() + 1);
+}
+
+TEST(DurabilityTest, BackupWhileServingRestoresIntoAFreshServer) {
+  DataDir data;
+  DataDir backups;
+  const std::string backup = backups.flag().substr(strlen("--data_dir="));
+  std::mt19937 rng(5);
+  const std::vector<float> values = RandomValues(rng, 300);
+  std::vector<uint64_t> ids;
+  {
+    HopfielddProcess server(HOPFIELDD_PATH, {data.flag()});
+    ASSERT_GT(server.port(), 0);
+    auto client = Connect(server, 64 << 20);
+    v1::BankConfig config;
+    config.set_dim(kDim);
+    ASSERT_THAT(client->CreateBank("a", config), IsOk());
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(ids, client->Store("a", kDim, values));
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(v1::BackupResponse response,
+                                  client->Backup(backup));
+    EXPECT_EQ(response.banks(), 1u);
+    EXPECT_THAT(client->Backup(backup),
+                StatusIs(absl::StatusCode::kAlreadyExists));
+    EXPECT_THAT(client->Backup("relative/dir"),
+                StatusIs(absl::StatusCode::kInvalidArgument));
+    // Writes after the backup are not in it.
+    ASSERT_THAT(client->Forget("a", {ids[0]}), IsOk());
+    ASSERT_THAT(client->CreateBank("later", config), IsOk());
+  }
+  // Restore: a server on (a copy of) the backup directory.
+  HopfielddProcess restored(HOPFIELDD_PATH, {"--data_dir=" + backup});
+  ASSERT_GT(restored.port(), 0);
+  auto client = Connect(restored, 64 << 20);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<v1::Bank> banks,
+                                client->ListBanks());
+  ASSERT_EQ(banks.size(), 1u);
+  EXPECT_EQ(banks[0].pattern_count(), 300u);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<v1::Pattern> patterns,
+                                client->GetPatterns("a", ids));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ASSERT_TRUE(SameBits(patterns[i],
+                         std::vector<float>(values.begin() + i * kDim,
+                                            values.begin() + (i + 1) * kDim)));
+  }
+}
+
+TEST(DurabilityTest, SecondServerOnTheSameDirectoryIsRefused) {
+  DataDir data;
+  HopfielddProcess first(HOPFIELDD_PATH, {data.flag()});
+  ASSERT_GT(first.port(), 0);
+  HopfielddProcess second(HOPFIELDD_PATH, {data.flag()});
+  EXPECT_EQ(second.port(), 0) << "two servers share one data directory";
+}
+
+// What the writer knows: every acknowledged write, and the request in
+// flight when the server died.
+struct Model {
+  std::map<std::string, std::map<uint64_t, std::vector<float>>> banks;
+  std::map<std::string, std::set<uint64_t>> forgotten;
+  uint64_t next_id = 1;
+  int next_bank = 0;
+
+  struct InFlight {
+    std::string bank;
+    std::map<uint64_t, std::vector<float>> stores;
+    std::vector<uint64_t> forgets;
+    std::string created;
+    std::string deleted;
+  };
+  std::optional<InFlight> in_flight;
+};
+
+// Writes until a call fails (the server was killed); returns the calls
+// acknowledged.
+int WriteUntilKilled(v1::MemoryService::Stub* stub,
+                     client::MemoryClient* client, Model* model,
+                     std::mt19937* rng) {
+  v1::BankConfig config;
+  config.set_dim(kDim);
+  int acknowledged = 0;
+  while (true) {
+    Model::InFlight op;
+    std::vector<std::string> names;
+    for (const auto& [name, patterns] : model->banks) names.push_back(name);
+    const int roll = static_cast<int>((*rng)() % 100);
+    absl::Status status;
+    if (names.empty() || roll < 8) {
+      op.created = absl::StrCat("b", model->next_bank++);
+      status = client->CreateBank(op.created, config).status();
+    } else if (roll < 12 && names.size() > 1) {
+      op.deleted = names[(*rng)() % names.size()];
+      status = client->DeleteBank(op.deleted);
+    } else {
+      op.bank = names[(*rng)() % names.size()];
+      std::map<uint64_t, std::vector<float>>& stored = model->banks[op.bank];
+      std::vector<uint64_t> existing;
+      for (const auto& [id, values] : stored) existing.push_back(id);
+      if (roll < 30 && !existing.empty()) {
+        for (int k = 0; k < 1 + static_cast<int>((*rng)() % 20); ++k) {
+          op.forgets.push_back(existing[(*rng)() % existing.size()]);
+        }
+        op.forgets.push_back(model->next_id + 1000000);  // never stored
+        status = client->Forget(op.bank, op.forgets).status();
+      } else {
+        // New ids and replacements of stored ones, one request (unary) or
+        // a stream of several messages.
+        const size_t count =
+            roll < 60 ? 1 + (*rng)() % 30 : 50 + (*rng)() % 400;
+        std::vector<uint64_t> ids;
+        for (size_t i = 0; i < count; ++i) {
+          uint64_t id = 0;
+          if (!existing.empty() && (*rng)() % 4 == 0) {
+            id = existing[(*rng)() % existing.size()];
+          }
+          if (id == 0 || op.stores.count(id) > 0) id = model->next_id++;
+          ids.push_back(id);
+          op.stores[id];
+        }
+        const std::vector<float> values = RandomValues(*rng, count);
+        for (size_t i = 0; i < count; ++i) {
+          op.stores[ids[i]].assign(values.begin() + i * kDim,
+                                   values.begin() + (i + 1) * kDim);
+        }
+        if (roll < 60) {
+          v1::StoreRequest request;
+          request.set_bank(op.bank);
+          for (size_t i = 0; i < count; ++i) {
+            v1::Pattern* pattern = request.add_patterns();
+            pattern->set_id(ids[i]);
+            pattern->mutable_values()->Add(values.begin() + i * kDim,
+                                           values.begin() + (i + 1) * kDim);
+          }
+          grpc::ClientContext context;
+          context.set_deadline(std::chrono::system_clock::now() +
+                               std::chrono::seconds(20));
+          v1::StoreResponse response;
+          const grpc::Status grpc_status =
+              stub->Store(&context, request, &response);
+          status = grpc_status.ok()
+                       ? absl::OkStatus()
+                       : absl::UnavailableError(grpc_status.error_message());
+        } else {
+          status = client->StoreStream(op.bank, kDim, values, ids, {}).status();
+        }
+      }
+    }
+    if (!status.ok()) {
+      model->in_flight = std::move(op);
+      return acknowledged;
+    }
+    ++acknowledged;
+    if (!op.created.empty()) model->banks[op.created];
+    if (!op.deleted.empty()) model->banks.erase(op.deleted);
+    for (auto& [id, values] : op.stores) model->banks[op.bank][id] = values;
+    for (const uint64_t id : op.forgets) {
+      if (model->banks[op.bank].erase(id) > 0) {
+        model->forgotten[op.bank].insert(id);
+      }
+    }
+  }
+}
+
+// Checks the restarted server against the model and settles the in-flight
+// request from what the server holds.
+void CheckAndSettle(client::MemoryClient* client, Model* model) {
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<v1::Bank> banks,
+                                client->ListBanks());
+  std::set<std::string> names;
+  std::map<std::string, uint64_t> counts;
+  for (const v1::Bank& bank : banks) {
+    names.insert(bank.name());
+    counts[bank.name()] = bank.pattern_count();
+  }
+  names.erase("trained");
+  const Model::InFlight op = model->in_flight.value_or(Model::InFlight{});
+  // Banks: the acknowledged ones, give or take the one in flight.
+  if (!op.created.empty() && names.count(op.created) > 0) {
+    model->banks[op.created];
+  }
+  if (!op.deleted.empty() && names.count(op.deleted) == 0) {
+    model->banks.erase(op.deleted);
+  }
+  std::set<std::string> expected;
+  for (const auto& [name, patterns] : model->banks) expected.insert(name);
+  ASSERT_EQ(names, expected);
+
+  for (auto& [name, stored] : model->banks) {
+    // The in-flight request's ids: settled from the server, each message all
+    // or nothing (checked below through the values).
+    if (name == op.bank) {
+      for (const auto& [id, values] : op.stores) {
+        absl::StatusOr<std::vector<v1::Pattern>> got =
+            client->GetPatterns(name, {id});
+        if (!got.ok()) {
+          ASSERT_THAT(got, StatusIs(absl::StatusCode::kNotFound));
+          ASSERT_EQ(stored.count(id), 0u)
+              << "acknowledged id " << id << " of " << name << " is gone";
+          continue;
+        }
+        const bool new_bits = SameBits((*got)[0], values);
+        const bool old_bits =
+            stored.count(id) > 0 && SameBits((*got)[0], stored[id]);
+        ASSERT_TRUE(new_bits || old_bits)
+            << "id " << id << " of " << name << " holds values no write sent";
+        stored[id] = values;
+        if (!new_bits)
+          stored[id].assign((*got)[0].values().begin(),
+                            (*got)[0].values().end());
+      }
+      for (const uint64_t id : op.forgets) {
+        if (stored.count(id) == 0) continue;
+        if (!client->GetPatterns(name, {id}).ok()) {
+          stored.erase(id);
+          model->forgotten[name].insert(id);
+        }
+      }
+    }
+    ASSERT_EQ(counts[name], stored.size())
+        << name << ": patterns beyond the acknowledged writes";
+    std::vector<uint64_t> ids;
+    for (const auto& [id, values] : stored) ids.push_back(id);
+    if (!ids.empty()) {
+      HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<v1::Pattern> patterns,
+                                    client->GetPatterns(name, ids));
+      for (size_t i = 0; i < ids.size(); ++i) {
+        ASSERT_TRUE(SameBits(patterns[i], stored[ids[i]]))
+            << "id " << ids[i] << " of " << name << " changed";
+      }
+    }
+    for (const uint64_t id : model->forgotten[name]) {
+      ASSERT_THAT(client->GetPatterns(name, {id}),
+                  StatusIs(absl::StatusCode::kNotFound))
+          << "forgotten id " << id << " of " << name << " came back";
+    }
+  }
+  model->in_flight.reset();
+}
+
+TEST(DurabilityTest, EveryAcknowledgedWriteSurvivesSigkill) {
+  DataDir data;
+  std::mt19937 rng(20261207);
+  Model model;
+  const std::vector<float> queries = RandomValues(rng, 10);
+  std::vector<uint64_t> trained_answers;
+  uint32_t trained_version = 0;
+  int total_acknowledged = 0;
+  constexpr int kKills = 6;
+  for (int round = 0; round <= kKills; ++round) {
+    HopfielddProcess server(HOPFIELDD_PATH, {data.flag()});
+    ASSERT_GT(server.port(), 0) << "restart " << round << " failed";
+    auto client = Connect(server, 64 << 20);
+    // The writer's StoreStreams carry many small messages.
+    auto writer_client = Connect(server, 16 * 1024);
+    if (round == 0) {
+      v1::BankConfig config;
+      config.set_dim(kDim);
+      ASSERT_THAT(client->CreateBank("trained", config), IsOk());
+      ASSERT_THAT(client->Store("trained", kDim, RandomValues(rng, 300)),
+                  IsOk());
+      v1::TrainOptions train;
+      train.set_iterations(10);
+      train.set_skip_validation(true);
+      HOPFIELD_ASSERT_OK_AND_ASSIGN(v1::TrainResult result,
+                                    client->Train("trained", train));
+      trained_version = result.feature_map_version();
+    }
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(v1::Bank trained, client->GetBank("trained"));
+    EXPECT_EQ(trained.feature_map_version(), trained_version);
+    EXPECT_EQ(trained.pattern_count(), 300u);
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<v1::Retrieval> answers,
+                                  client->Retrieve("trained", kDim, queries));
+    std::vector<uint64_t> nearest;
+    for (const v1::Retrieval& answer : answers) {
+      nearest.push_back(answer.nearest_id());
+    }
+    if (round == 0) trained_answers = nearest;
+    EXPECT_EQ(nearest, trained_answers) << "after restart " << round;
+
+    ASSERT_NO_FATAL_FAILURE(CheckAndSettle(client.get(), &model))
+        << "after restart " << round;
+    if (round == kKills) break;
+
+    // A writer, and a SIGKILL at a random moment.
+    auto channel = grpc::CreateChannel(server.target(),
+                                       grpc::InsecureChannelCredentials());
+    auto stub = v1::MemoryService::NewStub(channel);
+    const auto alive =
+        std::chrono::milliseconds(200 + static_cast<int>(rng() % 800));
+    std::thread writer([&] {
+      total_acknowledged +=
+          WriteUntilKilled(stub.get(), writer_client.get(), &model, &rng);
+    });
+    std::this_thread::sleep_for(alive);
+    kill(server.pid(), SIGKILL);
+    writer.join();
+    server.StopWith(SIGKILL, std::chrono::seconds(10));  // reaps it
+  }
+  // The writer got real work done between the kills.
+  EXPECT_GT(total_acknowledged, kKills * 5);
+  RecordProperty("acknowledged_writes", total_acknowledged);
+}
+
+}  // namespace
+}  // namespace hopfield
