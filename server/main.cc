@@ -60,7 +60,8 @@ ABSL_FLAG(int, max_queued_calls, 64,
 ABSL_FLAG(bool, access_log, false, "log one line per RPC");
 ABSL_FLAG(std::string, data_dir, "./hopfield-data",
           "where banks are stored (an embedded RocksDB, created if missing; "
-          "one server per directory)");
+          "one server per directory); empty keeps banks in memory only "
+          "(nothing survives a restart)");
 ABSL_FLAG(bool, sync_writes, true,
           "sync the write-ahead log before acknowledging a write; false "
           "keeps acknowledged writes safe from a server crash but not from a "
@@ -220,8 +221,8 @@ int main(int argc, char** argv) {
   config.data_dir = absl::GetFlag(FLAGS_data_dir);
   config.sync_writes = absl::GetFlag(FLAGS_sync_writes);
   if (config.data_dir.empty()) {
-    HOPFIELD_LOG(ERROR) << "--data_dir must name a directory, got ''";
-    return 2;
+    HOPFIELD_LOG(WARNING) << "--data_dir is empty: banks live in memory only "
+                             "and a restart loses them";
   }
   const uint64_t descriptors = RaiseDescriptorLimit();
   const uint64_t descriptor_reserve = absl::GetFlag(FLAGS_descriptor_reserve);
