@@ -2,11 +2,16 @@
 // the in-memory fake (RocksDbStorage has its own contract tests, and the
 // server's restart and crash tests run the real thing).
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -380,6 +385,71 @@ TEST_F(RegistryPersistenceTest, ADamagedBankIsKeptAsideAndTheOthersLoad) {
   ASSERT_THAT(registry->Drop("b"), IsOk());
   EXPECT_THAT(registry->Get("b"), StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(registry->Create("b", Options()), IsOk());
+}
+
+TEST_F(RegistryPersistenceTest, ConcurrentWritesSnapshotsAndDeletion) {
+  // Writers, a snapshotting thread and a deletion race; afterwards the
+  // store holds exactly what the surviving bank acknowledged, and nothing
+  // of the deleted one.
+  RegistryOptions options;
+  options.storage = storage_;
+  options.separation_update = SeparationUpdate::kDeferred;
+  options.refresh_quiet_period = std::chrono::milliseconds(1);
+  std::map<PatternId, std::vector<float>> acknowledged;
+  {
+    BankRegistry registry(options);
+    ASSERT_THAT(registry.Load(), IsOk());
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(auto kept,
+                                  registry.Create("kept", Options()));
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(auto doomed,
+                                  registry.Create("doomed", Options()));
+    std::atomic<bool> stop{false};
+    std::mutex acknowledged_mu;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 2; ++t) {
+      threads.emplace_back([&, t] {
+        std::mt19937 rng(static_cast<uint32_t>(t));
+        for (int i = 0; i < 60; ++i) {
+          const std::vector<float> values = GaussianPatterns(rng, 4, kDim);
+          const PatternId base = static_cast<PatternId>(1 + t * 1000 + i * 4);
+          const std::vector<PatternId> ids = {base, base + 1, base + 2,
+                                              base + 3};
+          (void)doomed->Add(ids, values);  // NOT_FOUND once deleted
+          if (!kept->Add(ids, values).ok()) continue;
+          std::lock_guard<std::mutex> lock(acknowledged_mu);
+          for (size_t k = 0; k < ids.size(); ++k) {
+            const absl::Span<const float> row =
+                absl::MakeConstSpan(values).subspan(k * kDim, kDim);
+            acknowledged[ids[k]].assign(row.begin(), row.end());
+          }
+          if (i % 7 == 3) {
+            const std::vector<PatternId> gone = {base + 1};
+            if (kept->Remove(gone).ok()) acknowledged.erase(base + 1);
+          }
+        }
+      });
+    }
+    threads.emplace_back([&] {
+      while (!stop.load()) {
+        (void)kept->PersistSeparation();
+        (void)doomed->PersistSeparation();
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_THAT(registry.Drop("doomed"), IsOk());
+    for (size_t t = 0; t < 2; ++t) threads[t].join();
+    stop.store(true);
+    threads[2].join();
+  }
+  std::unique_ptr<BankRegistry> registry = Open();
+  EXPECT_EQ(report_.banks, 1u);
+  EXPECT_THAT(registry->Get("doomed"), StatusIs(absl::StatusCode::kNotFound));
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto kept, registry->Get("kept"));
+  ASSERT_EQ(kept->size(), acknowledged.size());
+  for (const auto& [id, values] : acknowledged) {
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<float> stored, kept->Get(id));
+    ASSERT_EQ(stored, values) << id;
+  }
 }
 
 TEST_F(RegistryPersistenceTest, AnInterruptedDeletionIsFinishedAtLoad) {

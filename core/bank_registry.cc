@@ -276,7 +276,7 @@ absl::Status BankRegistry::Drop(absl::string_view name) {
   return options_.storage->WaitDurable(ticket);
 }
 
-absl::Status BankRegistry::PersistSeparation() {
+absl::Status BankRegistry::PersistSeparation() const {
   absl::Status first;
   for (const std::shared_ptr<MemoryBank>& bank : List()) {
     first.Update(bank->PersistSeparation());

@@ -143,7 +143,7 @@ class BankRegistry {
 
   // MemoryBank::PersistSeparation on every bank (for a shutdown: a restart
   // then needs no recomputation). Returns the first error.
-  absl::Status PersistSeparation();
+  absl::Status PersistSeparation() const;
 
   // Every bank, sorted by name.
   std::vector<std::shared_ptr<MemoryBank>> List() const;

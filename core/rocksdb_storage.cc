@@ -3,6 +3,8 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -160,6 +162,23 @@ absl::Status DropOrphans(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* records,
   return ToStatus(db->Write(write, &drop), "open");
 }
 
+// RocksDB's diagnostics, warnings and worse, on stderr instead of a LOG file
+// in the data directory: a full disk would fail the LOG file's writes too,
+// and Debian's RocksDB (built with assertions) aborts on the next line
+// logged through a writer that has seen an error. stderr is where the
+// server's own log goes (and a container's log collector reads).
+class StderrLogger final : public rocksdb::Logger {
+ public:
+  StderrLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    char line[1024];
+    const int n = std::vsnprintf(line, sizeof(line), format, ap);
+    if (n < 0) return;
+    std::fprintf(stderr, "rocksdb: %s\n", line);
+  }
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RocksDbStorage>> RocksDbStorage::Open(
@@ -188,6 +207,7 @@ absl::StatusOr<std::unique_ptr<RocksDbStorage>> RocksDbStorage::Open(
   // is flushed: cap the log so that recovery stays short.
   db_options.max_total_wal_size = 128ull << 20;
   db_options.IncreaseParallelism(2);
+  db_options.info_log = std::make_shared<StderrLogger>();
   rocksdb::ColumnFamilyOptions family;
   // Patterns are floats: compression costs time and saves little.
   family.compression = rocksdb::kNoCompression;
@@ -245,12 +265,22 @@ RocksDbStorage::~RocksDbStorage() { Close().IgnoreError(); }
 absl::Status RocksDbStorage::Close() {
   if (closed_) return absl::OkStatus();
   closed_ = true;
-  rocksdb::FlushOptions flush;
-  flush.wait = true;
-  absl::Status status = ToStatus(
-      db_->Flush(flush, {records_.get(), catalog_.get()}), "flush at close");
-  const absl::Status synced = ToStatus(db_->SyncWAL(), "log sync at close");
-  if (status.ok()) status = synced;
+  absl::Status status;
+  {
+    const std::lock_guard<std::mutex> lock(sync_mu_);
+    status = failure_;
+  }
+  // After a failed write or sync nothing more is written (RocksDB's log
+  // writer must not be flushed again: Debian's build asserts); what was
+  // acknowledged is in the synced log.
+  if (status.ok()) {
+    rocksdb::FlushOptions flush;
+    flush.wait = true;
+    status = ToStatus(db_->Flush(flush, {records_.get(), catalog_.get()}),
+                      "flush at close");
+    const absl::Status synced = ToStatus(db_->SyncWAL(), "log sync at close");
+    if (status.ok()) status = synced;
+  }
   // Handles go before the database.
   records_.reset();
   catalog_.reset();

@@ -31,6 +31,12 @@
 // (writes that reached a bank after its deletion). Close flushes the
 // memtables, so that a stopped store is its table files alone.
 //
+// RocksDB's diagnostics (warnings and errors) go to stderr, never to a LOG
+// file in the directory: on a full disk that file's writes fail too, and
+// Debian's RocksDB (built with assertions) aborts on the next line logged
+// through a file writer that has seen an error. For the same reason nothing
+// is flushed or synced after a failed write or sync, Close included.
+//
 // Errors from RocksDB map to: no space -> RESOURCE_EXHAUSTED; corruption ->
 // DATA_LOSS; other I/O errors -> UNAVAILABLE. After a failed write or sync
 // RocksDB stops writing, and so does this store (UNAVAILABLE until reopened).
