@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <exception>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <new>
 #include <queue>
@@ -15,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "hnswlib/hnswlib.h"
 
+#include "core/status_macros.h"
 #include "core/worker_pool.h"
 
 namespace hopfield {
@@ -373,6 +376,104 @@ void AnnIndex::Search(absl::Span<const float> query, size_t k,
     (*out)[i - 1] = Candidate{found.top().second, 1.0f - found.top().first};
     found.pop();
   }
+}
+
+absl::Status AnnIndex::Save(const std::string& path) const {
+  ReaderLock lock(&mu_);
+  if (graph_ == nullptr) {
+    return absl::FailedPreconditionError("an empty index has no graph to save");
+  }
+  try {
+    graph_->saveIndex(path);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot write the search index to ", path, ": ", e.what()));
+  }
+  std::error_code error;
+  if (std::filesystem::file_size(path, error) == 0 || error) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot write the search index to ", path));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Load(
+    const std::string& path, uint32_t dim, const AnnIndexOptions& options,
+    std::shared_ptr<MemoryBudget> budget, std::vector<float> projection) {
+  if (auto s = CheckRange("dim", dim, 1, 65536); !s.ok()) return s;
+  if (auto s = options.Validate(); !s.ok()) return s;
+  if (projection.size() % dim != 0) {
+    return absl::DataLossError(absl::StrCat("search index projection of ",
+                                            projection.size(),
+                                            " floats for dim ", dim));
+  }
+  // hnswlib's header: offsetLevel0, max_elements, cur_element_count.
+  uint64_t header[3] = {0, 0, 0};
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in.read(reinterpret_cast<char*>(header), sizeof(header))) {
+      return absl::DataLossError(
+          absl::StrCat("search index file ", path, " is truncated"));
+    }
+  }
+  const uint64_t count = header[2];
+  MemoryReservation projection_bytes;
+  if (!projection.empty() && budget != nullptr) {
+    HOPFIELD_ASSIGN_OR_RETURN(projection_bytes,
+                              budget->Reserve(projection.size() * sizeof(float),
+                                              "the search index projection"));
+  }
+  std::unique_ptr<AnnIndex> index(new AnnIndex(dim, options, budget,
+                                               std::move(projection),
+                                               std::move(projection_bytes)));
+  const uint64_t capacity = std::max<uint64_t>(count, 1);
+  MemoryReservation reserved;
+  if (budget != nullptr) {
+    HOPFIELD_ASSIGN_OR_RETURN(
+        reserved,
+        budget->Reserve(BytesForCapacity(index->search_dim_, options, capacity),
+                        "the search index"));
+  }
+  WriterLock lock(&index->mu_);
+  try {
+    index->graph_ = std::make_unique<Graph>(index->space_.get(), path,
+                                            /*nmslib=*/false, capacity);
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat("search index file ", path,
+                                            " cannot be read: ", e.what()));
+  }
+  Graph& graph = *index->graph_;
+  const uint64_t expected_element =
+      2 * uint64_t{options.m} * sizeof(hnswlib::tableint) +
+      sizeof(hnswlib::linklistsizeint) +
+      uint64_t{index->search_dim_} * sizeof(float) + sizeof(hnswlib::labeltype);
+  if (graph.cur_element_count != count || graph.M_ != options.m ||
+      graph.maxM0_ != 2 * size_t{options.m} ||
+      graph.size_data_per_element_ != expected_element) {
+    return absl::DataLossError(absl::StrCat(
+        "search index file ", path, " holds a graph of another shape (M ",
+        graph.M_, ", ", graph.size_data_per_element_,
+        " bytes per entry, expected M ", options.m, ", ", expected_element,
+        ")"));
+  }
+  graph.setEf(options.ef_search);
+  ABSL_ANNOTATE_BENIGN_RACE_SIZED(&graph.enterpoint_node_,
+                                  sizeof(graph.enterpoint_node_),
+                                  "hnswlib entry point");
+  ABSL_ANNOTATE_BENIGN_RACE_SIZED(&graph.level_generator_,
+                                  sizeof(graph.level_generator_),
+                                  "hnswlib level generator");
+  // hnswlib 0.6.2's loading constructor never zeroes num_deleted_ before
+  // counting the tombstones into it: count them here.
+  uint64_t deleted = 0;
+  for (hnswlib::tableint i = 0; i < graph.cur_element_count; ++i) {
+    deleted += graph.isMarkedDeleted(i) ? 1 : 0;
+  }
+  graph.num_deleted_ = deleted;
+  index->capacity_ = capacity;
+  index->deleted_ = deleted;
+  index->reservation_ = std::move(reserved);
+  return index;
 }
 
 uint64_t AnnIndex::size() const {

@@ -45,6 +45,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -154,6 +155,24 @@ class AnnIndex {
   // thread's first projected search).
   void Search(absl::Span<const float> query, size_t k,
               std::vector<Candidate>* out) const;
+
+  // Persistence (a bank keeps its index across restarts, memory_bank.h):
+  // Save writes the graph (hnswlib's format: vectors as searched, links,
+  // labels, tombstones) to `path` under the reader lock; the projection
+  // (projection()) is the caller's to store beside it. Errors:
+  // FAILED_PRECONDITION for an index that has no graph yet; UNAVAILABLE when
+  // the file cannot be written.
+  absl::Status Save(const std::string& path) const;
+  // Reads what Save wrote, with the same dim, options (m in particular) and
+  // projection, reserving its memory from `budget`. The file must be whole
+  // (the caller checks a checksum first: hnswlib trusts its input).
+  // Errors: DATA_LOSS when the file is not a graph of that shape;
+  // RESOURCE_EXHAUSTED when the budget cannot hold it.
+  static absl::StatusOr<std::unique_ptr<AnnIndex>> Load(
+      const std::string& path, uint32_t dim, const AnnIndexOptions& options,
+      std::shared_ptr<MemoryBudget> budget, std::vector<float> projection);
+  // dim x search_dim floats, column-major; empty when not projected.
+  const std::vector<float>& projection() const { return projection_; }
 
   // Live entries; entries including tombstones.
   uint64_t size() const;

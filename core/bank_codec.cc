@@ -1,6 +1,7 @@
 #include "core/bank_codec.h"
 
 #include <cstring>
+#include <fstream>
 #include <type_traits>
 #include <utility>
 
@@ -250,6 +251,69 @@ absl::StatusOr<SeparationSnapshot> DecodeSeparationSnapshot(
   HOPFIELD_RETURN_IF_ERROR(r.GetArray(snapshot.pending.data(), count));
   HOPFIELD_RETURN_IF_ERROR(r.Done());
   return snapshot;
+}
+
+std::string EncodeIndexMeta(const IndexMeta& meta) {
+  Writer w;
+  w.Put(kFormat);
+  w.Put(meta.write_seq);
+  w.Put(meta.map_version);
+  w.Put(meta.built_at);
+  w.Put(static_cast<uint64_t>(meta.projection.size()));
+  w.PutArray(meta.projection.data(), meta.projection.size());
+  w.Put(meta.file_bytes);
+  w.Put(meta.file_hash);
+  return w.Take();
+}
+
+absl::StatusOr<IndexMeta> DecodeIndexMeta(absl::string_view bytes) {
+  Reader r(bytes, "search index meta");
+  HOPFIELD_RETURN_IF_ERROR(r.Format());
+  IndexMeta meta;
+  uint64_t floats = 0;
+  HOPFIELD_RETURN_IF_ERROR(r.Get(&meta.write_seq));
+  HOPFIELD_RETURN_IF_ERROR(r.Get(&meta.map_version));
+  HOPFIELD_RETURN_IF_ERROR(r.Get(&meta.built_at));
+  HOPFIELD_RETURN_IF_ERROR(r.Get(&floats));
+  if (floats > bytes.size() / sizeof(float)) {
+    return r.Bad("projection size exceeds the bytes");
+  }
+  meta.projection.resize(floats);
+  HOPFIELD_RETURN_IF_ERROR(r.GetArray(meta.projection.data(), floats));
+  HOPFIELD_RETURN_IF_ERROR(r.Get(&meta.file_bytes));
+  HOPFIELD_RETURN_IF_ERROR(r.Get(&meta.file_hash));
+  HOPFIELD_RETURN_IF_ERROR(r.Done());
+  return meta;
+}
+
+absl::StatusOr<FileDigest> DigestFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::UnavailableError(absl::StrCat("cannot read ", path));
+  }
+  FileDigest digest;
+  // FNV-1a over 8-byte words (the tail zero-padded), with the length mixed
+  // in at the end.
+  uint64_t hash = 14695981039346656037ull;
+  std::vector<char> buffer(size_t{1} << 20);
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    const auto got = static_cast<size_t>(in.gcount());
+    if (got == 0) break;
+    std::memset(buffer.data() + got, 0, (8 - got % 8) % 8);
+    for (size_t i = 0; i < got; i += 8) {
+      uint64_t word = 0;
+      std::memcpy(&word, buffer.data() + i, 8);
+      hash = (hash ^ word) * 1099511628211ull;
+      hash ^= hash >> 29;
+    }
+    digest.bytes += got;
+  }
+  if (in.bad()) {
+    return absl::UnavailableError(absl::StrCat("cannot read ", path));
+  }
+  digest.hash = (hash ^ digest.bytes) * 1099511628211ull;
+  return digest;
 }
 
 }  // namespace hopfield

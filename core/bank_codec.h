@@ -66,6 +66,28 @@ std::string EncodeSeparationSnapshot(const SeparationSnapshot& snapshot);
 absl::StatusOr<SeparationSnapshot> DecodeSeparationSnapshot(
     absl::string_view bytes);
 
+// What a bank stores beside its saved search index (the graph itself is
+// hnswlib's file): valid on load only if the bank's state shows the same
+// write_seq and feature map version, and the file the same size and hash.
+struct IndexMeta {
+  uint64_t write_seq = 0;
+  uint32_t map_version = 0;
+  uint64_t built_at = 0;  // MemoryBank's index_built_at_
+  std::vector<float> projection;
+  uint64_t file_bytes = 0;
+  uint64_t file_hash = 0;
+};
+std::string EncodeIndexMeta(const IndexMeta& meta);
+absl::StatusOr<IndexMeta> DecodeIndexMeta(absl::string_view bytes);
+
+// A 64-bit hash of a file's bytes (not cryptographic: it catches damage),
+// and its size. Errors: UNAVAILABLE when the file cannot be read.
+struct FileDigest {
+  uint64_t bytes = 0;
+  uint64_t hash = 0;
+};
+absl::StatusOr<FileDigest> DigestFile(const std::string& path);
+
 }  // namespace hopfield
 
 #endif  // HOPFIELD_CORE_BANK_CODEC_H_

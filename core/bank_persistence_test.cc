@@ -1,10 +1,14 @@
 // Durability of banks and of the registry through the Storage seam, against
 // the in-memory fake (RocksDbStorage has its own contract tests, and the
 // server's restart and crash tests run the real thing).
+#include <stdlib.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -184,6 +188,92 @@ TEST_F(BankPersistenceTest, RandomRemovalsReloadColumnForColumn) {
     ASSERT_EQ(Image(*loaded).ids, Image(*bank).ids) << "round " << round;
     ASSERT_EQ(Image(*loaded).patterns, Image(*bank).patterns);
   }
+}
+
+// A scratch directory for side files, removed afterwards.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "hopfield_side_XXXXXX")
+            .string();
+    path_ = mkdtemp(pattern.data());
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+TEST(BankIndexPersistenceTest, ASavedIndexComesBackOnlyWhenCurrent) {
+  ScratchDir side;
+  auto storage = std::make_shared<InMemoryStorage>(side.path());
+  BankEnvironment env;
+  env.storage = storage;
+  env.incarnation = 3;
+  env.index_min_patterns = 0;
+  env.separation_update = SeparationUpdate::kDeferred;
+  BankOptions options;
+  options.dim = kDim;
+  std::mt19937 rng(17);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> bank,
+                                MemoryBank::Create("b", options, env));
+  ASSERT_THAT(bank->Add(std::vector<PatternId>(300, 0),
+                        GaussianPatterns(rng, 300, kDim)),
+              IsOk());
+  ASSERT_THAT(bank->Remove({5, 77}), IsOkAndHolds(2u));  // tombstones
+  while (bank->RefreshIndex(1000) > 0) {
+  }
+  ASSERT_EQ(bank->index_pending(), 0u);
+  ASSERT_GT(bank->Stats().index_size, 0u);
+  // The statistics too, so that both banks run the same certificates.
+  ASSERT_THAT(bank->PersistSeparation(), IsOk());
+  ASSERT_THAT(bank->PersistIndex(), IsOk());
+  EXPECT_TRUE(std::filesystem::exists(side.path() + "/3.hnsw"));
+
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> loaded,
+                                MemoryBank::Load("b", options, env));
+  EXPECT_EQ(loaded->index_pending(), 0u);  // taken back, not rebuilt
+  EXPECT_EQ(loaded->Stats().index_size, 298u);
+  RetrieveOptions approximate;
+  approximate.search = SearchMode::kApproximate;
+  approximate.top_k = 16;
+  for (int q = 0; q < 20; ++q) {
+    const std::vector<float> query = GaussianPatterns(rng, 1, kDim);
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(
+        const RetrieveResult a, Retriever::Retrieve(*bank, query, approximate));
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(
+        const RetrieveResult b,
+        Retriever::Retrieve(*loaded, query, approximate));
+    EXPECT_TRUE(b.approximate || b.fell_back);
+    EXPECT_EQ(a.approximate, b.approximate);
+    EXPECT_EQ(a.nearest_id, b.nearest_id);
+    EXPECT_EQ(a.index_queries, b.index_queries);
+  }
+
+  // A write after the save makes it stale: the index is rebuilt instead.
+  ASSERT_THAT(bank->Add({0}, GaussianPatterns(rng, 1, kDim)), IsOk());
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(loaded, MemoryBank::Load("b", options, env));
+  EXPECT_EQ(loaded->index_pending(), loaded->size());
+
+  // Saved again, then damaged: ignored.
+  while (bank->RefreshIndex(1000) > 0) {
+  }
+  ASSERT_THAT(bank->PersistIndex(), IsOk());
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(loaded, MemoryBank::Load("b", options, env));
+  EXPECT_EQ(loaded->index_pending(), 0u);
+  {
+    std::fstream file(side.path() + "/3.hnsw",
+                      std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(200);
+    file.put('\x5a');
+  }
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(loaded, MemoryBank::Load("b", options, env));
+  EXPECT_EQ(loaded->index_pending(), loaded->size());
 }
 
 TEST_F(BankPersistenceTest, AStaleSnapshotIsRecomputedNotTrusted) {

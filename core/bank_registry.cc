@@ -161,6 +161,10 @@ absl::StatusOr<LoadReport> BankRegistry::Load() {
             entry.name, *options, MakeEnvironment(entry.incarnation));
         if (bank.ok()) {
           report.patterns += (*bank)->size();
+          if ((*bank)->size() > 0 && (*bank)->index_pending() == 0 &&
+              (*bank)->Stats().index_size > 0) {
+            ++report.indexes_loaded;
+          }
           ++report.banks;
           banks_.emplace(entry.name, *std::move(bank));
           continue;
@@ -274,6 +278,14 @@ absl::Status BankRegistry::Drop(absl::string_view name) {
   HOPFIELD_ASSIGN_OR_RETURN(const uint64_t ticket,
                             options_.storage->Apply(batch));
   return options_.storage->WaitDurable(ticket);
+}
+
+absl::Status BankRegistry::PersistIndexes() const {
+  absl::Status first;
+  for (const std::shared_ptr<MemoryBank>& bank : List()) {
+    first.Update(bank->PersistIndex());
+  }
+  return first;
 }
 
 absl::Status BankRegistry::PersistSeparation() const {

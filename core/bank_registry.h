@@ -97,6 +97,9 @@ struct RegistryOptions {
 struct LoadReport {
   uint64_t banks = 0;     // loaded
   uint64_t patterns = 0;  // in the loaded banks
+  // Banks whose saved search index was current and taken back (the others
+  // that want one rebuild it in the background).
+  uint64_t indexes_loaded = 0;
   // Banks that could not be loaded, with why (kept aside: see the class
   // comment).
   std::vector<std::pair<std::string, absl::Status>> failed;
@@ -144,6 +147,9 @@ class BankRegistry {
   // MemoryBank::PersistSeparation on every bank (for a shutdown: a restart
   // then needs no recomputation). Returns the first error.
   absl::Status PersistSeparation() const;
+  // MemoryBank::PersistIndex on every bank (for a shutdown). Returns the
+  // first error.
+  absl::Status PersistIndexes() const;
 
   // Every bank, sorted by name.
   std::vector<std::shared_ptr<MemoryBank>> List() const;

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <mutex>
 #include <numeric>
@@ -386,7 +389,109 @@ absl::Status MemoryBank::LoadLocked() {
     UpdateOrMarkLocked(targets);
   }
   RefreshSummaryLocked();
+  // The saved search index, when it describes this very state.
+  (void)LoadIndexLocked();
   return absl::OkStatus();
+}
+
+namespace {
+
+// "<dir>/<incarnation>" for a bank's side files.
+std::string SideFileBase(const std::string& dir, BankIncarnation incarnation) {
+  return absl::StrCat(dir, "/", incarnation);
+}
+
+// Writes `bytes` to `path` + ".tmp" and renames it over `path`.
+absl::Status ReplaceFile(const std::string& path, absl::string_view bytes) {
+  const std::string temporary = path + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!out.good()) {
+      return absl::UnavailableError(absl::StrCat("cannot write ", temporary));
+    }
+  }
+  std::error_code error;
+  std::filesystem::rename(temporary, path, error);
+  if (error) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot rename ", temporary, ": ", error.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status MemoryBank::PersistIndex() {
+  if (env_.storage == nullptr) return absl::OkStatus();
+  const std::string dir = env_.storage->SideFileDirectory();
+  if (dir.empty()) return absl::OkStatus();
+  // The reader lock keeps the index as the bank's state describes it: with
+  // nothing pending, every change to it (a removal's tombstone, a rebuild's
+  // swap) needs the writer lock.
+  ReaderLock lock(&mu_);
+  if (closed() || index_ == nullptr || index_map_ != feature_map_ ||
+      IndexPendingLocked() != 0) {
+    return absl::OkStatus();
+  }
+  const std::string base = SideFileBase(dir, env_.incarnation);
+  const std::string graph = base + ".hnsw";
+  HOPFIELD_RETURN_IF_ERROR(index_->Save(graph + ".tmp"));
+  HOPFIELD_ASSIGN_OR_RETURN(const FileDigest digest,
+                            DigestFile(graph + ".tmp"));
+  IndexMeta meta;
+  meta.write_seq = write_seq_;
+  meta.map_version = feature_map_->version();
+  meta.built_at = index_built_at_;
+  meta.projection = index_->projection();
+  meta.file_bytes = digest.bytes;
+  meta.file_hash = digest.hash;
+  // The graph first: a crash between the renames leaves an old meta whose
+  // digest does not match, and the index is rebuilt.
+  std::error_code error;
+  std::filesystem::rename(graph + ".tmp", graph, error);
+  if (error) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot rename ", graph, ".tmp: ", error.message()));
+  }
+  return ReplaceFile(base + ".meta", EncodeIndexMeta(meta));
+}
+
+bool MemoryBank::LoadIndexLocked() {
+  const std::string dir = env_.storage->SideFileDirectory();
+  if (dir.empty() || !WantsIndexLocked()) return false;
+  const std::string base = SideFileBase(dir, env_.incarnation);
+  std::string bytes;
+  {
+    std::ifstream in(base + ".meta", std::ios::binary);
+    if (!in) return false;
+    bytes.assign(std::istreambuf_iterator<char>(in),
+                 std::istreambuf_iterator<char>());
+  }
+  absl::StatusOr<IndexMeta> meta = DecodeIndexMeta(bytes);
+  // Saved at another state of the bank: stale (the refresher rebuilds).
+  if (!meta.ok() || meta->write_seq != write_seq_ ||
+      meta->map_version != feature_map_->version()) {
+    return false;
+  }
+  const std::string graph = base + ".hnsw";
+  absl::StatusOr<FileDigest> digest = DigestFile(graph);
+  if (!digest.ok() || digest->bytes != meta->file_bytes ||
+      digest->hash != meta->file_hash) {
+    return false;
+  }
+  absl::StatusOr<std::unique_ptr<AnnIndex>> loaded =
+      AnnIndex::Load(graph, static_cast<uint32_t>(KeysLocked().rows()),
+                     IndexOptions(), env_.budget, std::move(meta->projection));
+  if (!loaded.ok() || (*loaded)->size() != ids_.size()) return false;
+  for (const PatternId id : ids_) {
+    if (!(*loaded)->Contains(id)) return false;
+  }
+  index_ = *std::move(loaded);
+  index_map_ = feature_map_;
+  index_built_at_ = static_cast<size_t>(meta->built_at);
+  for (Eigen::Index c = 0; c < SizeLocked(); ++c) MarkIndexedLocked(c);
+  return true;
 }
 
 absl::Status MemoryBank::PersistSeparation() {

@@ -306,8 +306,10 @@ class MemoryBank {
   // in their order, its ids and counters, its feature map (keys recomputed)
   // and, when a snapshot taken after its last write is stored, its
   // separation statistics exactly as they were (else every pattern is
-  // pending, as after a bulk load). The search index is rebuilt by
-  // RefreshIndex as for any write. Reserves from env.budget.
+  // pending, as after a bulk load). The search index saved by PersistIndex
+  // is taken back when it was saved at this very state (same write count
+  // and map version, intact file); otherwise RefreshIndex rebuilds it as
+  // after any write. Reserves from env.budget.
   // Errors: as Create; INVALID_ARGUMENT without env.storage; DATA_LOSS
   // naming the bank and the record when a record fails its checksum, a
   // column is missing, or the stored values contradict each other (a
@@ -360,6 +362,16 @@ class MemoryBank {
   // sync, or the store's Close, covers it; a lost snapshot costs only the
   // recomputation). Errors: the storage's.
   absl::Status PersistSeparation();
+
+  // Saves the search index (a cosine bank's, when it holds every pattern
+  // under the current map) as files in the storage's SideFileDirectory,
+  // with the bank's write count, so that a Load of this very state takes
+  // it back instead of rebuilding it (a stale or damaged file is ignored:
+  // the index is rebuilt as after any load). Holds the reader lock while it
+  // writes (writers wait): for a shutdown. OK and nothing written without
+  // storage, side files or a complete index. Errors: UNAVAILABLE when the
+  // files cannot be written.
+  absl::Status PersistIndex();
 
   // Brings the separation statistics of up to `max_patterns` pending patterns
   // up to date (each scored against every stored pattern, which in turn learn
@@ -578,6 +590,9 @@ class MemoryBank {
   absl::Status WaitLogged(uint64_t ticket) const;
   // Load's body under the writer lock of a new bank.
   absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the saved search index back when it describes the loaded state;
+  // false (nothing changed) otherwise.
+  bool LoadIndexLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Add, Remove and SetFeatureMap without the synchronous index
   // maintenance.
   absl::StatusOr<uint64_t> RemoveUnindexed(absl::Span<const PatternId> ids,

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/functional/function_ref.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
@@ -162,6 +163,33 @@ absl::Status DropOrphans(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* records,
   return ToStatus(db->Write(write, &drop), "open");
 }
 
+// The side-file directory of the store in `dir`.
+std::string SideFiles(const std::string& dir) { return dir + "/indexes"; }
+
+// The incarnation a side file belongs to ("<incarnation>.<suffix>"), or 0
+// for a name of another form.
+BankIncarnation SideFileOwner(const std::filesystem::path& file) {
+  const std::string name = file.filename().string();
+  const size_t dot = name.find('.');
+  uint64_t incarnation = 0;
+  if (dot == std::string::npos || dot == 0 ||
+      !absl::SimpleAtoi(absl::string_view(name).substr(0, dot), &incarnation)) {
+    return 0;
+  }
+  return incarnation;
+}
+
+// Removes the side files of `bank` (best effort: they are derived data).
+void RemoveSideFiles(const std::string& dir, BankIncarnation bank) {
+  std::error_code error;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(SideFiles(dir), error)) {
+    if (SideFileOwner(entry.path()) == bank) {
+      std::filesystem::remove(entry.path(), error);
+    }
+  }
+}
+
 // RocksDB's diagnostics, warnings and worse, on stderr instead of a LOG file
 // in the data directory: a full disk would fail the LOG file's writes too,
 // and Debian's RocksDB (built with assertions) aborts on the next line
@@ -243,6 +271,22 @@ absl::StatusOr<std::unique_ptr<RocksDbStorage>> RocksDbStorage::Open(
     return ToStatus(got, "open");
   }
   HOPFIELD_RETURN_IF_ERROR(DropOrphans(db.get(), records.get(), catalog.get()));
+  // Side files: their directory, without files of deleted banks.
+  std::filesystem::create_directories(SideFiles(dir), error);
+  if (error) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot create ", SideFiles(dir), ": ", error.message()));
+  }
+  for (const auto& entry :
+       std::filesystem::directory_iterator(SideFiles(dir), error)) {
+    const BankIncarnation owner = SideFileOwner(entry.path());
+    std::string ignored;
+    if (owner == 0 || db->Get(rocksdb::ReadOptions(), catalog.get(),
+                              BankPrefix(kCatalog, owner), &ignored)
+                          .IsNotFound()) {
+      std::filesystem::remove(entry.path(), error);
+    }
+  }
   return std::unique_ptr<RocksDbStorage>(
       new RocksDbStorage(dir, options, std::move(db), std::move(records),
                          std::move(catalog), last));
@@ -372,6 +416,11 @@ absl::StatusOr<uint64_t> RocksDbStorage::Apply(const StorageBatch& batch) {
     return failed;
   }
   last_incarnation_ = std::max(last_incarnation_, highest);
+  for (const StorageBatch::Op& op : batch.ops()) {
+    if (op.kind == StorageBatch::OpKind::kDeleteBank) {
+      RemoveSideFiles(dir_, op.bank);
+    }
+  }
   return db_->GetLatestSequenceNumber();
 }
 
@@ -541,7 +590,32 @@ absl::Status RocksDbStorage::Checkpoint(const std::string& dir) {
     if (!created.ok()) return ToStatus(created, "checkpoint");
   }
   std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
-  return ToStatus(checkpoint->CreateCheckpoint(dir), "checkpoint");
+  HOPFIELD_RETURN_IF_ERROR(
+      ToStatus(checkpoint->CreateCheckpoint(dir), "checkpoint"));
+  // Side files (saved indexes): linked, or copied across file systems. A
+  // file replaced meanwhile is a stale or whole one either way (replacement
+  // is a rename), and a stale one is ignored at load.
+  std::filesystem::create_directories(SideFiles(dir), error);
+  for (const auto& entry :
+       std::filesystem::directory_iterator(SideFiles(dir_), error)) {
+    if (entry.path().extension() == ".tmp") continue;
+    const std::filesystem::path target =
+        std::filesystem::path(SideFiles(dir)) / entry.path().filename();
+    std::error_code link_error;
+    std::filesystem::create_hard_link(entry.path(), target, link_error);
+    if (link_error) {
+      std::filesystem::copy_file(entry.path(), target, link_error);
+    }
+  }
+  if (error) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot copy the search indexes into ", dir, ": ", error.message()));
+  }
+  return absl::OkStatus();
+}
+
+std::string RocksDbStorage::SideFileDirectory() const {
+  return SideFiles(dir_);
 }
 
 }  // namespace hopfield

@@ -15,6 +15,9 @@
 // Column family "default":
 //   'p' inc column     -> column record: u64 id, dim float32 values
 //   'x' inc kind       -> blob bytes
+// Side files (SideFileDirectory): DIR/indexes/<incarnation>.<suffix>, the
+// saved search indexes; deleted with their bank (and at Open when their
+// bank is unknown), linked into checkpoints.
 // Every value ends with a CRC-32 (zlib) of its key and payload, so a record
 // that is damaged, or copied under another key, is DATA_LOSS on read, beside
 // RocksDB's own block and WAL checksums. A bank's records sort together:
@@ -109,6 +112,8 @@ class RocksDbStorage final : public Storage {
   absl::StatusOr<std::optional<std::string>> ReadBlob(
       BankIncarnation bank, BlobKind kind) const override;
   absl::Status Checkpoint(const std::string& dir) override;
+  // DIR/indexes.
+  std::string SideFileDirectory() const override;
 
   // The directory the store lives in.
   const std::string& dir() const { return dir_; }

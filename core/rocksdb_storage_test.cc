@@ -494,6 +494,45 @@ TEST(RocksDbStorageTest, ACheckpointIsACompleteStore) {
   EXPECT_EQ((*(*restored)->ListBanks())[0].name, "snap");
 }
 
+// Side files (saved indexes) live and die with their banks, and travel in
+// checkpoints.
+TEST(RocksDbStorageTest, SideFilesFollowTheirBanks) {
+  const std::string dir = NewDir("side");
+  const std::string backup = NewDir("side_backup");
+  auto touch = [](const std::string& path) {
+    std::ofstream(path) << "graph";
+    return std::filesystem::exists(path);
+  };
+  {
+    auto storage = RocksDbStorage::Open(dir);
+    ASSERT_THAT(storage, IsOk());
+    const std::string side = (*storage)->SideFileDirectory();
+    EXPECT_EQ(side, dir + "/indexes");
+    StorageBatch batch;
+    batch.PutBank(1, "kept", "c");
+    batch.PutBank(2, "dropped", "c");
+    Write(**storage, batch);
+    ASSERT_TRUE(touch(side + "/1.hnsw"));
+    ASSERT_TRUE(touch(side + "/1.meta"));
+    ASSERT_TRUE(touch(side + "/2.hnsw"));
+    ASSERT_TRUE(touch(side + "/7.hnsw"));  // no such bank
+    ASSERT_TRUE(touch(side + "/junk"));
+    StorageBatch drop;
+    drop.DeleteBank(2);
+    Write(**storage, drop);
+    EXPECT_FALSE(std::filesystem::exists(side + "/2.hnsw"));
+    EXPECT_TRUE(std::filesystem::exists(side + "/1.hnsw"));
+    ASSERT_THAT((*storage)->Checkpoint(backup), IsOk());
+  }
+  EXPECT_TRUE(std::filesystem::exists(backup + "/indexes/1.hnsw"));
+  EXPECT_TRUE(std::filesystem::exists(backup + "/indexes/1.meta"));
+  auto reopened = RocksDbStorage::Open(dir);
+  ASSERT_THAT(reopened, IsOk());
+  EXPECT_TRUE(std::filesystem::exists(dir + "/indexes/1.hnsw"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/indexes/7.hnsw"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/indexes/junk"));
+}
+
 TEST(RocksDbStorageTest, AStoreInUseCannotBeOpenedTwice) {
   const std::string dir = NewDir("locked");
   auto first = RocksDbStorage::Open(dir);

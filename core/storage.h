@@ -172,6 +172,15 @@ class Storage {
   // made durable before the call is in the copy. ALREADY_EXISTS if `dir`
   // exists; UNIMPLEMENTED for stores without files.
   virtual absl::Status Checkpoint(const std::string& dir) = 0;
+
+  // Where large derived data lives as plain files beside the store (a
+  // bank's saved search index: rebuilt when missing or stale, so not worth
+  // the log), named "<incarnation>.<suffix>"; empty when the store keeps
+  // none. The store deletes a bank's files with the bank (DeleteBank, and
+  // files of unknown incarnations at open) and includes them in
+  // checkpoints. Writers replace a file by renaming a complete temporary
+  // ("<incarnation>.<suffix>.tmp") over it.
+  virtual std::string SideFileDirectory() const { return {}; }
 };
 
 }  // namespace hopfield

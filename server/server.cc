@@ -163,6 +163,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     HOPFIELD_LOG(INFO) << "restart: loaded " << report->banks << " banks ("
                        << report->patterns << " patterns, "
                        << report->failed.size() << " failed, "
+                       << report->indexes_loaded << " search indexes loaded, "
                        << report->superseded
                        << " interrupted deletions finished) in "
                        << absl::ToDoubleSeconds(absl::Now() - open_start)
@@ -206,6 +207,11 @@ void Server::Shutdown(absl::Duration grace) {
       HOPFIELD_LOG(WARNING) << "separation statistics not stored (a restart "
                                "recomputes them): "
                             << persisted;
+    }
+    if (absl::Status saved = registry_->PersistIndexes(); !saved.ok()) {
+      HOPFIELD_LOG(WARNING) << "search indexes not saved (a restart rebuilds "
+                               "them): "
+                            << saved;
     }
     // The refresher stops before the store closes.
     registry_.reset();

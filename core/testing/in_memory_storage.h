@@ -33,6 +33,13 @@ namespace hopfield::testing {
 
 class InMemoryStorage final : public Storage {
  public:
+  // `side_files`: the directory SideFileDirectory() names (empty: none).
+  // The fake neither deletes nor checkpoints its files.
+  explicit InMemoryStorage(std::string side_files = {})
+      : side_files_(std::move(side_files)) {}
+
+  std::string SideFileDirectory() const override { return side_files_; }
+
   absl::StatusOr<uint64_t> Apply(const StorageBatch& batch) override {
     WriterLock lock(&mu_);
     for (const StorageBatch::Op& op : batch.ops()) {
@@ -207,6 +214,7 @@ class InMemoryStorage final : public Storage {
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   bool failure_returned_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<BankIncarnation> corrupt_ ABSL_GUARDED_BY(mu_);
+  const std::string side_files_;
 };
 
 }  // namespace hopfield::testing

@@ -98,9 +98,16 @@ TEST(DurabilityTest, RestartGivesBackTheSameBitsAndAnswers) {
   const std::vector<float> queries = RandomValues(rng, 20);
   std::vector<uint64_t> ids;
   std::vector<v1::Retrieval> before;
+  std::vector<v1::Retrieval> before_approximate;
+  v1::RetrieveOptions approximate;
+  approximate.set_search(v1::SEARCH_MODE_APPROXIMATE);
+  approximate.set_top_k(16);
   uint32_t version = 0;
+  // Small banks get a search index too, so that its persistence is tested.
+  const std::vector<std::string> flags = {data.flag(),
+                                          "--index_min_patterns=100"};
   {
-    HopfielddProcess server(HOPFIELDD_PATH, {data.flag()});
+    HopfielddProcess server(HOPFIELDD_PATH, flags);
     ASSERT_GT(server.port(), 0);
     auto client = Connect(server, 64 << 20);
     v1::BankConfig config;
@@ -118,22 +125,33 @@ TEST(DurabilityTest, RestartGivesBackTheSameBitsAndAnswers) {
     HOPFIELD_ASSERT_OK_AND_ASSIGN(v1::TrainResult result,
                                   client->Train("kept", train));
     version = result.feature_map_version();
-    // Answers once the statistics are exact (automatic β depends on them).
-    for (int i = 0; i < 500; ++i) {
+    // Answers once the statistics are exact (automatic β depends on them)
+    // and the index holds every pattern.
+    for (int i = 0; i < 1000; ++i) {
       HOPFIELD_ASSERT_OK_AND_ASSIGN(v1::Bank bank, client->GetBank("kept"));
-      if (bank.separation_pending() == 0) break;
+      if (bank.separation_pending() == 0 && bank.index_pending() == 0 &&
+          bank.index_current()) {
+        break;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     HOPFIELD_ASSERT_OK_AND_ASSIGN(before,
                                   client->Retrieve("kept", kDim, queries));
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(
+        before_approximate,
+        client->Retrieve("kept", kDim, queries, approximate));
     ASSERT_EQ(server.StopWith(SIGTERM, std::chrono::seconds(30)), 0);
   }
-  HopfielddProcess server(HOPFIELDD_PATH, {data.flag()});
+  HopfielddProcess server(HOPFIELDD_PATH, flags);
   ASSERT_GT(server.port(), 0);
   auto client = Connect(server, 64 << 20);
   HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<v1::Bank> banks,
                                 client->ListBanks());
   ASSERT_EQ(banks.size(), 2u);
+  // The saved index was taken back (not rebuilt: nothing pending at once).
+  EXPECT_EQ(banks[1].index_size(), 498u);
+  EXPECT_EQ(banks[1].index_pending(), 0u);
+  EXPECT_TRUE(banks[1].index_current());
   EXPECT_EQ(banks[0].name(), "empty");
   EXPECT_EQ(banks[1].name(), "kept");
   EXPECT_EQ(banks[1].pattern_count(), 498u);
@@ -170,6 +188,20 @@ TEST(DurabilityTest, RestartGivesBackTheSameBitsAndAnswers) {
     EXPECT_EQ(std::memcmp(after[q].pattern().data(), before[q].pattern().data(),
                           sizeof(float) * after[q].pattern_size()),
               0)
+        << q;
+  }
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(
+      std::vector<v1::Retrieval> after_approximate,
+      client->Retrieve("kept", kDim, queries, approximate));
+  ASSERT_EQ(after_approximate.size(), before_approximate.size());
+  for (size_t q = 0; q < after_approximate.size(); ++q) {
+    EXPECT_EQ(after_approximate[q].nearest_id(),
+              before_approximate[q].nearest_id())
+        << q;
+    EXPECT_EQ(after_approximate[q].energy(), before_approximate[q].energy())
+        << q;
+    EXPECT_EQ(after_approximate[q].truncation_bound(),
+              before_approximate[q].truncation_bound())
         << q;
   }
   // Fresh ids continue after the largest ever handed out.
