@@ -1,6 +1,7 @@
 #include "core/ann_index.h"
 
 #include <algorithm>
+#include <array>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -408,32 +409,36 @@ absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Load(
                                             " floats for dim ", dim));
   }
   // hnswlib's header: offsetLevel0, max_elements, cur_element_count.
-  uint64_t header[3] = {0, 0, 0};
+  std::array<uint64_t, 3> header = {0, 0, 0};
   {
     std::ifstream in(path, std::ios::binary);
-    if (!in.read(reinterpret_cast<char*>(header), sizeof(header))) {
+    if (!in.read(
+            reinterpret_cast<char*>(header.data()),
+            static_cast<std::streamsize>(sizeof(uint64_t) * header.size()))) {
       return absl::DataLossError(
           absl::StrCat("search index file ", path, " is truncated"));
     }
   }
   const uint64_t count = header[2];
-  MemoryReservation projection_bytes;
-  if (!projection.empty() && budget != nullptr) {
-    HOPFIELD_ASSIGN_OR_RETURN(projection_bytes,
-                              budget->Reserve(projection.size() * sizeof(float),
-                                              "the search index projection"));
-  }
-  std::unique_ptr<AnnIndex> index(new AnnIndex(dim, options, budget,
-                                               std::move(projection),
-                                               std::move(projection_bytes)));
   const uint64_t capacity = std::max<uint64_t>(count, 1);
+  const auto search_dim =
+      projection.empty() ? dim : static_cast<uint32_t>(projection.size() / dim);
+  MemoryReservation projection_bytes;
   MemoryReservation reserved;
   if (budget != nullptr) {
+    if (!projection.empty()) {
+      HOPFIELD_ASSIGN_OR_RETURN(
+          projection_bytes, budget->Reserve(projection.size() * sizeof(float),
+                                            "the search index projection"));
+    }
     HOPFIELD_ASSIGN_OR_RETURN(
         reserved,
-        budget->Reserve(BytesForCapacity(index->search_dim_, options, capacity),
+        budget->Reserve(BytesForCapacity(search_dim, options, capacity),
                         "the search index"));
   }
+  std::unique_ptr<AnnIndex> index(new AnnIndex(dim, options, std::move(budget),
+                                               std::move(projection),
+                                               std::move(projection_bytes)));
   WriterLock lock(&index->mu_);
   try {
     index->graph_ = std::make_unique<Graph>(index->space_.get(), path,

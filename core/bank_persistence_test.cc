@@ -1,11 +1,10 @@
 // Durability of banks and of the registry through the Storage seam, against
 // the in-memory fake (RocksDbStorage has its own contract tests, and the
 // server's restart and crash tests run the real thing).
-#include <stdlib.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -122,7 +121,7 @@ class BankPersistenceTest : public ::testing::Test {
     env.incarnation = 7;
     return env;
   }
-  BankOptions Options() const {
+  static BankOptions Options() {
     BankOptions options;
     options.dim = kDim;
     return options;
@@ -496,12 +495,15 @@ TEST_F(RegistryPersistenceTest, ConcurrentWritesSnapshotsAndDeletion) {
     std::atomic<bool> stop{false};
     std::mutex acknowledged_mu;
     std::vector<std::thread> threads;
+    threads.reserve(3);
     for (int t = 0; t < 2; ++t) {
       threads.emplace_back([&, t] {
         std::mt19937 rng(static_cast<uint32_t>(t));
         for (int i = 0; i < 60; ++i) {
           const std::vector<float> values = GaussianPatterns(rng, 4, kDim);
-          const PatternId base = static_cast<PatternId>(1 + t * 1000 + i * 4);
+          const PatternId base = PatternId{1} +
+                                 static_cast<PatternId>(t) * 1000 +
+                                 static_cast<PatternId>(i) * 4;
           const std::vector<PatternId> ids = {base, base + 1, base + 2,
                                               base + 3};
           (void)doomed->Add(ids, values);  // NOT_FOUND once deleted

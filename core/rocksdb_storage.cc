@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -200,10 +201,10 @@ class StderrLogger final : public rocksdb::Logger {
   StderrLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
   using rocksdb::Logger::Logv;
   void Logv(const char* format, va_list ap) override {
-    char line[1024];
-    const int n = std::vsnprintf(line, sizeof(line), format, ap);
+    std::array<char, 1024> line{};
+    const int n = std::vsnprintf(line.data(), line.size(), format, ap);
     if (n < 0) return;
-    std::fprintf(stderr, "rocksdb: %s\n", line);
+    std::fprintf(stderr, "rocksdb: %s\n", line.data());
   }
 };
 
