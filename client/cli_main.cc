@@ -214,7 +214,11 @@ void PrintBank(const v1::Bank& bank) {
             << " separation_pending=" << bank.separation_pending()
             << " separation_estimated=" << bank.separation_estimated()
             << " feature_map_version=" << bank.feature_map_version()
-            << " feature_dim=" << bank.feature_dim() << "\n";
+            << " feature_dim=" << bank.feature_dim()
+            << " index_size=" << bank.index_size()
+            << " index_pending=" << bank.index_pending()
+            << " index_current=" << (bank.index_current() ? "true" : "false")
+            << "\n";
 }
 
 // Rows [--offset, --offset + --limit) of FILE.

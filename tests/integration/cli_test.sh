@@ -3,7 +3,7 @@
 # and its exit status (the gRPC code). Usage: cli_test.sh HOPFIELDD HOPFIELD
 set -u
 hopfieldd="$1"
-hopfield="$2"
+hopfield=$(realpath "$2")
 work=$(mktemp -d)
 "$hopfieldd" --listen=127.0.0.1:0 --port_file="$work/ports" --data_dir="$work/data" 2>"$work/server.log" &
 pid=$!
@@ -52,9 +52,13 @@ expect "train bad mode" 64 'uhop_compat' -- cli train toy --mode=nope
 expect "train bad option" 3 'TrainOptions.temperature' -- cli train toy --temperature=-1
 expect "train unknown bank" 5 'NOT_FOUND' -- cli train nope
 expect "train" 0 '^accepted=true feature_map_version=1 .*training_patterns=4 iterations=20 ' -- cli train toy --iterations=20 --skip_validation
-expect "bank after train" 0 'feature_map_version=1 feature_dim=3$' -- cli bank toy
+expect "bank after train" 0 'feature_map_version=1 feature_dim=3 index_size=' -- cli bank toy
 expect "retrieve through the map" 0 'recall=1 ' -- cli retrieve toy "$work/p.csv" --limit=3 --expect_first_id=1 --beta=100
 expect "train uhop_compat" 0 '^accepted=true feature_map_version=2 .*training_patterns=4 ' -- cli train toy --mode=uhop_compat --iterations=10 --skip_validation
+expect "backup" 0 "^backup=$work/backup banks=1 " -- cli backup "$work/backup"
+[ -d "$work/backup" ] || { echo "FAIL: backup wrote no directory"; failures=$((failures + 1)); }
+expect "backup into an existing directory" 6 'ALREADY_EXISTS' -- cli backup "$work/backup"
+expect "backup, relative path" 0 "^backup=$work/relative-backup " -- bash -c "cd '$work' && '$hopfield' --server=127.0.0.1:$port backup relative-backup"
 expect "unknown command" 64 'unknown command' -- cli frobnicate
 expect "missing file" 5 'cannot open' -- cli store toy "$work/none.csv"
 expect "delete-bank" 0 '^deleted=toy$' -- cli delete-bank toy
