@@ -472,7 +472,7 @@ absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Load(
   // counting the tombstones into it: count them here.
   uint64_t deleted = 0;
   for (hnswlib::tableint i = 0; i < graph.cur_element_count; ++i) {
-    deleted += graph.isMarkedDeleted(i) ? 1 : 0;
+    if (graph.isMarkedDeleted(i)) ++deleted;
   }
   graph.num_deleted_ = deleted;
   index->capacity_ = capacity;

@@ -29,6 +29,7 @@ class Writer {
   template <typename T>
   void PutArray(const T* data, size_t count) {
     static_assert(std::is_trivially_copyable_v<T>);
+    if (count == 0) return;  // data may be null (an empty vector's)
     out_.append(reinterpret_cast<const char*>(data), count * sizeof(T));
   }
   std::string Take() { return std::move(out_); }
@@ -51,6 +52,7 @@ class Reader {
   absl::Status GetArray(T* data, size_t count) {
     static_assert(std::is_trivially_copyable_v<T>);
     if (count > bytes_.size() / sizeof(T)) return Short();
+    if (count == 0) return absl::OkStatus();  // data may be null
     std::memcpy(data, bytes_.data(), count * sizeof(T));
     bytes_.remove_prefix(count * sizeof(T));
     return absl::OkStatus();

@@ -137,6 +137,15 @@ TEST(BankCodecTest, StateAndSnapshotRoundTrip) {
   EXPECT_THAT(DecodeSeparationSnapshot(huge),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("count")));
   EXPECT_THAT(DecodeSeparationSnapshot(bytes), IsOk());
+  // An empty bank's snapshot and a map-less index meta (empty vectors,
+  // whose data() may be null).
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(
+      const SeparationSnapshot empty,
+      DecodeSeparationSnapshot(EncodeSeparationSnapshot({})));
+  EXPECT_TRUE(empty.nearest_score.empty());
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(const IndexMeta meta,
+                                DecodeIndexMeta(EncodeIndexMeta({})));
+  EXPECT_TRUE(meta.projection.empty());
 }
 
 }  // namespace
