@@ -11,9 +11,11 @@
 //     per message);
 //   - a bank trained before the crashes keeps its feature map.
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -39,6 +41,9 @@
 #include "core/testing/status_matchers.h"
 #include "hopfield/v1/memory_service.grpc.pb.h"
 #include "tests/integration/hopfieldd_process.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 namespace hopfield {
 namespace {
@@ -252,6 +257,98 @@ TEST(DurabilityTest, BackupWhileServingRestoresIntoAFreshServer) {
                          std::vector<float>(values.begin() + i * kDim,
                                             values.begin() + (i + 1) * kDim)));
   }
+}
+
+// A free loopback port (bound and released: a race with other processes
+// is possible but unlikely on a test machine).
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof(address);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+    port = ntohs(address.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+TEST(DurabilityTest, WhileLoadingHealthIsNotServingAndCallsAreUnavailable) {
+  DataDir data;
+  // ~50 MB: a load of a second or more in the dev build (less in release;
+  // the prober sees even a 50 ms window several times).
+  constexpr size_t kCount = 100000;
+  constexpr size_t kDimension = 128;
+  {
+    HopfielddProcess server(HOPFIELDD_PATH, {data.flag()});
+    ASSERT_GT(server.port(), 0);
+    auto client = Connect(server, 64 << 20);
+    v1::BankConfig config;
+    config.set_dim(kDimension);
+    ASSERT_THAT(client->CreateBank("big", config), IsOk());
+    std::mt19937 rng(9);
+    std::uniform_real_distribution<float> uniform(0.1f, 1.0f);
+    std::vector<float> values(kCount * kDimension);
+    for (float& v : values) v = uniform(rng);
+    ASSERT_THAT(client->Store("big", kDimension, values), IsOk());
+    ASSERT_EQ(server.StopWith(SIGTERM, std::chrono::seconds(60)), 0);
+  }
+  const int port = FreePort();
+  ASSERT_GT(port, 0);
+  // Poll from before the process starts until it serves.
+  std::atomic<bool> serving{false};
+  int not_serving = 0;
+  int unavailable_calls = 0;
+  std::vector<std::string> wrong;
+  std::thread prober([&] {
+    client::ClientOptions options;
+    options.target = absl::StrCat("127.0.0.1:", port);
+    options.timeout = absl::Seconds(2);
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (std::chrono::steady_clock::now() < deadline) {
+      // A fresh channel each time: a channel whose first connection was
+      // refused (the port not bound yet) backs off for a second or more,
+      // longer than the loading window.
+      client::MemoryClient client(options);
+      absl::StatusOr<bool> health = client.Health();
+      if (health.ok() && *health) {
+        serving.store(true);
+        return;
+      }
+      if (health.ok()) {
+        ++not_serving;
+        absl::StatusOr<v1::Bank> bank = client.GetBank("big");
+        if (absl::IsUnavailable(bank.status())) {
+          ++unavailable_calls;
+        } else if (!bank.ok() || bank->pattern_count() != kCount) {
+          // Serving calls before health says so, or a partial registry.
+          wrong.push_back(bank.status().ToString());
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  HopfielddProcess server(
+      HOPFIELDD_PATH, {data.flag(), absl::StrCat("--listen=127.0.0.1:", port)});
+  prober.join();
+  ASSERT_GT(server.port(), 0);
+  EXPECT_TRUE(serving.load());
+  EXPECT_GT(not_serving, 0) << "never saw the loading state";
+  EXPECT_GT(unavailable_calls, 0);
+  EXPECT_THAT(wrong, ::testing::IsEmpty());
+  auto client = Connect(server, 64 << 20);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(v1::Bank bank, client->GetBank("big"));
+  EXPECT_EQ(bank.pattern_count(), kCount);
+}
+
+TEST(DurabilityTest, AnUnusableDataDirectoryStopsTheStart) {
+  HopfielddProcess server(HOPFIELDD_PATH, {"--data_dir=/proc/hopfield-data"});
+  EXPECT_EQ(server.port(), 0);
 }
 
 TEST(DurabilityTest, SecondServerOnTheSameDirectoryIsRefused) {
