@@ -1,5 +1,6 @@
 #include "core/bank_codec.h"
 
+#include <array>
 #include <cstring>
 #include <fstream>
 #include <type_traits>
@@ -265,10 +266,23 @@ std::string EncodeIndexMeta(const IndexMeta& meta) {
   w.PutArray(meta.projection.data(), meta.projection.size());
   w.Put(meta.file_bytes);
   w.Put(meta.file_hash);
-  return w.Take();
+  std::string bytes = w.Take();
+  const uint64_t hash = HashBytes(bytes);
+  bytes.append(reinterpret_cast<const char*>(&hash), sizeof(hash));
+  return bytes;
 }
 
 absl::StatusOr<IndexMeta> DecodeIndexMeta(absl::string_view bytes) {
+  // Its own hash last: a meta is small and unchecked by any store.
+  uint64_t hash = 0;
+  if (bytes.size() < sizeof(hash)) {
+    return absl::DataLossError("search index meta: truncated");
+  }
+  std::memcpy(&hash, bytes.data() + bytes.size() - sizeof(hash), sizeof(hash));
+  bytes.remove_suffix(sizeof(hash));
+  if (HashBytes(bytes) != hash) {
+    return absl::DataLossError("search index meta: hash mismatch");
+  }
   Reader r(bytes, "search index meta");
   HOPFIELD_RETURN_IF_ERROR(r.Format());
   IndexMeta meta;
@@ -288,33 +302,57 @@ absl::StatusOr<IndexMeta> DecodeIndexMeta(absl::string_view bytes) {
   return meta;
 }
 
+namespace {
+
+constexpr uint64_t kFnvBasis = 14695981039346656037ull;
+constexpr uint64_t kFnvPrime = 1099511628211ull;
+
+// FNV-1a over 8-byte words (`size` a multiple of 8), with a shift mixing
+// high bits down.
+uint64_t HashWords(uint64_t hash, const char* data, size_t size) {
+  for (size_t i = 0; i < size; i += 8) {
+    uint64_t word = 0;
+    std::memcpy(&word, data + i, 8);
+    hash = (hash ^ word) * kFnvPrime;
+    hash ^= hash >> 29;
+  }
+  return hash;
+}
+
+}  // namespace
+
+uint64_t HashBytes(absl::string_view bytes) {
+  const size_t whole = bytes.size() / 8 * 8;
+  uint64_t hash = HashWords(kFnvBasis, bytes.data(), whole);
+  std::array<char, 8> tail{};
+  std::memcpy(tail.data(), bytes.data() + whole, bytes.size() - whole);
+  hash = HashWords(hash, tail.data(), tail.size());
+  return (hash ^ bytes.size()) * kFnvPrime;
+}
+
 absl::StatusOr<FileDigest> DigestFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::UnavailableError(absl::StrCat("cannot read ", path));
   }
   FileDigest digest;
-  // FNV-1a over 8-byte words (the tail zero-padded), with the length mixed
-  // in at the end.
-  uint64_t hash = 14695981039346656037ull;
+  // HashWords over 1 MiB chunks (the last one zero-padded to 8 bytes), the
+  // length mixed in at the end.
+  uint64_t hash = kFnvBasis;
   std::vector<char> buffer(size_t{1} << 20);
   while (in) {
     in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
     const auto got = static_cast<size_t>(in.gcount());
     if (got == 0) break;
-    std::memset(buffer.data() + got, 0, (8 - got % 8) % 8);
-    for (size_t i = 0; i < got; i += 8) {
-      uint64_t word = 0;
-      std::memcpy(&word, buffer.data() + i, 8);
-      hash = (hash ^ word) * 1099511628211ull;
-      hash ^= hash >> 29;
-    }
+    const size_t padded = (got + 7) / 8 * 8;
+    std::memset(buffer.data() + got, 0, padded - got);
+    hash = HashWords(hash, buffer.data(), padded);
     digest.bytes += got;
   }
   if (in.bad()) {
     return absl::UnavailableError(absl::StrCat("cannot read ", path));
   }
-  digest.hash = (hash ^ digest.bytes) * 1099511628211ull;
+  digest.hash = (hash ^ digest.bytes) * kFnvPrime;
   return digest;
 }
 

@@ -87,6 +87,8 @@ struct FileDigest {
   uint64_t hash = 0;
 };
 absl::StatusOr<FileDigest> DigestFile(const std::string& path);
+// The same kind of hash over bytes in memory (an IndexMeta's own check).
+uint64_t HashBytes(absl::string_view bytes);
 
 }  // namespace hopfield
 

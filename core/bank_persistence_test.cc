@@ -344,6 +344,50 @@ TEST_F(BankPersistenceTest, LearnedFeatureMapAndItsKeysSurvive) {
   EXPECT_TRUE(loaded->feature_map()->is_identity());
 }
 
+TEST(BankKeysTest, LearnedKeysAreTheSameWhateverTheBatchShape) {
+  // Keys computed one pattern at a time, in a batch, by a feature-map
+  // change and by a load must agree bit for bit (the same answers after a
+  // restart).
+  constexpr uint32_t kWide = 200;
+  auto storage = std::make_shared<InMemoryStorage>();
+  BankEnvironment env;
+  env.storage = storage;
+  env.incarnation = 5;
+  BankOptions options;
+  options.dim = kWide;
+  std::mt19937 rng(23);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> bank,
+                                MemoryBank::Create("k", options, env));
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(
+      std::shared_ptr<const FeatureMap> map,
+      FeatureMap::Create(Eigen::VectorXf::Random(kWide),
+                         Eigen::MatrixXf::Random(64, kWide), 1, {}));
+  const std::vector<float> values = GaussianPatterns(rng, 40, kWide);
+  // Half before the map (keys computed by SetFeatureMap), half after: one
+  // at a time, then the rest in one batch.
+  ASSERT_THAT(bank->Add(std::vector<PatternId>(20, 0),
+                        absl::MakeConstSpan(values).first(20 * kWide)),
+              IsOk());
+  ASSERT_THAT(bank->SetFeatureMap(map), IsOk());
+  for (size_t i = 20; i < 25; ++i) {
+    ASSERT_THAT(
+        bank->Add({0}, absl::MakeConstSpan(values).subspan(i * kWide, kWide)),
+        IsOk());
+  }
+  ASSERT_THAT(bank->Add(std::vector<PatternId>(15, 0),
+                        absl::MakeConstSpan(values).subspan(25 * kWide)),
+              IsOk());
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> loaded,
+                                MemoryBank::Load("k", options, env));
+  const BankImage a = Image(*bank);
+  const BankImage b = Image(*loaded);
+  ASSERT_EQ(a.keys.size(), b.keys.size());
+  for (size_t i = 0; i < a.keys.size(); ++i) {
+    ASSERT_EQ(std::memcmp(&a.keys[i], &b.keys[i], sizeof(float)), 0)
+        << "key float " << i << ": " << a.keys[i] << " vs " << b.keys[i];
+  }
+}
+
 TEST_F(BankPersistenceTest, AFailedLogWriteChangesNothing) {
   HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> bank,
                                 MemoryBank::Create("b", Options(), Env()));

@@ -133,6 +133,9 @@ double NormLimit() {
   return std::sqrt(static_cast<double>(std::numeric_limits<float>::max()));
 }
 
+// Columns per key product (see ComputeKeys).
+constexpr Eigen::Index kKeyColumns = 8;
+
 // The keys Φ(x) of `count` patterns (dim floats each, contiguous) under a
 // learned `map`, and their inverse norms (computed in double; 0 for a key too
 // small to normalise). Errors: INVALID_ARGUMENT naming the pattern (as
@@ -143,10 +146,23 @@ absl::Status ComputeKeys(const FeatureMap& map, const float* values,
                          Eigen::MatrixXf* keys,
                          std::vector<float>* inverse_norms) {
   const auto n = static_cast<Eigen::Index>(count);
-  const Eigen::Map<const Eigen::MatrixXf> x(
-      values, static_cast<Eigen::Index>(map.input_dim()), n);
+  const auto d = static_cast<Eigen::Index>(map.input_dim());
+  const Eigen::Map<const Eigen::MatrixXf> x(values, d, n);
   keys->resize(static_cast<Eigen::Index>(map.feature_dim()), n);
-  map.Apply(x, *keys);
+  // Always products of kKeyColumns columns (the last chunk zero-padded):
+  // Eigen's kernels round differently by shape (one column goes through
+  // its matrix-vector kernel), and a key must come out bit for bit the
+  // same whether its pattern was stored alone, in a batch, re-keyed by a
+  // map change or loaded at a restart.
+  Eigen::MatrixXf chunk(d, kKeyColumns);
+  Eigen::MatrixXf out(keys->rows(), kKeyColumns);
+  for (Eigen::Index c = 0; c < n; c += kKeyColumns) {
+    const Eigen::Index m = std::min(kKeyColumns, n - c);
+    chunk.leftCols(m) = x.middleCols(c, m);
+    if (m < kKeyColumns) chunk.rightCols(kKeyColumns - m).setZero();
+    map.Apply(chunk, out);
+    keys->middleCols(c, m) = out.leftCols(m);
+  }
   inverse_norms->resize(count);
   for (Eigen::Index i = 0; i < n; ++i) {
     const double norm = keys->col(i).cast<double>().norm();
@@ -434,6 +450,12 @@ absl::Status MemoryBank::PersistIndex() {
       IndexPendingLocked() != 0) {
     return absl::OkStatus();
   }
+  // The state the files describe must be durable: after a failed sync the
+  // last writes may be lost, and a later write would reuse their write
+  // count, so a saved index could be taken for a state it never saw.
+  HOPFIELD_ASSIGN_OR_RETURN(const uint64_t barrier,
+                            env_.storage->Apply(StorageBatch()));
+  HOPFIELD_RETURN_IF_ERROR(env_.storage->WaitDurable(barrier));
   const std::string base = SideFileBase(dir, env_.incarnation);
   const std::string graph = base + ".hnsw";
   HOPFIELD_RETURN_IF_ERROR(index_->Save(graph + ".tmp"));
@@ -496,21 +518,27 @@ bool MemoryBank::LoadIndexLocked() {
 
 absl::Status MemoryBank::PersistSeparation() {
   if (env_.storage == nullptr) return absl::OkStatus();
-  SeparationSnapshot snapshot;
+  // One at a time (the refresher and a shutdown may both call), so the
+  // stored snapshot and snapshot_at_ agree.
+  const std::lock_guard<std::mutex> persisting(persist_mu_);
   std::pair<uint64_t, size_t> at;
   {
+    // Applied under the reader lock: Close (the writer lock) cannot slip
+    // between the copy and the write, so nothing lands in a deleted
+    // incarnation; writers wait for the copy and one log append.
     ReaderLock lock(&mu_);
     at = std::make_pair(write_seq_, pending_count_);
     if (closed() || snapshot_at_ == at) return absl::OkStatus();
+    SeparationSnapshot snapshot;
     snapshot.write_seq = write_seq_;
     snapshot.nearest_score = nearest_score_;
     snapshot.nearest_id = nearest_id_;
     snapshot.pending = pending_;
+    StorageBatch batch;
+    batch.PutBlob(env_.incarnation, BlobKind::kSeparation,
+                  EncodeSeparationSnapshot(snapshot));
+    HOPFIELD_RETURN_IF_ERROR(env_.storage->Apply(batch).status());
   }
-  StorageBatch batch;
-  batch.PutBlob(env_.incarnation, BlobKind::kSeparation,
-                EncodeSeparationSnapshot(snapshot));
-  HOPFIELD_RETURN_IF_ERROR(env_.storage->Apply(batch).status());
   WriterLock lock(&mu_);
   snapshot_at_ = at;
   return absl::OkStatus();
@@ -712,7 +740,10 @@ absl::StatusOr<std::vector<PatternId>> MemoryBank::AddUnindexed(
   }
   std::sort(replaced_ids.begin(), replaced_ids.end());
   std::vector<Eigen::Index> targets;
-  targets.reserve(new_size);
+  // The columns whose nearest neighbour is replaced (at most old_size), then
+  // the batch's own: reserved before the write is logged, since nothing may
+  // fail after that.
+  targets.reserve(old_size + ids.size());
   HOPFIELD_RETURN_IF_ERROR(EnsureCapacityLocked(new_size));
   {
     // The log record: the columns as they will be (held while it is
@@ -815,6 +846,9 @@ absl::StatusOr<uint64_t> MemoryBank::RemoveUnindexed(
   if (removed.empty()) return 0;
   std::sort(removed.begin(), removed.end());
   removed.erase(std::unique(removed.begin(), removed.end()), removed.end());
+  // Allocated before the write is logged: nothing may fail after that.
+  std::vector<Eigen::Index> targets;
+  targets.reserve(ids_.size());
   {
     // The log record: the columns RemoveColumnLocked will leave, found by
     // replaying its moves (each removal moves the last column into the
@@ -856,8 +890,6 @@ absl::StatusOr<uint64_t> MemoryBank::RemoveUnindexed(
     }
     HOPFIELD_ASSIGN_OR_RETURN(*ticket, LogLocked(&batch, next_id_, size));
   }
-  std::vector<Eigen::Index> targets;
-  targets.reserve(ids_.size());
   // No allocation from here on.
   for (const PatternId id : removed) {
     RemoveColumnLocked(column_of_.find(id)->second);

@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <string>
@@ -724,6 +725,8 @@ class MemoryBank {
   // refresher changes statistics without writes).
   uint64_t write_seq_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<std::pair<uint64_t, size_t>> snapshot_at_ ABSL_GUARDED_BY(mu_);
+  // Serialises PersistSeparation (taken before mu_).
+  std::mutex persist_mu_;
   // What the buffers hold against env_.budget (MemoryBytesLocked()).
   MemoryReservation reservation_ ABSL_GUARDED_BY(mu_);
   // Steady-clock times of the last Add/Remove and the last applied refresh,
