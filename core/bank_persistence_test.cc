@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/casts.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -366,7 +367,7 @@ TEST(BankKeysTest, LearnedKeysAreTheSameWhateverTheBatchShape) {
   // Half before the map (keys computed by SetFeatureMap), half after: one
   // at a time, then the rest in one batch.
   ASSERT_THAT(bank->Add(std::vector<PatternId>(20, 0),
-                        absl::MakeConstSpan(values).first(20 * kWide)),
+                        absl::MakeConstSpan(values).first(size_t{20} * kWide)),
               IsOk());
   ASSERT_THAT(bank->SetFeatureMap(map), IsOk());
   for (size_t i = 20; i < 25; ++i) {
@@ -374,16 +375,18 @@ TEST(BankKeysTest, LearnedKeysAreTheSameWhateverTheBatchShape) {
         bank->Add({0}, absl::MakeConstSpan(values).subspan(i * kWide, kWide)),
         IsOk());
   }
-  ASSERT_THAT(bank->Add(std::vector<PatternId>(15, 0),
-                        absl::MakeConstSpan(values).subspan(25 * kWide)),
-              IsOk());
+  ASSERT_THAT(
+      bank->Add(std::vector<PatternId>(15, 0),
+                absl::MakeConstSpan(values).subspan(size_t{25} * kWide)),
+      IsOk());
   HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> loaded,
                                 MemoryBank::Load("k", options, env));
   const BankImage a = Image(*bank);
   const BankImage b = Image(*loaded);
   ASSERT_EQ(a.keys.size(), b.keys.size());
   for (size_t i = 0; i < a.keys.size(); ++i) {
-    ASSERT_EQ(std::memcmp(&a.keys[i], &b.keys[i], sizeof(float)), 0)
+    ASSERT_EQ(absl::bit_cast<uint32_t>(a.keys[i]),
+              absl::bit_cast<uint32_t>(b.keys[i]))
         << "key float " << i << ": " << a.keys[i] << " vs " << b.keys[i];
   }
 }
