@@ -10,13 +10,14 @@
 //     flight at the kill (which may or may not have landed, all or nothing
 //     per message);
 //   - a bank trained before the crashes keeps its feature map.
-#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -30,6 +31,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -75,7 +77,7 @@ class DataDir {
 };
 
 std::unique_ptr<client::MemoryClient> Connect(const HopfielddProcess& server,
-                                              size_t max_message_bytes) {
+                                              int max_message_bytes) {
   client::ClientOptions options;
   options.target = server.target();
   options.timeout = absl::Seconds(20);
@@ -88,6 +90,13 @@ std::vector<float> RandomValues(std::mt19937& rng, size_t count) {
   std::vector<float> values(count * kDim);
   for (float& v : values) v = normal(rng);
   return values;
+}
+
+// Row `row` of a row-major buffer of `width`-float patterns.
+std::vector<float> Row(const std::vector<float>& values, size_t row,
+                       size_t width = kDim) {
+  const auto begin = values.begin() + static_cast<std::ptrdiff_t>(row * width);
+  return {begin, begin + static_cast<std::ptrdiff_t>(width)};
 }
 
 bool SameBits(const v1::Pattern& pattern, const std::vector<float>& values) {
@@ -170,16 +179,14 @@ TEST(DurabilityTest, RestartGivesBackTheSameBitsAndAnswers) {
   for (size_t i = 0; i < ids.size(); ++i) {
     if (i == 3 || i == 250) continue;
     kept_ids.push_back(ids[i]);
-    kept_values.insert(kept_values.end(), values.begin() + i * kDim,
-                       values.begin() + (i + 1) * kDim);
+    const std::vector<float> row = Row(values, i);
+    kept_values.insert(kept_values.end(), row.begin(), row.end());
   }
   HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<v1::Pattern> patterns,
                                 client->GetPatterns("kept", kept_ids));
   ASSERT_EQ(patterns.size(), kept_ids.size());
   for (size_t i = 0; i < patterns.size(); ++i) {
-    ASSERT_TRUE(SameBits(
-        patterns[i], std::vector<float>(kept_values.begin() + i * kDim,
-                                        kept_values.begin() + (i + 1) * kDim)))
+    ASSERT_TRUE(SameBits(patterns[i], Row(kept_values, i)))
         << "id " << kept_ids[i];
   }
   HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<v1::Retrieval> after,
@@ -253,9 +260,7 @@ TEST(DurabilityTest, BackupWhileServingRestoresIntoAFreshServer) {
   HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<v1::Pattern> patterns,
                                 client->GetPatterns("a", ids));
   for (size_t i = 0; i < ids.size(); ++i) {
-    ASSERT_TRUE(SameBits(patterns[i],
-                         std::vector<float>(values.begin() + i * kDim,
-                                            values.begin() + (i + 1) * kDim)));
+    ASSERT_TRUE(SameBits(patterns[i], Row(values, i)));
   }
 }
 
@@ -417,9 +422,7 @@ TEST(DurabilityTest, ADamagedBankIsDataLossAndTheOthersServe) {
   HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<v1::Pattern> patterns,
                                 client->GetPatterns("intact", {1, 2, 3}));
   for (size_t i = 0; i < 3; ++i) {
-    EXPECT_TRUE(SameBits(patterns[i],
-                         std::vector<float>(intact.begin() + i * kWide,
-                                            intact.begin() + (i + 1) * kWide)));
+    EXPECT_TRUE(SameBits(patterns[i], Row(intact, i, kWide)));
   }
   HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<v1::Bank> banks,
                                 client->ListBanks());
@@ -435,7 +438,7 @@ TEST(DurabilityTest, ADamagedBankIsDataLossAndTheOthersServe) {
 // A small file system of its own (tmpfs; needs root), unmounted at the end.
 class SmallFileSystem {
  public:
-  explicit SmallFileSystem(const std::string& dir) : dir_(dir) {
+  explicit SmallFileSystem(std::string dir) : dir_(std::move(dir)) {
     std::filesystem::create_directories(dir_);
     mounted_ = geteuid() == 0 &&
                RunQuiet("mount -t tmpfs -o size=12m tmpfs " + dir_) == 0;
@@ -495,9 +498,7 @@ TEST(DurabilityTest, AFullDiskFailsTheWriteAndLosesNothingAcknowledged) {
                 StatusIs(absl::StatusCode::kUnavailable));
     HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<v1::Pattern> first,
                                   client->GetPatterns("full", {1}));
-    EXPECT_TRUE(SameBits(first[0],
-                         std::vector<float>(acknowledged[0].begin(),
-                                            acknowledged[0].begin() + kWide)));
+    EXPECT_TRUE(SameBits(first[0], Row(acknowledged[0], 0, kWide)));
     kill(server.pid(), SIGKILL);
     server.StopWith(SIGKILL, std::chrono::seconds(10));
   }
@@ -520,9 +521,7 @@ TEST(DurabilityTest, AFullDiskFailsTheWriteAndLosesNothingAcknowledged) {
   for (uint64_t i = 0; i < expected; ++i) {
     const std::vector<float>& batch = acknowledged[i / 50];
     const size_t row = i % 50;
-    ASSERT_TRUE(SameBits(patterns[i],
-                         std::vector<float>(batch.begin() + row * kWide,
-                                            batch.begin() + (row + 1) * kWide)))
+    ASSERT_TRUE(SameBits(patterns[i], Row(batch, row, kWide)))
         << "id " << i + 1;
   }
 }
@@ -569,6 +568,7 @@ int WriteUntilKilled(v1::MemoryService::Stub* stub,
       op.bank = names[(*rng)() % names.size()];
       std::map<uint64_t, std::vector<float>>& stored = model->banks[op.bank];
       std::vector<uint64_t> existing;
+      existing.reserve(stored.size());
       for (const auto& [id, values] : stored) existing.push_back(id);
       if (roll < 30 && !existing.empty()) {
         for (int k = 0; k < 1 + static_cast<int>((*rng)() % 20); ++k) {
@@ -593,8 +593,7 @@ int WriteUntilKilled(v1::MemoryService::Stub* stub,
         }
         const std::vector<float> values = RandomValues(*rng, count);
         for (size_t i = 0; i < count; ++i) {
-          op.stores[ids[i]].assign(values.begin() + i * kDim,
-                                   values.begin() + (i + 1) * kDim);
+          op.stores[ids[i]] = Row(values, i);
         }
         if (roll < 60) {
           v1::StoreRequest request;
@@ -602,8 +601,8 @@ int WriteUntilKilled(v1::MemoryService::Stub* stub,
           for (size_t i = 0; i < count; ++i) {
             v1::Pattern* pattern = request.add_patterns();
             pattern->set_id(ids[i]);
-            pattern->mutable_values()->Add(values.begin() + i * kDim,
-                                           values.begin() + (i + 1) * kDim);
+            const std::vector<float> row = Row(values, i);
+            pattern->mutable_values()->Add(row.begin(), row.end());
           }
           grpc::ClientContext context;
           context.set_deadline(std::chrono::system_clock::now() +
@@ -725,7 +724,7 @@ TEST(DurabilityTest, EveryAcknowledgedWriteSurvivesSigkill) {
     ASSERT_GT(server.port(), 0) << "restart " << round << " failed";
     auto client = Connect(server, 64 << 20);
     // The writer's StoreStreams carry many small messages.
-    auto writer_client = Connect(server, 16 * 1024);
+    auto writer_client = Connect(server, 16 << 10);
     if (round == 0) {
       v1::BankConfig config;
       config.set_dim(kDim);
@@ -745,6 +744,7 @@ TEST(DurabilityTest, EveryAcknowledgedWriteSurvivesSigkill) {
     HOPFIELD_ASSERT_OK_AND_ASSIGN(std::vector<v1::Retrieval> answers,
                                   client->Retrieve("trained", kDim, queries));
     std::vector<uint64_t> nearest;
+    nearest.reserve(answers.size());
     for (const v1::Retrieval& answer : answers) {
       nearest.push_back(answer.nearest_id());
     }
