@@ -16,8 +16,8 @@ APT_PACKAGES := cmake ninja-build pkg-config g++ clang clang-format clang-tidy \
   libclang-rt-14-dev \
   libabsl-dev libeigen3-dev libhnswlib-dev libgtest-dev libgmock-dev libbenchmark-dev \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
-  librocksdb-dev \
-  grpc-proto python3-grpcio python3-protobuf zlib1g-dev dataset-fashion-mnist
+  librocksdb-dev prometheus-cpp-dev prometheus \
+  grpc-proto python3-grpcio python3-protobuf python3-yaml zlib1g-dev dataset-fashion-mnist
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 JOBS ?= $(shell nproc)
@@ -47,15 +47,18 @@ build-dev: deps
 	cmake --build --preset dev -j $(JOBS)
 
 # Serves on 127.0.0.1:50051 until Ctrl-C / SIGTERM, storing banks in
-# $(DATA_DIR) (an embedded RocksDB; a restart loads them back).
+# $(DATA_DIR) (an embedded RocksDB; a restart loads them back), with
+# Prometheus metrics at http://$(METRICS_LISTEN)/metrics.
 # glibc.malloc.hugetlb=1 backs the large pattern buffers with transparent
 # huge pages: ~12% faster retrieval and refresh at 60k x 784
 # (bench/README.md).
 LISTEN ?= 127.0.0.1:50051
 DATA_DIR ?= ./hopfield-data
+METRICS_LISTEN ?= 127.0.0.1:9464
 run: build
 	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 exec build/release/server/hopfieldd \
-	  --listen=$(LISTEN) --data_dir=$(DATA_DIR) --access_log
+	  --listen=$(LISTEN) --metrics_listen=$(METRICS_LISTEN) \
+	  --data_dir=$(DATA_DIR) --access_log
 
 # Every test: the dev build's (unit, integration, Python), the bounded fuzz
 # runs, and the heavy protocol tests (algorithms.md §F 13-14 on

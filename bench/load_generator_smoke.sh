@@ -3,7 +3,7 @@
 # Usage: load_generator_smoke.sh HOPFIELDD LOAD_GENERATOR
 set -eu
 work=$(mktemp -d)
-"$1" --listen=127.0.0.1:0 --port_file="$work/ports" --data_dir="$work/data" 2>"$work/server.log" &
+"$1" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --port_file="$work/ports" --data_dir="$work/data" 2>"$work/server.log" &
 pid=$!
 trap 'kill -KILL $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 300); do [ -s "$work/ports" ] && break; sleep 0.02; done

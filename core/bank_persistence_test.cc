@@ -27,6 +27,7 @@
 #include "core/retriever.h"
 #include "core/testing/in_memory_storage.h"
 #include "core/testing/random_patterns.h"
+#include "core/testing/recording_metrics_sink.h"
 #include "core/testing/status_matchers.h"
 
 namespace hopfield {
@@ -36,6 +37,7 @@ using ::hopfield::testing::GaussianPatterns;
 using ::hopfield::testing::InMemoryStorage;
 using ::hopfield::testing::IsOk;
 using ::hopfield::testing::IsOkAndHolds;
+using ::hopfield::testing::RecordingMetricsSink;
 using ::hopfield::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -448,6 +450,8 @@ class RegistryPersistenceTest : public ::testing::Test {
   std::unique_ptr<BankRegistry> Open() {
     RegistryOptions options;
     options.storage = storage_;
+    sink_ = std::make_shared<RecordingMetricsSink>();
+    options.metrics = sink_;
     auto registry = std::make_unique<BankRegistry>(options);
     absl::StatusOr<LoadReport> report = registry->Load();
     EXPECT_THAT(report, IsOk());
@@ -462,6 +466,7 @@ class RegistryPersistenceTest : public ::testing::Test {
 
   std::shared_ptr<InMemoryStorage> storage_ =
       std::make_shared<InMemoryStorage>();
+  std::shared_ptr<RecordingMetricsSink> sink_;
   LoadReport report_;
   std::mt19937 rng_{7};
 };
@@ -511,6 +516,14 @@ TEST_F(RegistryPersistenceTest, ADamagedBankIsKeptAsideAndTheOthersLoad) {
   EXPECT_EQ(report_.banks, 1u);
   ASSERT_THAT(report_.failed, SizeIs(1));
   EXPECT_EQ(report_.failed[0].first, "b");
+  // The sink hears of each bank, loaded or not.
+  const std::vector<RecordingMetricsSink::Loaded> loaded = sink_->loaded();
+  ASSERT_THAT(loaded, SizeIs(2));
+  EXPECT_EQ(loaded[0].bank, "a");
+  EXPECT_EQ(loaded[0].patterns, 2u);
+  EXPECT_THAT(loaded[0].status, IsOk());
+  EXPECT_EQ(loaded[1].bank, "b");
+  EXPECT_THAT(loaded[1].status, StatusIs(absl::StatusCode::kDataLoss));
   EXPECT_THAT(registry->Get("a"), IsOk());
   EXPECT_THAT(registry->Get("b"),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("bank \"b\"")));

@@ -7,6 +7,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 
 #include "core/bank_codec.h"
 #include "core/status_macros.h"
@@ -14,7 +16,10 @@
 namespace hopfield {
 
 BankRegistry::BankRegistry(RegistryOptions options)
-    : options_(std::move(options)) {
+    : options_(std::move(options)),
+      metrics_(options_.metrics != nullptr
+                   ? options_.metrics
+                   : std::make_shared<NullMetricsSink>()) {
   if (options_.separation_update == SeparationUpdate::kDeferred) {
     refresher_ = std::thread([this] { RefreshLoop(); });
   }
@@ -53,27 +58,34 @@ void BankRegistry::RefreshLoop() {
       // A turn that does nothing while work is pending
       // (out of budget or memory, or a removal raced its end) leaves the
       // bank for after a pause rather than spin.
-      auto turn = [&](uint64_t pending, const auto& refresh) {
+      auto turn = [&](RefreshKind kind, uint64_t pending, const auto& refresh) {
         if (pending == 0) return false;
         size_t done = 0;
+        const absl::Time start = absl::Now();
         try {
           done = refresh();
         } catch (const std::bad_alloc&) {
           // Out of memory: the patterns stay pending; retry later.
         }
-        (done > 0 ? progress : bank_busy) = true;
-        return done > 0;
+        if (done == 0) {
+          bank_busy = true;
+          return false;
+        }
+        progress = true;
+        metrics_->OnRefresh(bank->name(), kind, done, absl::Now() - start);
+        return true;
       };
-      const bool indexed = turn(bank->index_pending(), [&] {
-        return bank->RefreshIndex(std::max<size_t>(1, options_.index_batch),
-                                  &stopping_);
-      });
+      const bool indexed =
+          turn(RefreshKind::kIndex, bank->index_pending(), [&] {
+            return bank->RefreshIndex(std::max<size_t>(1, options_.index_batch),
+                                      &stopping_);
+          });
       // While the index takes patterns in (~0.25 s per 1,024 at 60k x 784,
       // estimates included), the exact turn (256 patterns against the whole
       // bank, seconds at that size) waits: a bulk load has estimates for
       // every pattern first.
       if (!indexed) {
-        turn(bank->separation_pending(), [&] {
+        turn(RefreshKind::kSeparation, bank->separation_pending(), [&] {
           return bank->RefreshSeparation(
               std::max<size_t>(1, options_.refresh_batch), &stopping_);
         });
@@ -148,43 +160,63 @@ absl::StatusOr<LoadReport> BankRegistry::Load() {
     HOPFIELD_ASSIGN_OR_RETURN(const uint64_t ticket, storage.Apply(superseded));
     HOPFIELD_RETURN_IF_ERROR(storage.WaitDurable(ticket));
   }
-  WriterLock lock(&mu_);
-  next_incarnation_ = last + 1;
-  for (size_t i = 0; i < stored.size(); ++i) {
-    const StoredBank& entry = stored[i];
-    absl::Status status = entry.status;
-    if (status.ok()) {
-      if (newest.at(entry.name) != i) continue;
-      absl::StatusOr<BankOptions> options = DecodeBankOptions(entry.config);
-      if (options.ok()) {
-        absl::StatusOr<std::unique_ptr<MemoryBank>> bank = MemoryBank::Load(
-            entry.name, *options, MakeEnvironment(entry.incarnation));
-        if (bank.ok()) {
-          report.patterns += (*bank)->size();
-          if ((*bank)->size() > 0 && (*bank)->index_pending() == 0 &&
-              (*bank)->Stats().index_size > 0) {
-            ++report.indexes_loaded;
+  // Told to the sink once the registry's lock is released.
+  struct Loaded {
+    std::string name;
+    uint64_t patterns = 0;
+    absl::Duration took;
+    absl::Status status;
+  };
+  std::vector<Loaded> loaded;
+  {
+    WriterLock lock(&mu_);
+    next_incarnation_ = last + 1;
+    for (size_t i = 0; i < stored.size(); ++i) {
+      const StoredBank& entry = stored[i];
+      absl::Status status = entry.status;
+      const absl::Time start = absl::Now();
+      if (status.ok()) {
+        if (newest.at(entry.name) != i) continue;
+        absl::StatusOr<BankOptions> options = DecodeBankOptions(entry.config);
+        if (options.ok()) {
+          absl::StatusOr<std::unique_ptr<MemoryBank>> bank = MemoryBank::Load(
+              entry.name, *options, MakeEnvironment(entry.incarnation));
+          if (bank.ok()) {
+            const uint64_t patterns = (*bank)->size();
+            report.patterns += patterns;
+            if (patterns > 0 && (*bank)->index_pending() == 0 &&
+                (*bank)->index_size() > 0) {
+              ++report.indexes_loaded;
+            }
+            ++report.banks;
+            loaded.push_back(
+                {entry.name, patterns, absl::Now() - start, absl::OkStatus()});
+            banks_.emplace(entry.name, *std::move(bank));
+            continue;
           }
-          ++report.banks;
-          banks_.emplace(entry.name, *std::move(bank));
-          continue;
+          status = bank.status();
+        } else {
+          status =
+              absl::Status(options.status().code(),
+                           absl::StrCat("bank \"", entry.name,
+                                        "\": ", options.status().message()));
         }
-        status = bank.status();
-      } else {
-        status = absl::Status(options.status().code(),
-                              absl::StrCat("bank \"", entry.name,
-                                           "\": ", options.status().message()));
+      }
+      // A damaged catalog entry has no name: it is reported under its
+      // incarnation and cannot be reached by name (an operator restores a
+      // backup or deletes the data directory).
+      const std::string name = entry.name.empty()
+                                   ? absl::StrCat("#", entry.incarnation)
+                                   : entry.name;
+      loaded.push_back({name, 0, absl::Now() - start, status});
+      report.failed.emplace_back(name, status);
+      if (!entry.name.empty()) {
+        failed_[entry.name] = FailedBank{entry.incarnation, status};
       }
     }
-    // A damaged catalog entry has no name: it is reported under its
-    // incarnation and cannot be reached by name (an operator restores a
-    // backup or deletes the data directory).
-    const std::string name =
-        entry.name.empty() ? absl::StrCat("#", entry.incarnation) : entry.name;
-    report.failed.emplace_back(name, status);
-    if (!entry.name.empty()) {
-      failed_[entry.name] = FailedBank{entry.incarnation, status};
-    }
+  }
+  for (const Loaded& bank : loaded) {
+    metrics_->OnBankLoaded(bank.name, bank.patterns, bank.took, bank.status);
   }
   return report;
 }

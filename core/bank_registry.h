@@ -48,6 +48,7 @@
 #include "core/bank_options.h"
 #include "core/memory_bank.h"
 #include "core/memory_budget.h"
+#include "core/metrics_sink.h"
 #include "core/mutex.h"
 #include "core/storage.h"
 
@@ -91,6 +92,9 @@ struct RegistryOptions {
   uint64_t max_patterns_per_bank = kMaxPatternsPerBank;
   // Where banks are stored (Load reads them back). Null: in memory only.
   std::shared_ptr<Storage> storage;
+  // Told of the refresher's turns and of the banks Load rebuilds (outside
+  // the registry's locks). Null: events are dropped.
+  std::shared_ptr<MetricsSink> metrics;
 };
 
 // What BankRegistry::Load found.
@@ -186,6 +190,8 @@ class BankRegistry {
   };
 
   const RegistryOptions options_;
+  // options_.metrics, or a NullMetricsSink.
+  const std::shared_ptr<MetricsSink> metrics_;
   mutable Mutex mu_;
   std::map<std::string, std::shared_ptr<MemoryBank>, std::less<>> banks_
       ABSL_GUARDED_BY(mu_);

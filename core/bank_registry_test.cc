@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 
 #include "core/retriever.h"
+#include "core/testing/recording_metrics_sink.h"
 #include "core/testing/status_matchers.h"
 
 namespace hopfield {
@@ -72,6 +73,8 @@ TEST(BankRegistryTest, BackgroundRefresherCatchesUp) {
   options.separation_update = SeparationUpdate::kDeferred;
   options.refresh_batch = 16;
   options.refresh_quiet_period = std::chrono::milliseconds(0);
+  auto sink = std::make_shared<testing::RecordingMetricsSink>();
+  options.metrics = sink;
   BankRegistry registry(options);
   HOPFIELD_ASSERT_OK_AND_ASSIGN(auto bank, registry.Create("deferred", Dim(8)));
   std::vector<float> values(size_t{400} * 8);
@@ -85,6 +88,24 @@ TEST(BankRegistryTest, BackgroundRefresherCatchesUp) {
   }
   EXPECT_EQ(bank->Stats().separation_pending, 0u);
   EXPECT_TRUE(bank->Stats().min_separation.has_value());
+  // Every turn is reported (the last one just after its work is visible):
+  // 400 patterns in turns of at most 16.
+  auto reported = [&] {
+    uint64_t patterns = 0;
+    for (const auto& turn : sink->refreshes()) patterns += turn.patterns;
+    return patterns;
+  };
+  for (int i = 0; i < 500 && reported() < 400; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(reported(), 400u);
+  for (const auto& turn : sink->refreshes()) {
+    EXPECT_EQ(turn.bank, "deferred");
+    EXPECT_EQ(turn.kind, RefreshKind::kSeparation);
+    EXPECT_GE(turn.patterns, 1u);
+    EXPECT_LE(turn.patterns, 16u);
+    EXPECT_GE(turn.took, absl::ZeroDuration());
+  }
 }
 
 // Issue 13: under sustained writes the refresher never ran (it skipped banks

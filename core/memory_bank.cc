@@ -1010,6 +1010,11 @@ uint64_t MemoryBank::index_pending() const {
   return IndexPendingLocked();
 }
 
+uint64_t MemoryBank::index_size() const {
+  ReaderLock lock(&mu_);
+  return index_ != nullptr ? index_->size() : 0;
+}
+
 uint64_t MemoryBank::IndexPendingLocked() const {
   if (!WantsIndexLocked()) return 0;
   if (index_ == nullptr || index_map_ != feature_map_) return ids_.size();

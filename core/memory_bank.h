@@ -427,6 +427,8 @@ class MemoryBank {
   // dot similarity, or fewer than env.index_min_patterns patterns and no
   // index built yet).
   uint64_t index_pending() const;
+  // Live entries of the search index (0 while the bank has none).
+  uint64_t index_size() const;
 
   // True if Add or Remove changed the bank within the last `period` (steady
   // clock). The background refresher leaves such banks alone, so a bulk

@@ -16,6 +16,8 @@
 #include "absl/functional/function_ref.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/utilities/checkpoint.h"
@@ -440,8 +442,12 @@ absl::Status RocksDbStorage::WaitDurable(uint64_t ticket) {
     // Every batch Apply has returned is in the log file by now.
     const uint64_t target = db_->GetLatestSequenceNumber();
     lock.unlock();
+    const absl::Time start = absl::Now();
     const rocksdb::Status status =
         options_.sync ? db_->SyncWAL() : rocksdb::Status::OK();
+    if (options_.sync && options_.metrics != nullptr) {
+      options_.metrics->OnStorageSync(absl::Now() - start, status.ok());
+    }
     lock.lock();
     syncing_ = false;
     ++syncs_;

@@ -61,6 +61,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
+#include "core/metrics_sink.h"
 #include "core/mutex.h"
 #include "core/storage.h"
 
@@ -76,6 +77,8 @@ struct RocksDbStorageOptions {
   // safe from a process crash but not from a machine crash: for benchmarks
   // and tests, never for the durability promise. Default: true.
   bool sync = true;
+  // Told of every log sync (outside the store's locks). Null: not told.
+  std::shared_ptr<MetricsSink> metrics;
 };
 
 class RocksDbStorage final : public Storage {

@@ -25,6 +25,7 @@
 
 #include "core/storage.h"
 #include "core/testing/in_memory_storage.h"
+#include "core/testing/recording_metrics_sink.h"
 #include "core/testing/status_matchers.h"
 
 namespace hopfield {
@@ -305,7 +306,10 @@ std::string CrashImage(const std::string& dir) {
 // taken after the waits returned, and the waiters shared syncs.
 TEST(RocksDbStorageTest, ConcurrentWaitersShareSyncs) {
   const std::string dir = NewDir("group");
-  auto storage = RocksDbStorage::Open(dir);
+  RocksDbStorageOptions options;
+  auto sink = std::make_shared<testing::RecordingMetricsSink>();
+  options.metrics = sink;
+  auto storage = RocksDbStorage::Open(dir, options);
   ASSERT_THAT(storage, IsOk());
   constexpr int kThreads = 8;
   constexpr int kWrites = 50;
@@ -337,6 +341,13 @@ TEST(RocksDbStorageTest, ConcurrentWaitersShareSyncs) {
   EXPECT_EQ(failures.load(), 0);
   const uint64_t syncs = (*storage)->syncs() - syncs_before;
   EXPECT_LT(syncs, static_cast<uint64_t>(kThreads * kWrites));
+  // The sink heard of every sync, each successful.
+  const std::vector<testing::RecordingMetricsSink::Sync> heard = sink->syncs();
+  EXPECT_EQ(heard.size(), (*storage)->syncs());
+  for (const auto& sync : heard) {
+    EXPECT_TRUE(sync.ok);
+    EXPECT_GE(sync.took, absl::ZeroDuration());
+  }
   std::printf("%d durable writes on %d threads took %llu syncs\n",
               kThreads * kWrites, kThreads,
               static_cast<unsigned long long>(syncs));

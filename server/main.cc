@@ -27,9 +27,13 @@
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "gRPC listen address host:port (port 0 picks a free port)");
+ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
+          "Prometheus /metrics (HTTP) address host:port (port 0 picks a free "
+          "port); empty disables metrics");
 ABSL_FLAG(std::string, port_file, "",
           "if set, write the bound ports here once serving "
-          "(lines 'grpc_port=N'), for tests and scripts");
+          "(lines 'grpc_port=N' and 'metrics_port=N'), for tests and "
+          "scripts");
 ABSL_FLAG(int, max_message_bytes, 64 << 20,
           "largest request/response message in bytes; larger requests fail "
           "with RESOURCE_EXHAUSTED");
@@ -167,6 +171,7 @@ int main(int argc, char** argv) {
 
   ServerConfig config;
   config.listen = absl::GetFlag(FLAGS_listen);
+  config.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   config.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   config.keepalive_time_ms = absl::GetFlag(FLAGS_keepalive_time_seconds) * 1000;
   config.keepalive_timeout_ms =
@@ -241,7 +246,8 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  HOPFIELD_LOG(INFO) << "config listen=" << config.listen;
+  HOPFIELD_LOG(INFO) << "config listen=" << config.listen
+                     << " metrics_listen=" << config.metrics_listen;
   HOPFIELD_LOG(INFO) << "config max_message_bytes=" << config.max_message_bytes;
   HOPFIELD_LOG(INFO) << "config keepalive_time_ms=" << config.keepalive_time_ms
                      << " keepalive_timeout_ms=" << config.keepalive_timeout_ms;
@@ -275,7 +281,9 @@ int main(int argc, char** argv) {
   const std::string port_file = absl::GetFlag(FLAGS_port_file);
   if (!port_file.empty() &&
       !WriteFileAtomically(
-          port_file, absl::StrCat("grpc_port=", (*server)->port(), "\n"))) {
+          port_file,
+          absl::StrCat("grpc_port=", (*server)->port(),
+                       "\nmetrics_port=", (*server)->metrics_port(), "\n"))) {
     HOPFIELD_LOG(ERROR) << "cannot write --port_file " << port_file << ": "
                         << std::strerror(errno);
     (*server)->Shutdown(absl::ZeroDuration());

@@ -94,7 +94,7 @@ class StoreStreamReactor final
             std::min(kStreamReplyLimitBytes, service->max_message_bytes())) {
     absl::Status status;
     if (!service_->Admit(&status)) {
-      service_->LogCall("StoreStream", context_, "", status, start_);
+      service_->RecordCall("StoreStream", context_, "", status, start_);
       Finish(ToGrpcStatus(status));
       return;
     }
@@ -194,7 +194,7 @@ class StoreStreamReactor final
   }
 
   void FinishWith(const absl::Status& status) {
-    service_->LogCall("StoreStream", context_, bank_, status, start_);
+    service_->RecordCall("StoreStream", context_, bank_, status, start_);
     // OnDone may delete this reactor as soon as Finish is called: nothing
     // of `this` may be touched after it.
     MemoryService* const service = service_;
@@ -325,7 +325,13 @@ class TrainReactor final : public grpc::ServerWriteReactor<v1::TrainProgress> {
     bank_->FinishTraining();
     service_->FinishTrain();
     training_ = false;
-    service_->LogCall("Train", context_, bank_name_, status, start_);
+    if (service_->metrics() != nullptr) {
+      service_->metrics()->RecordTrain(
+          bank_->name(), !status.ok()       ? TrainOutcome::kFailed
+                         : report->accepted ? TrainOutcome::kAccepted
+                                            : TrainOutcome::kRejected);
+    }
+    service_->RecordCall("Train", context_, bank_name_, status, start_);
     Action action;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -386,7 +392,7 @@ class TrainReactor final : public grpc::ServerWriteReactor<v1::TrainProgress> {
   }
 
   void FinishEarly(const absl::Status& status) {
-    service_->LogCall("Train", context_, bank_name_, status, start_);
+    service_->RecordCall("Train", context_, bank_name_, status, start_);
     Finish(ToGrpcStatus(status));
   }
 
@@ -483,15 +489,20 @@ bool MemoryService::Drain(absl::Duration grace) {
                         [this] { return in_flight_ == 0; });
 }
 
-void MemoryService::LogCall(absl::string_view method,
-                            grpc::CallbackServerContext* context,
-                            absl::string_view bank, const absl::Status& status,
-                            absl::Time start) const {
+void MemoryService::RecordCall(absl::string_view method,
+                               grpc::CallbackServerContext* context,
+                               absl::string_view bank,
+                               const absl::Status& status,
+                               absl::Time start) const {
+  if (options_.metrics == nullptr && !options_.access_log) return;
+  const absl::Duration took = absl::Now() - start;
+  if (options_.metrics != nullptr) {
+    options_.metrics->RecordRpc(method, status.code(), took);
+  }
   if (!options_.access_log) return;
   HOPFIELD_LOG(INFO) << "rpc method=" << method << " peer=" << context->peer()
                      << " code=" << absl::StatusCodeToString(status.code())
-                     << " latency_ms="
-                     << absl::ToDoubleMilliseconds(absl::Now() - start)
+                     << " latency_ms=" << absl::ToDoubleMilliseconds(took)
                      << " bank=" << PrintableName(bank);
 }
 
@@ -499,7 +510,7 @@ grpc::ServerUnaryReactor* MemoryService::Finish(
     absl::string_view method, grpc::CallbackServerContext* context,
     absl::string_view bank, const absl::Status& status,
     absl::Time start) const {
-  LogCall(method, context, bank, status, start);
+  RecordCall(method, context, bank, status, start);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
@@ -545,7 +556,7 @@ grpc::ServerUnaryReactor* MemoryService::RunHeavy(
     CallMemory memory;  // released once gRPC has the reply
     absl::Status result = CallWatch(context)();
     if (result.ok()) result = RunGuarded([&] { return work(&memory); });
-    LogCall(method, context, bank, result, start);
+    RecordCall(method, context, bank, result, start);
     reactor->Finish(ToGrpcStatus(result));
     memory.clear();
     held->Release();
@@ -553,7 +564,7 @@ grpc::ServerUnaryReactor* MemoryService::RunHeavy(
   };
   status = pool_->TrySubmit(std::move(task));
   if (!status.ok()) {
-    LogCall(method, context, bank, status, start);
+    RecordCall(method, context, bank, status, start);
     reactor->Finish(ToGrpcStatus(status));
     Release();
   }
@@ -599,8 +610,13 @@ grpc::ServerUnaryReactor* MemoryService::ListBanks(
 grpc::ServerUnaryReactor* MemoryService::DeleteBank(
     grpc::CallbackServerContext* context, const v1::DeleteBankRequest* request,
     v1::DeleteBankResponse* /*response*/) {
-  return RunInline("DeleteBank", context, request->name(),
-                   [&] { return registry_->Drop(request->name()); });
+  return RunInline("DeleteBank", context, request->name(), [&] {
+    absl::Status status = registry_->Drop(request->name());
+    if (status.ok() && options_.metrics != nullptr) {
+      options_.metrics->BankDeleted(request->name());
+    }
+    return status;
+  });
 }
 
 absl::Status MemoryService::ApplyStore(
@@ -754,12 +770,18 @@ grpc::ServerUnaryReactor* MemoryService::Retrieve(
           HOPFIELD_ASSIGN_OR_RETURN(
               const RetrieveResult result,
               Retriever::Retrieve(*bank, queries, options));
+          if (options_.metrics != nullptr) {
+            options_.metrics->RecordRetrievals(bank->name(), {&result, 1});
+          }
           RetrieveResultToProto(result, response->add_results());
           return absl::OkStatus();
         }
         HOPFIELD_ASSIGN_OR_RETURN(
             const std::vector<RetrieveResult> results,
             Retriever::RetrieveBatch(*bank, queries, options));
+        if (options_.metrics != nullptr) {
+          options_.metrics->RecordRetrievals(bank->name(), results);
+        }
         response->mutable_results()->Reserve(static_cast<int>(results.size()));
         for (const RetrieveResult& result : results) {
           RetrieveResultToProto(result, response->add_results());

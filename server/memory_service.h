@@ -38,6 +38,7 @@
 #include "core/storage.h"
 #include "core/worker_pool.h"
 #include "hopfield/v1/memory_service.grpc.pb.h"
+#include "server/prometheus_metrics.h"
 
 namespace hopfield::server {
 
@@ -56,6 +57,10 @@ struct MemoryServiceOptions {
   // Where Backup takes its copy from (the registry's storage). Null: Backup
   // is FAILED_PRECONDITION. Not owned; must outlive the service.
   Storage* storage = nullptr;
+  // Where finished calls are recorded (latency by method and code, the
+  // retrievals' work, training outcomes). Null: nothing is recorded. Not
+  // owned; must outlive the service.
+  PrometheusMetrics* metrics = nullptr;
 };
 
 // Thread-safe. Does not own `registry`, `pool` or `budget`, which must
@@ -133,10 +138,11 @@ class MemoryService final : public v1::MemoryService::CallbackService {
   bool Admit(absl::Status* status);
   // Marks an admitted call finished.
   void Release();
-  // Writes the access-log line for a finished call (if enabled).
-  void LogCall(absl::string_view method, grpc::CallbackServerContext* context,
-               absl::string_view bank, const absl::Status& status,
-               absl::Time start) const;
+  // A call finished with `status`: records its latency (if metrics are on)
+  // and writes its access-log line (if enabled).
+  void RecordCall(absl::string_view method,
+                  grpc::CallbackServerContext* context, absl::string_view bank,
+                  const absl::Status& status, absl::Time start) const;
   // Claims one of options.max_trains slots: false when all are taken.
   bool StartTrain();
   void FinishTrain();
@@ -145,6 +151,7 @@ class MemoryService final : public v1::MemoryService::CallbackService {
   WorkerPool* pool() const { return pool_; }
   MemoryBudget* budget() const { return budget_.get(); }
   uint64_t max_message_bytes() const { return options_.max_message_bytes; }
+  PrometheusMetrics* metrics() const { return options_.metrics; }
 
  private:
   // Finishes a unary call with `status`, logs it and releases it.

@@ -1,6 +1,11 @@
 #include "server/server.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <thread>
 #include <utility>
@@ -14,6 +19,64 @@
 #include "server/logging.h"
 
 namespace hopfield::server {
+namespace {
+
+// Serves `metrics` at http://`address`/metrics.
+absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartExposer(
+    const std::string& address,
+    const std::shared_ptr<PrometheusMetrics>& metrics) {
+  std::unique_ptr<prometheus::Exposer> exposer;
+  try {
+    // civetweb's options: the address, two serving threads, and no
+    // keep-alive (Prometheus opens one connection per scrape anyway).
+    exposer = std::make_unique<prometheus::Exposer>(address, 2);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot serve metrics on --metrics_listen ", address, ": ", e.what()));
+  }
+  exposer->RegisterCollectable(metrics->collectable());
+  return exposer;
+}
+
+// Stops `exposer` promptly. civetweb's accept loop (prometheus-cpp 1.0.1's
+// Exposer) notices a stop request only when its poll() returns, which is
+// every 2 s when nobody connects: a connection to the metrics port wakes it.
+// Each poke is a connect and close, on `host` (the bound address, or
+// loopback for a wildcard) while the exposer shuts down.
+void StopExposer(std::unique_ptr<prometheus::Exposer> exposer,
+                 const std::string& listen, int port) {
+  if (exposer == nullptr) return;
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  std::atomic<bool> stopped{false};
+  std::thread poker([&] {
+    addrinfo hints = {};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints,
+                    &found) != 0) {
+      return;
+    }
+    while (!stopped.load()) {
+      const int fd = socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd >= 0) {
+        (void)connect(fd, found->ai_addr, found->ai_addrlen);
+        close(fd);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    freeaddrinfo(found);
+  });
+  exposer.reset();
+  stopped.store(true);
+  poker.join();
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     const ServerConfig& config) {
@@ -60,10 +123,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   // Store stays O(patterns x dim); exact separation statistics catch up in
   // the background (Bank.separation_pending says how far behind they are).
   registry_options.separation_update = SeparationUpdate::kDeferred;
+  if (!config.metrics_listen.empty()) {
+    server->metrics_ = std::make_shared<PrometheusMetrics>();
+    registry_options.metrics = server->metrics_;
+  }
   const absl::Time open_start = absl::Now();
   if (!config.data_dir.empty()) {
     RocksDbStorageOptions storage_options;
     storage_options.sync = config.sync_writes;
+    storage_options.metrics = server->metrics_;
     absl::StatusOr<std::unique_ptr<RocksDbStorage>> storage =
         RocksDbStorage::Open(config.data_dir, storage_options);
     if (!storage.ok()) {
@@ -84,6 +152,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       static_cast<uint64_t>(config.max_message_bytes);
   service_options.access_log = config.access_log;
   service_options.storage = server->storage_.get();
+  service_options.metrics = server->metrics_.get();
   // Each Train holds a worker for its whole run: leave at least one worker
   // for every other call.
   service_options.max_trains = std::max<uint32_t>(
@@ -141,6 +210,19 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   if (absl::Status started = server->acceptor_->Start(); !started.ok()) {
     return started;
   }
+  if (server->metrics_ != nullptr) {
+    // Scrapes see the process, the budget, the pool and calls from now on;
+    // the banks once loaded (the load holds the registry).
+    server->metrics_->SetSources(server->ScrapeSources());
+    absl::StatusOr<std::unique_ptr<prometheus::Exposer>> exposer =
+        StartExposer(config.metrics_listen, server->metrics_);
+    if (!exposer.ok()) return exposer.status();
+    server->exposer_ = *std::move(exposer);
+    const std::vector<int> ports = server->exposer_->GetListeningPorts();
+    server->metrics_port_ = ports.empty() ? 0 : ports.front();
+    server->metrics_listen_ = config.metrics_listen;
+    HOPFIELD_LOG(INFO) << "serving /metrics on port " << server->metrics_port_;
+  }
   if (server->storage_ != nullptr) {
     HOPFIELD_LOG(INFO) << "listening on port " << server->port_
                        << " (NOT_SERVING while loading); loading banks from "
@@ -169,6 +251,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
                        << absl::ToDoubleSeconds(absl::Now() - open_start)
                        << " s";
   }
+  if (server->metrics_ != nullptr) {
+    server->metrics_->SetStartup(absl::Now() - open_start, report->banks,
+                                 report->patterns);
+    MetricsSources sources = server->ScrapeSources();
+    sources.registry = server->registry_.get();
+    server->metrics_->SetSources(std::move(sources));
+  }
   server->service_->SetLoading(false);
   health->SetServingStatus("", true);
   health->SetServingStatus(std::string(kServiceName), true);
@@ -176,6 +265,22 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
 }
 
 Server::~Server() { Shutdown(absl::ZeroDuration()); }
+
+MetricsSources Server::ScrapeSources() const {
+  MetricsSources sources;
+  sources.budget = budget_.get();
+  sources.pool = pool_.get();
+  const MemoryService* service = service_.get();
+  sources.in_flight = [service] { return service->in_flight(); };
+  const ConnectionAcceptor* acceptor = acceptor_.get();
+  sources.connections_accepted = [acceptor] {
+    return acceptor->Stats().accepted;
+  };
+  sources.connections_rejected = [acceptor] {
+    return acceptor->Stats().rejected;
+  };
+  return sources;
+}
 
 std::shared_ptr<grpc::Channel> Server::InProcessChannel() {
   return server_->InProcessChannel(grpc::ChannelArguments());
@@ -200,6 +305,8 @@ void Server::Shutdown(absl::Duration grace) {
   server_->Shutdown(std::chrono::system_clock::now() +
                     absl::ToChronoMicroseconds(linger));
   server_->Wait();
+  // Scrapes read the pool and the registry: stop serving them first.
+  StopExposer(std::move(exposer_), metrics_listen_, metrics_port_);
   pool_.reset();  // runs nothing more: every call has finished
   if (storage_ != nullptr) {
     if (absl::Status persisted = registry_->PersistSeparation();

@@ -2,9 +2,10 @@
 //
 // Server: hopfieldd's gRPC server. Owns the bank registry, the
 // MemoryService, the standard health service (overall "" and
-// "hopfield.v1.MemoryService": NOT_SERVING until ready and while draining)
-// and server reflection (grpc.reflection.v1alpha from the library, v1 from
-// ReflectionV1Service).
+// "hopfield.v1.MemoryService": NOT_SERVING until ready and while draining),
+// server reflection (grpc.reflection.v1alpha from the library, v1 from
+// ReflectionV1Service) and the Prometheus /metrics endpoint
+// (PrometheusMetrics, served from the start, through loading and draining).
 //
 //   HOPFIELD_ASSIGN_OR_RETURN(auto server, Server::Start(config));
 //   ... server->port() ...
@@ -13,11 +14,13 @@
 #define HOPFIELD_SERVER_SERVER_H_
 
 #include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "prometheus/exposer.h"
 
 #include "core/bank_registry.h"
 #include "core/memory_budget.h"
@@ -25,6 +28,7 @@
 #include "core/worker_pool.h"
 #include "server/connection_acceptor.h"
 #include "server/memory_service.h"
+#include "server/prometheus_metrics.h"
 #include "server/reflection_v1.h"
 #include "server/server_config.h"
 
@@ -41,10 +45,10 @@ class Server {
   // UNAVAILABLE while the stored banks load (logged: banks, patterns,
   // seconds; each bank that cannot be loaded on an ERROR line, kept aside
   // with its DATA_LOSS), then SERVING. Returns once serving.
-  // Errors: INVALID_ARGUMENT for a bad config; UNAVAILABLE when the address
-  // cannot be bound or the data directory cannot be opened (another server
-  // holds it, no permission); DATA_LOSS when the store is damaged beyond a
-  // torn last record.
+  // Errors: INVALID_ARGUMENT for a bad config; UNAVAILABLE when an address
+  // (gRPC or metrics) cannot be bound or the data directory cannot be
+  // opened (another server holds it, no permission); DATA_LOSS when the
+  // store is damaged beyond a torn last record.
   static absl::StatusOr<std::unique_ptr<Server>> Start(
       const ServerConfig& config);
 
@@ -54,6 +58,8 @@ class Server {
 
   // The bound gRPC port.
   int port() const { return port_; }
+  // The bound /metrics port (0 when metrics are off).
+  int metrics_port() const { return metrics_port_; }
 
   // A channel to this server that bypasses the network (tests).
   std::shared_ptr<grpc::Channel> InProcessChannel();
@@ -79,6 +85,9 @@ class Server {
  private:
   Server() = default;
 
+  // The scrape-time sources but the registry (set once it has loaded).
+  MetricsSources ScrapeSources() const;
+
   std::shared_ptr<RocksDbStorage> storage_;  // null without a data_dir
   std::shared_ptr<MemoryBudget> budget_;
   std::unique_ptr<WorkerPool> pool_;
@@ -87,7 +96,13 @@ class Server {
   std::unique_ptr<ReflectionV1Service> reflection_v1_;
   std::unique_ptr<ConnectionAcceptor> acceptor_;
   std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<PrometheusMetrics> metrics_;  // null when metrics are off
+  // Serves metrics_ (its scrapes read the registry, the pool and the
+  // budget): declared last, so it stops first.
+  std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;
+  int metrics_port_ = 0;
+  std::string metrics_listen_;  // as configured
   bool shut_down_ = false;
 };
 

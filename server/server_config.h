@@ -15,6 +15,9 @@ namespace hopfield::server {
 struct ServerConfig {
   // host:port for gRPC; port 0 picks a free one (Server::port() tells).
   std::string listen = "127.0.0.1:50051";
+  // host:port for Prometheus' /metrics (HTTP); port 0 picks a free one
+  // (Server::metrics_port() tells). Empty: no metrics are kept or served.
+  std::string metrics_listen;
   // Largest request or response message, bytes. Larger requests fail with
   // RESOURCE_EXHAUSTED before they reach a handler.
   int max_message_bytes = 64 << 20;

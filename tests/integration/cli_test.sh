@@ -5,7 +5,7 @@ set -u
 hopfieldd="$1"
 hopfield=$(realpath "$2")
 work=$(mktemp -d)
-"$hopfieldd" --listen=127.0.0.1:0 --port_file="$work/ports" --data_dir="$work/data" 2>"$work/server.log" &
+"$hopfieldd" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --port_file="$work/ports" --data_dir="$work/data" 2>"$work/server.log" &
 pid=$!
 trap 'kill -KILL $pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 300); do [ -s "$work/ports" ] && break; sleep 0.02; done
@@ -72,8 +72,8 @@ code=$?
 # Flags from the environment (--tryfromenv): the listen address, the port file
 # and the bank limit come only from FLAGS_* variables.
 FLAGS_listen=127.0.0.1:0 FLAGS_port_file="$work/env-ports" FLAGS_max_banks=1 \
-  FLAGS_data_dir="$work/env-data" \
-  "$hopfieldd" --tryfromenv=listen,port_file,max_banks,access_log,data_dir 2>"$work/env-server.log" &
+  FLAGS_data_dir="$work/env-data" FLAGS_metrics_listen=127.0.0.1:0 \
+  "$hopfieldd" --tryfromenv=listen,port_file,max_banks,access_log,data_dir,metrics_listen 2>"$work/env-server.log" &
 pid=$!
 for _ in $(seq 300); do [ -s "$work/env-ports" ] && break; sleep 0.02; done
 port=$(sed -n 's/^grpc_port=//p' "$work/env-ports")

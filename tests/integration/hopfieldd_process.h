@@ -1,9 +1,10 @@
 // File: hopfieldd_process.h
 //
 // Starts the real hopfieldd on 127.0.0.1:0 for a test, reads the bound port
-// from its --port_file, and stops it by process id (never by name). Unless
-// the flags name a --data_dir, the server stores its banks in a fresh
-// directory removed with the process object.
+// and metrics ports from its --port_file, and stops it by process id (never
+// by name). Unless the flags name a --data_dir, the server stores its banks
+// in a fresh directory removed with the process object; unless they name a
+// --metrics_listen, /metrics gets a free port too.
 #ifndef HOPFIELD_TESTS_INTEGRATION_HOPFIELDD_PROCESS_H_
 #define HOPFIELD_TESTS_INTEGRATION_HOPFIELDD_PROCESS_H_
 
@@ -40,10 +41,14 @@ class HopfielddProcess {
     std::vector<std::string> argv = {binary, "--listen=127.0.0.1:0",
                                      "--port_file=" + port_file_};
     bool data_dir = false;
+    bool metrics = false;
     for (const std::string& flag : flags) {
       data_dir = data_dir || flag.rfind("--data_dir=", 0) == 0;
+      metrics = metrics || flag.rfind("--metrics_listen=", 0) == 0;
     }
     if (!data_dir) argv.push_back("--data_dir=" + dir_ + "/data");
+    // Tests run side by side: never the default metrics port.
+    if (!metrics) argv.emplace_back("--metrics_listen=127.0.0.1:0");
     argv.insert(argv.end(), flags.begin(), flags.end());
     pid_ = fork();
     if (pid_ == 0) {
@@ -62,6 +67,8 @@ class HopfielddProcess {
         absl::string_view view(line);
         if (absl::ConsumePrefix(&view, "grpc_port=")) {
           (void)absl::SimpleAtoi(view, &port_);
+        } else if (absl::ConsumePrefix(&view, "metrics_port=")) {
+          (void)absl::SimpleAtoi(view, &metrics_port_);
         }
       }
       if (port_ == 0)
@@ -87,6 +94,8 @@ class HopfielddProcess {
   HopfielddProcess& operator=(const HopfielddProcess&) = delete;
 
   int port() const { return port_; }
+  // The /metrics port (0 with --metrics_listen= empty).
+  int metrics_port() const { return metrics_port_; }
   pid_t pid() const { return pid_; }
   std::string target() const { return absl::StrCat("127.0.0.1:", port_); }
 
@@ -112,6 +121,7 @@ class HopfielddProcess {
   std::string port_file_;
   pid_t pid_ = -1;
   int port_ = 0;
+  int metrics_port_ = 0;
 };
 
 }  // namespace hopfield::testing

@@ -33,6 +33,7 @@ class Server:
         self.log = open(os.path.join(self.dir.name, "log"), "w")
         self.process = subprocess.Popen(
             [os.environ["HOPFIELDD"], "--listen=127.0.0.1:0",
+             "--metrics_listen=127.0.0.1:0",
              "--port_file=" + ports,
              "--data_dir=" + os.path.join(self.dir.name, "data"), *flags],
             stderr=self.log)

@@ -71,6 +71,7 @@ class Server:
         ports = os.path.join(self.dir.name, "ports")
         self.process = subprocess.Popen(
             [*self.wrapper, os.environ["HOPFIELDD"], "--listen=127.0.0.1:0",
+             "--metrics_listen=127.0.0.1:0",
              "--port_file=" + ports,
              "--data_dir=" + os.path.join(self.dir.name, "data"), *flags],
             stderr=self.log_file)
@@ -191,6 +192,7 @@ def _bad_flag_exit(scratch, *flags):
     try:
         done = subprocess.run(
             [os.environ["HOPFIELDD"], "--listen=127.0.0.1:0",
+             "--metrics_listen=127.0.0.1:0",
              "--data_dir=" + os.path.join(scratch, "data"), *flags],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=10)
     except subprocess.TimeoutExpired:
