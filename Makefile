@@ -5,7 +5,7 @@
 #               a bounded run of each fuzzer (make fuzz)
 #
 # Other targets: build, asan, tsan, tidy, fuzz, format, format-check, bench,
-# bench-smoke, capacity, clean. Run as root or with sudo available.
+# bench-smoke, capacity, image-smoke, clean. Run as root or with sudo available.
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
@@ -23,7 +23,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 JOBS ?= $(shell nproc)
 
 .PHONY: deps build build-dev run test asan tsan tidy fuzz format format-check \
-  bench bench-smoke capacity clean
+  bench bench-smoke capacity clean image-smoke
 
 deps:
 	@missing=""; \
@@ -85,6 +85,11 @@ tsan: deps
 tidy: deps
 	cmake --preset tidy
 	cmake --build --preset tidy -j $(JOBS)
+
+# Builds the Docker image with podman (debootstrap base when no registry is
+# reachable), runs it and checks health and /metrics. Not part of `test`.
+image-smoke:
+	deploy/podman_smoke.sh
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cc')

@@ -19,6 +19,10 @@
 //   (RESOURCE_EXHAUSTED is counted, not fatal) and whether the loaded probes
 //   meet the target p99 < 50 ms. Not in the default list: it takes two
 //   --duration_seconds plus the heavy calls in flight at the end.
+// - metrics: the cost of metrics. One client alternates the same Retrieve
+//   between --target (a hopfieldd with metrics on) and --compare_target (one
+//   started with --metrics_listen= empty), each holding the same bank;
+//   prints both distributions and the paired cost. Not in the default list.
 // - ingest2: loading two banks alternately. Creates two fresh banks and
 //   stores --patterns images into each with unary Store calls of --batch
 //   (bank A batch 1, bank B batch 1, A batch 2, ...); prints Store latency
@@ -53,6 +57,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -73,6 +78,9 @@
 #include "core/status_macros.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "hopfieldd address");
+ABSL_FLAG(std::string, compare_target, "",
+          "metrics: a second hopfieldd (started with --metrics_listen= empty) "
+          "that --target's retrievals are compared with");
 ABSL_FLAG(std::string, scenarios, "store,ping,retrieve,inprocess,compare",
           "comma-separated scenarios, run in this order; also available: "
           "mixed, ingest2 (not run by default)");
@@ -272,6 +280,56 @@ void Compare(const Ping& ping, const Remote& remote, const Local& local) {
       errors > 0          ? "invalid (calls failed)"
       : p50[1] <= allowed ? "met"
                           : "missed");
+  std::fflush(stdout);
+}
+
+// One client alternating the same query between --target (A, metrics on)
+// and --compare_target (B, metrics off), A first on even rounds and B first
+// on odd ones, for --calls rounds (or --duration_seconds): prints both
+// distributions and A's paired cost over B (A - B per round), absolute and
+// as a share of B's median.
+template <typename A, typename B>
+void CompareServers(const A& on, const B& off) {
+  std::array<Report, 2> reports;
+  reports[0].name = "metrics_on";
+  reports[1].name = "metrics_off";
+  std::vector<double> cost_ms;
+  const auto calls =
+      static_cast<uint64_t>(std::max(0, absl::GetFlag(FLAGS_calls)));
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point end =
+      start +
+      std::chrono::duration_cast<Clock::duration>(
+          std::chrono::duration<double>(absl::GetFlag(FLAGS_duration_seconds)));
+  for (uint64_t i = 0; calls > 0 ? i < calls : Clock::now() < end; ++i) {
+    double on_ms = 0.0;
+    double off_ms = 0.0;
+    if (i % 2 == 0) {
+      on_ms = TimedCall(reports[0], [&] { return on(i); });
+      off_ms = TimedCall(reports[1], [&] { return off(i); });
+    } else {
+      off_ms = TimedCall(reports[1], [&] { return off(i); });
+      on_ms = TimedCall(reports[0], [&] { return on(i); });
+    }
+    cost_ms.push_back(on_ms - off_ms);
+  }
+  const double seconds =
+      std::chrono::duration<double>(Clock::now() - start).count();
+  std::array<double, 2> p50{};
+  for (size_t r = 0; r < reports.size(); ++r) {
+    reports[r].seconds = seconds;
+    Print(reports[r]);
+    p50[r] = Percentile(reports[r].latencies_ms, 0.5);  // sorted by Print
+  }
+  std::sort(cost_ms.begin(), cost_ms.end());
+  const double median_cost = Percentile(cost_ms, 0.5);
+  std::printf(
+      "%-10s on-off per query: p25=%.4fms p50=%.4fms p75=%.4fms; "
+      "p50(on)/p50(off)=%.4f; median paired cost = %.2f%% of p50(off)%s\n",
+      "metrics", Percentile(cost_ms, 0.25), median_cost,
+      Percentile(cost_ms, 0.75), p50[0] / p50[1], 100.0 * median_cost / p50[1],
+      reports[0].errors + reports[1].errors > 0 ? " (invalid: calls failed)"
+                                                : "");
   std::fflush(stdout);
 }
 
@@ -805,7 +863,7 @@ int Main() {
   // Latency scenarios must not race the server's background separation
   // refresh for the two cores (and automatic β needs exact statistics):
   // wait until it has caught up.
-  auto wait_for_refresh = [&]() -> absl::Status {
+  auto wait_for_refresh = [&](client::MemoryClient& client) -> absl::Status {
     for (;;) {
       absl::StatusOr<v1::Bank> state = client.GetBank(bank);
       if (!state.ok()) return state.status();
@@ -816,8 +874,11 @@ int Main() {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   };
-  auto load_bank = [&]() -> absl::Status {
-    if (bank_loaded) return absl::OkStatus();
+  // Loads the bank into the server `client` talks to (once: *loaded).
+  auto load_into = [&](client::MemoryClient& client,
+                       const client::ClientOptions& options,
+                       bool* loaded) -> absl::Status {
+    if (*loaded) return absl::OkStatus();
     if (!absl::GetFlag(FLAGS_bank).empty()) {
       absl::StatusOr<v1::Bank> existing = client.GetBank(bank);
       if (existing.ok()) {
@@ -840,8 +901,8 @@ int Main() {
         std::printf("%-10s reusing bank %s (%llu patterns), kept at exit\n",
                     "store", bank.c_str(),
                     static_cast<unsigned long long>(existing->pattern_count()));
-        HOPFIELD_RETURN_IF_ERROR(wait_for_refresh());
-        bank_loaded = true;
+        HOPFIELD_RETURN_IF_ERROR(wait_for_refresh(client));
+        *loaded = true;
         return absl::OkStatus();
       }
       if (existing.status().code() != absl::StatusCode::kNotFound) {
@@ -872,14 +933,15 @@ int Main() {
         "store", ids->size(), seconds,
         static_cast<double>(ids->size()) / seconds, absl::GetFlag(FLAGS_batch));
     std::fflush(stdout);
-    HOPFIELD_RETURN_IF_ERROR(wait_for_refresh());
+    HOPFIELD_RETURN_IF_ERROR(wait_for_refresh(client));
     std::printf(
         "%-10s separation statistics exact %.2f s after the store began\n",
         "refresh", std::chrono::duration<double>(Clock::now() - t0).count());
     std::fflush(stdout);
-    bank_loaded = true;
+    *loaded = true;
     return absl::OkStatus();
   };
+  auto load_bank = [&] { return load_into(client, options, &bank_loaded); };
 
   // The in-process twin of the server's bank, built on first use.
   std::unique_ptr<MemoryBank> local;
@@ -979,6 +1041,29 @@ int Main() {
         heavy_rows.insert(heavy_rows.end(), row.begin(), row.end());
       }
       Mixed(options, bank, dim, heavy_rows, pool, remote_options);
+    } else if (scenario == "metrics") {
+      client::ClientOptions other_options = options;
+      other_options.target = absl::GetFlag(FLAGS_compare_target);
+      if (other_options.target.empty()) {
+        std::fprintf(stderr, "metrics: needs --compare_target\n");
+        return 2;
+      }
+      client::MemoryClient other(other_options);
+      bool other_loaded = false;
+      for (auto [c, o, loaded] :
+           {std::tuple(&client, &options, &bank_loaded),
+            std::tuple(&other, &other_options, &other_loaded)}) {
+        if (absl::Status s = load_into(*c, *o, loaded); !s.ok()) {
+          std::fprintf(stderr, "store into %s: %s\n", o->target.c_str(),
+                       s.ToString().c_str());
+          return 1;
+        }
+      }
+      auto other_retrieve = [&](uint64_t i) {
+        return other.Retrieve(bank, dim, query(i), remote_options).status();
+      };
+      CompareServers(remote_retrieve, other_retrieve);
+      if (!keep_bank) (void)other.DeleteBank(bank);
     } else if (scenario == "ingest2") {
       if (absl::Status s =
               IngestTwo(client, options,

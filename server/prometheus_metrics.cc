@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <optional>
@@ -32,10 +34,10 @@ namespace {
 
 // Iterations go up to max_iterations (default 100, at most 10,000).
 const prometheus::Histogram::BucketBoundaries& IterationBuckets() {
-  static const auto* const buckets =
+  static const auto* const kBuckets =
       new prometheus::Histogram::BucketBoundaries{
           1, 2, 3, 4, 5, 7, 10, 15, 20, 30, 50, 100, 200, 500, 1000};
-  return *buckets;
+  return *kBuckets;
 }
 
 prometheus::ClientMetric::Label Label(std::string name, std::string value) {
@@ -78,8 +80,8 @@ prometheus::MetricFamily Single(std::string name, std::string help,
 
 // This process, from /proc (Linux): the usual process_* families.
 void CollectProcess(std::vector<prometheus::MetricFamily>* out) {
-  const long ticks = sysconf(_SC_CLK_TCK);
-  const long page = sysconf(_SC_PAGESIZE);
+  const int64_t ticks = sysconf(_SC_CLK_TCK);
+  const int64_t page = sysconf(_SC_PAGESIZE);
   std::ifstream stat_file("/proc/self/stat");
   std::string stat((std::istreambuf_iterator<char>(stat_file)),
                    std::istreambuf_iterator<char>());
@@ -148,11 +150,11 @@ void CollectProcess(std::vector<prometheus::MetricFamily>* out) {
 }  // namespace
 
 const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
-  static const auto* const buckets =
+  static const auto* const kBuckets =
       new prometheus::Histogram::BucketBoundaries{
           1e-5,   2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2,
           2.5e-2, 5e-2,   0.1,  0.25, 0.5,    1.0,  2.5,  5.0,    10.0};
-  return *buckets;
+  return *kBuckets;
 }
 
 // Per-bank series, created together on a bank's first recorded event.
@@ -424,7 +426,8 @@ void PrometheusMetrics::SetStartup(absl::Duration took, uint64_t banks,
 
 void PrometheusMetrics::RecordRpc(absl::string_view method,
                                   absl::StatusCode code, absl::Duration took) {
-  const auto it = std::find(kRpcMethods.begin(), kRpcMethods.end(), method);
+  const auto* const it =
+      std::find(kRpcMethods.begin(), kRpcMethods.end(), method);
   const auto code_index = static_cast<size_t>(code);
   if (it == kRpcMethods.end() || code_index >= kCodes) return;
   const size_t slot =
