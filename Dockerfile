@@ -13,6 +13,8 @@
 FROM debian:bookworm AS build
 ARG JOBS=2
 ARG RUN_TESTS=1
+# hopfield_build_info's commit label (the build context has no .git).
+ARG COMMIT=unknown
 ENV DEBIAN_FRONTEND=noninteractive
 WORKDIR /src
 COPY Makefile ./
@@ -22,6 +24,7 @@ RUN apt-get update -q \
     && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cmake --preset release -DHOPFIELD_BUILD_BENCHMARKS=OFF \
+      -DHOPFIELD_COMMIT="${COMMIT}" \
     && cmake --build --preset release -j "${JOBS}"
 RUN if [ "${RUN_TESTS}" = 1 ]; then \
       ctest --preset release -j "${JOBS}" --output-on-failure; \
@@ -57,4 +60,4 @@ EXPOSE 50051 9464
 # loading and draining).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["hopfield", "--server=127.0.0.1:50051", "--timeout_seconds=4", "health"]
-ENTRYPOINT ["hopfieldd", "--tryfromenv=listen,metrics_listen,data_dir,sync_writes,memory_budget_bytes,max_patterns_per_bank,max_banks,max_message_bytes,worker_threads,max_queued_calls,retrieve_threads,index_min_patterns,max_connections,access_log,shutdown_grace_seconds"]
+ENTRYPOINT ["hopfieldd", "--tryfromenv=listen,metrics_listen,port_file,data_dir,sync_writes,max_message_bytes,keepalive_time_seconds,keepalive_timeout_seconds,retrieve_threads,max_banks,memory_budget_bytes,max_patterns_per_bank,index_min_patterns,worker_threads,max_queued_calls,access_log,max_connections,descriptor_reserve,shutdown_grace_seconds"]

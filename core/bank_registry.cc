@@ -341,4 +341,9 @@ size_t BankRegistry::size() const {
   return banks_.size();
 }
 
+size_t BankRegistry::failed_size() const {
+  ReaderLock lock(&mu_);
+  return failed_.size();
+}
+
 }  // namespace hopfield

@@ -159,6 +159,8 @@ class BankRegistry {
   std::vector<std::shared_ptr<MemoryBank>> List() const;
 
   size_t size() const;
+  // Banks that failed to load and are still kept aside (until deleted).
+  size_t failed_size() const;
 
   // Passes the background refresher has made over the banks (0 without
   // one). It sleeps while no bank has pending statistics, so this stays put

@@ -1680,7 +1680,7 @@ uint64_t MemoryBank::size() const {
   return ids_.size();
 }
 
-BankStats MemoryBank::Stats() const {
+BankStats MemoryBank::Stats(StatsDetail detail) const {
   ReaderLock lock(&mu_);
   BankStats stats;
   stats.pattern_count = ids_.size();
@@ -1688,7 +1688,8 @@ BankStats MemoryBank::Stats() const {
   stats.min_separation = min_separation_;
   stats.min_distinct_separation = min_distinct_separation_;
   stats.duplicate_count = duplicate_count_;
-  {
+  const bool full = detail == StatsDetail::kFull;
+  if (full) {
     std::vector<double> separations;
     separations.reserve(ids_.size());
     for (Eigen::Index c = 0; c < SizeLocked(); ++c) {
@@ -1708,7 +1709,7 @@ BankStats MemoryBank::Stats() const {
   }
   const std::optional<double> rule_separation = RuleSeparationLocked();
   stats.separation_pending = pending_count_;
-  for (size_t c = 0; c < ids_.size() && pending_count_ > 0; ++c) {
+  for (size_t c = 0; full && c < ids_.size() && pending_count_ > 0; ++c) {
     if (pending_[c] != 0 && std::isfinite(nearest_score_[c])) {
       ++stats.separation_estimated;
     }

@@ -494,7 +494,12 @@ class MemoryBank {
   PatternSample Sample(size_t max_count, uint64_t seed) const;
 
   uint64_t size() const;
-  BankStats Stats() const;
+  // What Stats computes. kFull: every field, O(M) (the percentile and the
+  // estimate count scan every pattern). kSummary: O(1) under the reader
+  // lock, for frequent polling (metrics scrapes): separation_p01 stays
+  // empty and separation_estimated 0.
+  enum class StatsDetail { kFull, kSummary };
+  BankStats Stats(StatsDetail detail = StatsDetail::kFull) const;
 
   // Separation Δ_μ of pattern `id` and the id of its nearest other pattern
   // (the argmax of the similarity).

@@ -467,5 +467,30 @@ TEST(MemoryBankTest, NearDuplicatesAreCountedAndLeftOutOfTheBetaRule) {
   EXPECT_DOUBLE_EQ(copies->Stats().effective_beta, kAutoBetaMax);
 }
 
+TEST(MemoryBankTest, SummaryStatsAreTheFullOnesWithoutTheScans) {
+  std::mt19937 rng(5);
+  BankOptions options;
+  options.dim = 8;
+  BankEnvironment env;
+  env.separation_update = SeparationUpdate::kDeferred;
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(auto bank,
+                                MemoryBank::Create("summary", options, env));
+  ASSERT_THAT(bank->Add(FreshIds(200), GaussianPatterns(rng, 200, 8)), IsOk());
+  ASSERT_GT(bank->RefreshSeparation(150), 0u);  // some pending remain
+  const BankStats full = bank->Stats();
+  const BankStats summary = bank->Stats(MemoryBank::StatsDetail::kSummary);
+  EXPECT_TRUE(full.separation_p01.has_value());
+  EXPECT_FALSE(summary.separation_p01.has_value());
+  EXPECT_EQ(summary.separation_estimated, 0u);
+  EXPECT_EQ(summary.pattern_count, full.pattern_count);
+  EXPECT_EQ(summary.memory_bytes, full.memory_bytes);
+  EXPECT_EQ(summary.min_separation, full.min_separation);
+  EXPECT_EQ(summary.separation_pending, full.separation_pending);
+  EXPECT_GT(summary.separation_pending, 0u);
+  EXPECT_EQ(summary.capacity_utilization, full.capacity_utilization);
+  EXPECT_EQ(summary.effective_beta, full.effective_beta);
+  EXPECT_EQ(summary.index_pending, full.index_pending);
+}
+
 }  // namespace
 }  // namespace hopfield

@@ -291,8 +291,8 @@ absl::StatusOr<std::unique_ptr<RocksDbStorage>> RocksDbStorage::Open(
     }
   }
   return std::unique_ptr<RocksDbStorage>(
-      new RocksDbStorage(dir, options, std::move(db), std::move(records),
-                         std::move(catalog), last));
+      new RocksDbStorage(dir, std::move(options), std::move(db),
+                         std::move(records), std::move(catalog), last));
 }
 
 RocksDbStorage::RocksDbStorage(
@@ -301,7 +301,7 @@ RocksDbStorage::RocksDbStorage(
     std::unique_ptr<rocksdb::ColumnFamilyHandle> records,
     std::unique_ptr<rocksdb::ColumnFamilyHandle> catalog, BankIncarnation last)
     : dir_(std::move(dir)),
-      options_(options),
+      options_(std::move(options)),
       db_(std::move(db)),
       records_(std::move(records)),
       catalog_(std::move(catalog)),
@@ -458,6 +458,11 @@ absl::Status RocksDbStorage::WaitDurable(uint64_t ticket) {
     }
     sync_done_.notify_all();
   }
+}
+
+absl::Status RocksDbStorage::failure() const {
+  const std::lock_guard<std::mutex> lock(sync_mu_);
+  return failure_;
 }
 
 uint64_t RocksDbStorage::syncs() const {

@@ -122,6 +122,10 @@ class RocksDbStorage final : public Storage {
   const std::string& dir() const { return dir_; }
   // Log syncs so far (for tests and benchmarks of group commit).
   uint64_t syncs() const;
+  // The failure that latched the store (a failed log write or sync: every
+  // later write fails with it until the store is reopened); OK while
+  // healthy. For health reporting (metrics).
+  absl::Status failure() const;
 
  private:
   RocksDbStorage(std::string dir, RocksDbStorageOptions options,

@@ -52,6 +52,7 @@ echo "building $IMAGE (RUN_TESTS=$RUN_TESTS, JOBS=$JOBS)"
 start=$(date +%s)
 $SUDO podman build --isolation=chroot --network=host --format docker \
   --build-arg RUN_TESTS="$RUN_TESTS" --build-arg JOBS="$JOBS" \
+  --build-arg COMMIT="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" \
   -t "$IMAGE" -f Dockerfile .
 echo "built in $(( $(date +%s) - start )) s: $($SUDO podman image inspect --format '{{.Size}}' "$IMAGE") bytes"
 

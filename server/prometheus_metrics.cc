@@ -160,6 +160,7 @@ const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
 // Per-bank series, created together on a bank's first recorded event.
 struct PrometheusMetrics::BankSeries {
   std::string name;
+  uint64_t generation = 0;  // PrometheusMetrics::generation_ at creation
   prometheus::Histogram* iterations = nullptr;
   prometheus::Counter* metastable = nullptr;
   prometheus::Counter* fallback = nullptr;
@@ -174,7 +175,7 @@ class PrometheusMetrics::Collector final : public prometheus::Collectable {
   explicit Collector(PrometheusMetrics* metrics) : metrics_(metrics) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {
-    metrics_->PruneDeletedBanks();
+    metrics_->SyncBankSeries();
     std::vector<prometheus::MetricFamily> out = metrics_->registry_->Collect();
     MetricsSources sources;
     std::optional<Startup> startup;
@@ -246,6 +247,13 @@ class PrometheusMetrics::Collector final : public prometheus::Collectable {
                  "Client connections handed to gRPC.", MetricType::Counter,
                  static_cast<double>(sources.connections_accepted())));
     }
+    if (sources.storage_failure) {
+      out.push_back(Single(
+          "hopfield_storage_failed",
+          "1 once a write or sync of the data directory failed (disk full, "
+          "I/O error): writes are refused until the server is restarted.",
+          MetricType::Gauge, sources.storage_failure().ok() ? 0.0 : 1.0));
+    }
     if (sources.connections_rejected) {
       out.push_back(
           Single("hopfield_connections_rejected_total",
@@ -270,8 +278,8 @@ class PrometheusMetrics::Collector final : public prometheus::Collectable {
     auto separation = Family(
         "hopfield_bank_min_separation",
         "Delta_min in feature space (cosine): the smallest gap between a "
-        "pattern's self-similarity and its nearest other pattern; 0 until "
-        "two patterns have statistics.",
+        "pattern's self-similarity and its nearest other pattern (absent "
+        "until two patterns have statistics).",
         MetricType::Gauge);
     auto utilization = Family(
         "hopfield_bank_capacity_utilization",
@@ -298,12 +306,16 @@ class PrometheusMetrics::Collector final : public prometheus::Collectable {
                           MetricType::Gauge);
     const std::vector<std::shared_ptr<MemoryBank>> banks = registry.List();
     for (const std::shared_ptr<MemoryBank>& bank : banks) {
-      const BankStats stats = bank->Stats();
+      const BankStats stats = bank->Stats(MemoryBank::StatsDetail::kSummary);
       const std::vector<prometheus::ClientMetric::Label> labels = {
           Label("bank", bank->name())};
       AddValue(&patterns, static_cast<double>(stats.pattern_count), labels);
       AddValue(&memory, static_cast<double>(stats.memory_bytes), labels);
-      AddValue(&separation, stats.min_separation.value_or(0.0), labels);
+      // Unknown (fewer than two patterns with statistics): no sample, so
+      // neither a graph nor an alert mistakes it for near-duplicates.
+      if (stats.min_separation.has_value()) {
+        AddValue(&separation, *stats.min_separation, labels);
+      }
       AddValue(&utilization, stats.capacity_utilization, labels);
       AddValue(&pending, static_cast<double>(stats.separation_pending), labels);
       AddValue(&index_size, static_cast<double>(stats.index_size), labels);
@@ -314,6 +326,11 @@ class PrometheusMetrics::Collector final : public prometheus::Collectable {
     }
     out->push_back(Single("hopfield_banks", "Banks held.", MetricType::Gauge,
                           static_cast<double>(banks.size())));
+    out->push_back(Single("hopfield_banks_failed",
+                          "Banks that could not be loaded at start and "
+                          "answer DATA_LOSS until restored or deleted.",
+                          MetricType::Gauge,
+                          static_cast<double>(registry.failed_size())));
     for (auto* family :
          {&patterns, &memory, &separation, &utilization, &pending, &index_size,
           &index_pending, &beta, &version}) {
@@ -393,6 +410,12 @@ PrometheusMetrics::PrometheusMetrics()
                       .Help("Always 1; the labels say which build runs.")
                       .Register(*registry_)) {
   collectable_ = std::make_shared<Collector>(this);
+  // Every method's OK series from the start (at 0), so the first call
+  // counts in rate() and the error ratio has a denominator; other codes
+  // appear when they first occur.
+  for (const absl::string_view method : kRpcMethods) {
+    RpcSeries(method, absl::StatusCode::kOk);
+  }
   for (RefreshKind kind : {RefreshKind::kSeparation, RefreshKind::kIndex}) {
     const std::string label =
         kind == RefreshKind::kSeparation ? "separation" : "index";
@@ -426,10 +449,16 @@ void PrometheusMetrics::SetStartup(absl::Duration took, uint64_t banks,
 
 void PrometheusMetrics::RecordRpc(absl::string_view method,
                                   absl::StatusCode code, absl::Duration took) {
+  prometheus::Histogram* series = RpcSeries(method, code);
+  if (series != nullptr) series->Observe(absl::ToDoubleSeconds(took));
+}
+
+prometheus::Histogram* PrometheusMetrics::RpcSeries(absl::string_view method,
+                                                    absl::StatusCode code) {
   const auto* const it =
       std::find(kRpcMethods.begin(), kRpcMethods.end(), method);
   const auto code_index = static_cast<size_t>(code);
-  if (it == kRpcMethods.end() || code_index >= kCodes) return;
+  if (it == kRpcMethods.end() || code_index >= kCodes) return nullptr;
   const size_t slot =
       static_cast<size_t>(it - kRpcMethods.begin()) * kCodes + code_index;
   prometheus::Histogram* series =
@@ -444,7 +473,7 @@ void PrometheusMetrics::RecordRpc(absl::string_view method,
       rpc_series_[slot].store(series, std::memory_order_release);
     }
   }
-  series->Observe(absl::ToDoubleSeconds(took));
+  return series;
 }
 
 PrometheusMetrics::BankSeries& PrometheusMetrics::SeriesLocked(
@@ -453,6 +482,7 @@ PrometheusMetrics::BankSeries& PrometheusMetrics::SeriesLocked(
   if (inserted) {
     auto series = std::make_unique<BankSeries>();
     series->name = std::string(bank);
+    series->generation = generation_;
     const prometheus::Labels labels = {{"bank", series->name}};
     series->iterations = &retrieve_iterations_.Add(labels, IterationBuckets());
     series->metastable = &retrieve_metastable_.Add(labels);
@@ -481,19 +511,30 @@ void PrometheusMetrics::RemoveSeriesLocked(BankSeries& series) {
 
 void PrometheusMetrics::RecordRetrievals(
     absl::string_view bank, absl::Span<const RetrieveResult> results) {
-  const std::lock_guard<std::mutex> lock(banks_mu_);
-  BankSeries& series = SeriesLocked(bank);
+  // Counted here, then added to the series in one step each (a batch's
+  // queries do not each take the histogram's lock).
+  const prometheus::Histogram::BucketBoundaries& bounds = IterationBuckets();
+  std::vector<double> buckets(bounds.size() + 1, 0.0);
+  double iterations = 0.0;
   uint64_t metastable = 0;
   uint64_t fallback = 0;
   uint64_t approximate = 0;
   uint64_t scored = 0;
   for (const RetrieveResult& result : results) {
-    series.iterations->Observe(result.iterations);
+    const auto value = static_cast<double>(result.iterations);
+    // The bucket Histogram::Observe picks: the first bound >= value.
+    buckets[static_cast<size_t>(
+        std::lower_bound(bounds.begin(), bounds.end(), value) -
+        bounds.begin())] += 1.0;
+    iterations += value;
     metastable += result.metastable ? 1 : 0;
     fallback += result.fell_back ? 1 : 0;
     approximate += result.approximate ? 1 : 0;
     scored += result.patterns_scored;
   }
+  const std::lock_guard<std::mutex> lock(banks_mu_);
+  BankSeries& series = SeriesLocked(bank);
+  series.iterations->ObserveMultiple(buckets, iterations);
   if (metastable > 0)
     series.metastable->Increment(static_cast<double>(metastable));
   if (fallback > 0) series.fallback->Increment(static_cast<double>(fallback));
@@ -517,20 +558,27 @@ void PrometheusMetrics::BankDeleted(absl::string_view bank) {
   banks_.erase(it);
 }
 
-void PrometheusMetrics::PruneDeletedBanks() {
+void PrometheusMetrics::SyncBankSeries() {
   const BankRegistry* registry = nullptr;
   {
     const std::lock_guard<std::mutex> lock(sources_mu_);
     registry = sources_.registry;
   }
   if (registry == nullptr) return;
+  // Series created from here on carry a newer generation than `listed`.
+  uint64_t listed = 0;
+  {
+    const std::lock_guard<std::mutex> lock(banks_mu_);
+    listed = generation_++;
+  }
   absl::flat_hash_set<std::string> held;
   for (const std::shared_ptr<MemoryBank>& bank : registry->List()) {
     held.insert(bank->name());
   }
   const std::lock_guard<std::mutex> lock(banks_mu_);
+  for (const std::string& name : held) SeriesLocked(name);
   for (auto it = banks_.begin(); it != banks_.end();) {
-    if (held.contains(it->first)) {
+    if (held.contains(it->first) || it->second->generation > listed) {
       ++it;
       continue;
     }

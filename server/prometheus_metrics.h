@@ -15,7 +15,9 @@
 //      statistics from /proc. A deleted bank is absent from the next scrape:
 //      its gauges are never stored, and its counters are removed by
 //      BankDeleted and, for a call that finished after the deletion, by the
-//      scrape itself (series of banks the registry no longer holds).
+//      scrape itself (series of banks the registry no longer holds). Each
+//      bank the registry holds has its counters from the first scrape on,
+//      at 0 before its first event, so rate() and increase() see that event.
 //
 //   auto metrics = std::make_shared<PrometheusMetrics>();
 //   metrics->SetSources({...});
@@ -72,6 +74,9 @@ struct MetricsSources {
   // Connections handed to gRPC, and refused (ConnectionAcceptorStats).
   std::function<uint64_t()> connections_accepted;
   std::function<uint64_t()> connections_rejected;
+  // The storage's latched failure (RocksDbStorage::failure): not OK once a
+  // log write or sync failed and writes are refused.
+  std::function<absl::Status()> storage_failure;
 };
 
 // What Train's outcome was (the `outcome` label of hopfield_train_runs_total).
@@ -126,11 +131,17 @@ class PrometheusMetrics final : public MetricsSink {
   class Collector;
   struct BankSeries;
 
+  // The (method, code) series, created on first use; null for a method
+  // not in kRpcMethods.
+  prometheus::Histogram* RpcSeries(absl::string_view method,
+                                   absl::StatusCode code);
   // `bank`'s series, created on first use. REQUIRES: banks_mu_ held.
   BankSeries& SeriesLocked(absl::string_view bank);
   void RemoveSeriesLocked(BankSeries& series);
-  // Removes the series of banks the registry no longer holds (at scrape).
-  void PruneDeletedBanks();
+  // At scrape: creates the series of every bank the registry holds and
+  // removes those of banks it no longer holds (only series that existed
+  // before the registry was listed: a bank created meanwhile keeps its).
+  void SyncBankSeries();
 
   const std::shared_ptr<prometheus::Registry> registry_;
   std::shared_ptr<prometheus::Collectable> collectable_;  // a Collector
@@ -156,7 +167,10 @@ class PrometheusMetrics final : public MetricsSink {
   std::mutex rpc_mu_;  // serialises creation of rpc_series_ entries
 
   std::mutex banks_mu_;
+  // guarded by banks_mu_: the series by bank, and the scrape generation
+  // (SyncBankSeries) a new series is stamped with.
   absl::flat_hash_map<std::string, std::unique_ptr<BankSeries>> banks_;
+  uint64_t generation_ = 0;
 
   std::array<prometheus::Histogram*, 2> refresh_seconds_series_{};
   std::array<prometheus::Counter*, 2> refresh_patterns_series_{};

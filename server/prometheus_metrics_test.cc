@@ -54,8 +54,11 @@ TEST(PrometheusMetricsTest, RpcLatencyByMethodAndCode) {
                         "EXHAUSTED\",method=\"Store\",le=\"1e-05\"} 1"));
   EXPECT_THAT(text, HasSubstr("le=\"10\"}"));
   EXPECT_THAT(text, Not(HasSubstr("NotAMethod")));
-  // Nothing for codes never seen.
+  // Nothing for codes never seen, but every method's OK series from the
+  // start, so its first call counts in rate().
   EXPECT_THAT(text, Not(HasSubstr("code=\"INTERNAL\"")));
+  EXPECT_THAT(text, HasSubstr("hopfield_rpc_duration_seconds_count{code=\"OK\","
+                              "method=\"Backup\"} 0"));
 }
 
 TEST(PrometheusMetricsTest, RetrievalsAndTrainingPerBankGoWithTheBank) {
@@ -66,6 +69,15 @@ TEST(PrometheusMetricsTest, RetrievalsAndTrainingPerBankGoWithTheBank) {
   MetricsSources sources;
   sources.registry = &registry;
   metrics.SetSources(sources);
+  // A held bank's counters exist at 0 before its first event; an unknown
+  // Δ_min has no sample.
+  std::string before = Scrape(metrics);
+  EXPECT_THAT(before, HasSubstr("hopfield_train_runs_total{bank=\"b\","
+                                "outcome=\"failed\"} 0"));
+  EXPECT_THAT(before,
+              HasSubstr("hopfield_retrieve_fallback_total{bank=\"a\"} 0"));
+  EXPECT_THAT(before, Not(HasSubstr("hopfield_bank_min_separation{")));
+  EXPECT_THAT(before, HasSubstr("hopfield_banks_failed 0"));
 
   std::vector<RetrieveResult> results(3);
   results[0].iterations = 2;
@@ -141,6 +153,9 @@ TEST(PrometheusMetricsTest, BackgroundEventsAndServerState) {
   sources.budget = budget.get();
   sources.pool = &pool;
   sources.in_flight = [] { return uint64_t{7}; };
+  sources.storage_failure = [] {
+    return absl::ResourceExhaustedError("No space left on device");
+  };
   metrics.SetSources(sources);
 
   const std::string text = Scrape(metrics);
@@ -159,6 +174,7 @@ TEST(PrometheusMetricsTest, BackgroundEventsAndServerState) {
   EXPECT_THAT(text, HasSubstr("hopfield_worker_threads 2"));
   EXPECT_THAT(text, HasSubstr("hopfield_worker_queue_depth 0"));
   EXPECT_THAT(text, HasSubstr("hopfield_rpc_in_flight 7"));
+  EXPECT_THAT(text, HasSubstr("hopfield_storage_failed 1"));
   EXPECT_THAT(text, HasSubstr("hopfield_build_info{build_type="));
   EXPECT_THAT(text, HasSubstr("process_resident_memory_bytes "));
   EXPECT_THAT(text, HasSubstr("process_open_fds "));

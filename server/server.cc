@@ -27,9 +27,12 @@ absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartExposer(
     const std::shared_ptr<PrometheusMetrics>& metrics) {
   std::unique_ptr<prometheus::Exposer> exposer;
   try {
-    // civetweb's options: the address, two serving threads, and no
-    // keep-alive (Prometheus opens one connection per scrape anyway).
-    exposer = std::make_unique<prometheus::Exposer>(address, 2);
+    // civetweb's options: 4 serving threads, and a request that has not
+    // arrived within 5 s is dropped (civetweb's default, 30 s, would let a
+    // few idle connections hold every thread and starve the scrapes).
+    exposer = std::make_unique<prometheus::Exposer>(
+        std::vector<std::string>{"listening_ports", address, "num_threads", "4",
+                                 "request_timeout_ms", "5000"});
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat(
         "cannot serve metrics on --metrics_listen ", address, ": ", e.what()));
@@ -124,8 +127,23 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   // the background (Bank.separation_pending says how far behind they are).
   registry_options.separation_update = SeparationUpdate::kDeferred;
   if (!config.metrics_listen.empty()) {
+    // /metrics answers from here on: through the data directory's opening
+    // and loading (process, budget and pool figures), and a taken port
+    // stops the start before anything else is opened.
     server->metrics_ = std::make_shared<PrometheusMetrics>();
     registry_options.metrics = server->metrics_;
+    MetricsSources sources;
+    sources.budget = server->budget_.get();
+    sources.pool = server->pool_.get();
+    server->metrics_->SetSources(std::move(sources));
+    absl::StatusOr<std::unique_ptr<prometheus::Exposer>> exposer =
+        StartExposer(config.metrics_listen, server->metrics_);
+    if (!exposer.ok()) return exposer.status();
+    server->exposer_ = *std::move(exposer);
+    const std::vector<int> ports = server->exposer_->GetListeningPorts();
+    server->metrics_port_ = ports.empty() ? 0 : ports.front();
+    server->metrics_listen_ = config.metrics_listen;
+    HOPFIELD_LOG(INFO) << "serving /metrics on port " << server->metrics_port_;
   }
   const absl::Time open_start = absl::Now();
   if (!config.data_dir.empty()) {
@@ -211,17 +229,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     return started;
   }
   if (server->metrics_ != nullptr) {
-    // Scrapes see the process, the budget, the pool and calls from now on;
-    // the banks once loaded (the load holds the registry).
+    // Calls, connections and the store from now on; the banks once loaded
+    // (the load holds the registry).
     server->metrics_->SetSources(server->ScrapeSources());
-    absl::StatusOr<std::unique_ptr<prometheus::Exposer>> exposer =
-        StartExposer(config.metrics_listen, server->metrics_);
-    if (!exposer.ok()) return exposer.status();
-    server->exposer_ = *std::move(exposer);
-    const std::vector<int> ports = server->exposer_->GetListeningPorts();
-    server->metrics_port_ = ports.empty() ? 0 : ports.front();
-    server->metrics_listen_ = config.metrics_listen;
-    HOPFIELD_LOG(INFO) << "serving /metrics on port " << server->metrics_port_;
   }
   if (server->storage_ != nullptr) {
     HOPFIELD_LOG(INFO) << "listening on port " << server->port_
@@ -264,7 +274,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   return server;
 }
 
-Server::~Server() { Shutdown(absl::ZeroDuration()); }
+Server::~Server() {
+  Shutdown(absl::ZeroDuration());
+  // A start that failed after the exposer was up (Shutdown had no server).
+  StopExposer(std::move(exposer_), metrics_listen_, metrics_port_);
+}
 
 MetricsSources Server::ScrapeSources() const {
   MetricsSources sources;
@@ -279,6 +293,10 @@ MetricsSources Server::ScrapeSources() const {
   sources.connections_rejected = [acceptor] {
     return acceptor->Stats().rejected;
   };
+  if (storage_ != nullptr) {
+    const RocksDbStorage* storage = storage_.get();
+    sources.storage_failure = [storage] { return storage->failure(); };
+  }
   return sources;
 }
 

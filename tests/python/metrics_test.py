@@ -148,10 +148,12 @@ def traffic(stub):
         pb.Pattern(values=r) for r in rows]), timeout=30)
     # Wait for the search index (--index_min_patterns=64), then search it.
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while True:
         bank = stub.GetBank(pb.GetBankRequest(name="m-main"), timeout=10)
         if bank.index_size == 400 and bank.index_pending == 0:
             break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no search index after 60 s: {bank}")
         time.sleep(0.1)
     for mode in (pb.SEARCH_MODE_EXACT, pb.SEARCH_MODE_APPROXIMATE):
         stub.Retrieve(pb.RetrieveRequest(
@@ -239,11 +241,21 @@ class MetricsTest(unittest.TestCase):
         cls.server = Server(cls.scratch, "--index_min_patterns=64")
         grpc.channel_ready_future(cls.server.channel).result(timeout=10)
         traffic(cls.server.stub)
-        # The refresher's last turn and the last call are recorded after
-        # their work is visible: let them land.
-        time.sleep(0.5)
-        cls.text = cls.server.scrape()
-        cls.types, cls.samples = parse(cls.text)
+        # A refresher turn and a call are recorded just after their work is
+        # visible: scrape until the last call (Ping) and the index turn
+        # have landed.
+        deadline = time.monotonic() + 30
+        while True:
+            cls.text = cls.server.scrape()
+            cls.types, cls.samples = parse(cls.text)
+            landed = {(name, labels.get("method"), labels.get("code"),
+                       labels.get("kind")): v for name, labels, v in cls.samples}
+            if (landed.get(("hopfield_rpc_duration_seconds_count", "Ping", "OK", None), 0) >= 1
+                    and landed.get(("hopfield_refresh_patterns_total", None, None, "index"), 0) > 0):
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError("the traffic's metrics never landed")
+            time.sleep(0.1)
 
     @classmethod
     def tearDownClass(cls):
@@ -399,6 +411,8 @@ class MetricsFlagTest(unittest.TestCase):
                 server.stub.Ping(pb.PingRequest(), timeout=10)
             finally:
                 server.stop()
+            with open(os.path.join(scratch, "hopfieldd.log")) as log:
+                self.assertNotIn("serving /metrics", log.read())
 
     def test_a_taken_metrics_port_stops_the_start(self):
         with tempfile.TemporaryDirectory() as scratch, socket.socket() as taken:
