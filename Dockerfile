@@ -26,8 +26,12 @@ COPY . .
 RUN cmake --preset release -DHOPFIELD_BUILD_BENCHMARKS=OFF \
       -DHOPFIELD_COMMIT="${COMMIT}" \
     && cmake --build --preset release -j "${JOBS}"
+# python_hardening_test is left to `make test` (dev build): two of its checks
+# need a Retrieve that outlasts a burst of probes, sized for the unoptimised
+# build; optimised, the Retrieve finishes first.
 RUN if [ "${RUN_TESTS}" = 1 ]; then \
-      ctest --preset release -j "${JOBS}" --output-on-failure; \
+      ctest --preset release -j "${JOBS}" --output-on-failure \
+        -E python_hardening_test; \
     fi
 
 # Runtime stage: the shared libraries hopfieldd and the CLI link, a non-root
