@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -306,8 +307,29 @@ std::string CrashImage(const std::string& dir) {
 // taken after the waits returned, and the waiters shared syncs.
 TEST(RocksDbStorageTest, ConcurrentWaitersShareSyncs) {
   const std::string dir = NewDir("group");
+  // The sink is told of each sync while it runs (before waiters are woken):
+  // sleeping there makes every sync take 2 ms, as on a slow disk, so the
+  // writers that arrive meanwhile must share the next one (on a fast disk
+  // eight threads may never overlap a sync).
+  class SlowDiskSink final : public MetricsSink {
+   public:
+    void OnRefresh(absl::string_view, RefreshKind, uint64_t,
+                   absl::Duration) override {}
+    void OnBankLoaded(absl::string_view, uint64_t, absl::Duration,
+                      const absl::Status&) override {}
+    void OnStorageSync(absl::Duration took, bool ok) override {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      recorded_.OnStorageSync(took, ok);
+    }
+    std::vector<testing::RecordingMetricsSink::Sync> syncs() const {
+      return recorded_.syncs();
+    }
+
+   private:
+    testing::RecordingMetricsSink recorded_;
+  };
   RocksDbStorageOptions options;
-  auto sink = std::make_shared<testing::RecordingMetricsSink>();
+  auto sink = std::make_shared<SlowDiskSink>();
   options.metrics = sink;
   auto storage = RocksDbStorage::Open(dir, options);
   ASSERT_THAT(storage, IsOk());
