@@ -43,7 +43,8 @@ RUN apt-get update -q \
        libgrpc++1.51 libprotobuf32 libabsl20220623 librocksdb7.8 \
        libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --home-dir /data \
+    && groupadd --system --gid 10001 hopfield \
+    && useradd --system --uid 10001 --gid hopfield --home-dir /data \
        --shell /usr/sbin/nologin hopfield \
     && mkdir -p /data && chown hopfield:hopfield /data
 COPY --from=build /src/build/release/server/hopfieldd /usr/local/bin/hopfieldd
@@ -61,7 +62,7 @@ WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 50051 9464
 # Healthy once the banks have loaded (health reports NOT_SERVING while
-# loading and draining).
+# loading and draining); on the port FLAGS_listen names.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["hopfield", "--server=127.0.0.1:50051", "--timeout_seconds=4", "health"]
+  CMD hopfield --server="127.0.0.1:${FLAGS_listen##*:}" --timeout_seconds=4 health
 ENTRYPOINT ["hopfieldd", "--tryfromenv=listen,metrics_listen,port_file,data_dir,sync_writes,max_message_bytes,keepalive_time_seconds,keepalive_timeout_seconds,retrieve_threads,max_banks,memory_budget_bytes,max_patterns_per_bank,index_min_patterns,worker_threads,max_queued_calls,access_log,max_connections,descriptor_reserve,shutdown_grace_seconds"]
