@@ -499,11 +499,29 @@ void MemoryService::RecordCall(absl::string_view method,
   if (options_.metrics != nullptr) {
     options_.metrics->RecordRpc(method, status.code(), took);
   }
+  LogAccess(method, context, bank, status, took);
+}
+
+void MemoryService::LogAccess(absl::string_view method,
+                              grpc::CallbackServerContext* context,
+                              absl::string_view bank,
+                              const absl::Status& status,
+                              absl::Duration took) const {
   if (!options_.access_log) return;
   HOPFIELD_LOG(INFO) << "rpc method=" << method << " peer=" << context->peer()
                      << " code=" << absl::StatusCodeToString(status.code())
                      << " latency_ms=" << absl::ToDoubleMilliseconds(took)
                      << " bank=" << PrintableName(bank);
+}
+
+void MemoryService::RecordAfterReply(absl::string_view bank,
+                                     absl::Span<const RetrieveResult> results,
+                                     CallMemory* memory) const {
+  if (options_.metrics == nullptr) return;
+  memory->after_reply = [metrics = options_.metrics, bank = std::string(bank),
+                         summary = PrometheusMetrics::Summarize(results)] {
+    metrics->RecordRetrievals(bank, summary);
+  };
 }
 
 grpc::ServerUnaryReactor* MemoryService::Finish(
@@ -556,9 +574,16 @@ grpc::ServerUnaryReactor* MemoryService::RunHeavy(
     CallMemory memory;  // released once gRPC has the reply
     absl::Status result = CallWatch(context)();
     if (result.ok()) result = RunGuarded([&] { return work(&memory); });
-    RecordCall(method, context, bank, result, start);
+    // The access log reads the context, which ends with the call; metrics
+    // are recorded after the reply has gone.
+    const absl::Duration took = absl::Now() - start;
+    LogAccess(method, context, bank, result, took);
     reactor->Finish(ToGrpcStatus(result));
-    memory.clear();
+    if (options_.metrics != nullptr) {
+      options_.metrics->RecordRpc(method, result.code(), took);
+    }
+    if (memory.after_reply) memory.after_reply();
+    memory.held.clear();
     held->Release();
     Release();
   };
@@ -688,7 +713,7 @@ grpc::ServerUnaryReactor* MemoryService::GetPatterns(
             budget_->Reserve(
                 kReplyMemoryFactor * wire,
                 absl::StrCat("the reply of ", count, " patterns")));
-        memory->push_back(std::move(reply));
+        memory->held.push_back(std::move(reply));
         response->mutable_patterns()->Reserve(request->ids_size());
         HOPFIELD_RETURN_IF_ERROR(bank->VisitPatterns(
             ids, [&](size_t i, absl::Span<const float> values) {
@@ -758,7 +783,7 @@ grpc::ServerUnaryReactor* MemoryService::Retrieve(
                 kReplyMemoryFactor * count * per_query +
                     count * dim * sizeof(float),
                 absl::StrCat("the queries and reply of ", count, " queries")));
-        memory->push_back(std::move(reply));
+        memory->held.push_back(std::move(reply));
         options.threads = options_.retrieve_threads;
         options.pool = pool_;
         options.budget = budget_.get();
@@ -770,18 +795,14 @@ grpc::ServerUnaryReactor* MemoryService::Retrieve(
           HOPFIELD_ASSIGN_OR_RETURN(
               const RetrieveResult result,
               Retriever::Retrieve(*bank, queries, options));
-          if (options_.metrics != nullptr) {
-            options_.metrics->RecordRetrievals(bank->name(), {&result, 1});
-          }
+          RecordAfterReply(bank->name(), {&result, 1}, memory);
           RetrieveResultToProto(result, response->add_results());
           return absl::OkStatus();
         }
         HOPFIELD_ASSIGN_OR_RETURN(
             const std::vector<RetrieveResult> results,
             Retriever::RetrieveBatch(*bank, queries, options));
-        if (options_.metrics != nullptr) {
-          options_.metrics->RecordRetrievals(bank->name(), results);
-        }
+        RecordAfterReply(bank->name(), results, memory);
         response->mutable_results()->Reserve(static_cast<int>(results.size()));
         for (const RetrieveResult& result : results) {
           RetrieveResultToProto(result, response->add_results());

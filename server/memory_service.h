@@ -31,10 +31,12 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "grpcpp/grpcpp.h"
 
 #include "core/bank_registry.h"
 #include "core/memory_budget.h"
+#include "core/retriever.h"
 #include "core/storage.h"
 #include "core/worker_pool.h"
 #include "hopfield/v1/memory_service.grpc.pb.h"
@@ -160,6 +162,10 @@ class MemoryService final : public v1::MemoryService::CallbackService {
                                    absl::string_view bank,
                                    const absl::Status& status,
                                    absl::Time start) const;
+  // The access-log line of a call that took `took` (if enabled).
+  void LogAccess(absl::string_view method, grpc::CallbackServerContext* context,
+                 absl::string_view bank, const absl::Status& status,
+                 absl::Duration took) const;
   // Runs `work` inline (cheap calls), turning exceptions into statuses.
   grpc::ServerUnaryReactor* RunInline(
       absl::string_view method, grpc::CallbackServerContext* context,
@@ -167,14 +173,24 @@ class MemoryService final : public v1::MemoryService::CallbackService {
   // Queues `work` on the pool and finishes the call when it is done; a full
   // queue or a deadline that passed while queued finishes it at once.
   // `work` may park reservations in its CallMemory: they are held until the
-  // reply has been handed to gRPC (serialized), then released.
-  using CallMemory = std::vector<MemoryReservation>;
+  // reply has been handed to gRPC (serialized), then released; and work to
+  // do once the reply is on its way (recording metrics: off the reply's
+  // path, where its cache misses after a long call cost the client nothing).
+  struct CallMemory {
+    std::vector<MemoryReservation> held;
+    std::function<void()> after_reply;
+  };
   // `request_bytes`: the parsed request's memory, reserved while the call
   // waits and runs.
   grpc::ServerUnaryReactor* RunHeavy(
       absl::string_view method, grpc::CallbackServerContext* context,
       absl::string_view bank, uint64_t request_bytes,
       std::function<absl::Status(CallMemory*)> work);
+  // Sets memory->after_reply to record `results` (summarized now) for
+  // `bank`, if metrics are on.
+  void RecordAfterReply(absl::string_view bank,
+                        absl::Span<const RetrieveResult> results,
+                        CallMemory* memory) const;
 
   BankRegistry* const registry_;
   WorkerPool* const pool_;

@@ -509,39 +509,46 @@ void PrometheusMetrics::RemoveSeriesLocked(BankSeries& series) {
   for (prometheus::Counter* counter : series.train) train_runs_.Remove(counter);
 }
 
-void PrometheusMetrics::RecordRetrievals(
-    absl::string_view bank, absl::Span<const RetrieveResult> results) {
+PrometheusMetrics::RetrievalSummary PrometheusMetrics::Summarize(
+    absl::Span<const RetrieveResult> results) {
   // Counted here, then added to the series in one step each (a batch's
   // queries do not each take the histogram's lock).
   const prometheus::Histogram::BucketBoundaries& bounds = IterationBuckets();
-  std::vector<double> buckets(bounds.size() + 1, 0.0);
-  double iterations = 0.0;
-  uint64_t metastable = 0;
-  uint64_t fallback = 0;
-  uint64_t approximate = 0;
-  uint64_t scored = 0;
+  RetrievalSummary summary;
+  summary.iteration_buckets.assign(bounds.size() + 1, 0.0);
   for (const RetrieveResult& result : results) {
     const auto value = static_cast<double>(result.iterations);
     // The bucket Histogram::Observe picks: the first bound >= value.
-    buckets[static_cast<size_t>(
+    summary.iteration_buckets[static_cast<size_t>(
         std::lower_bound(bounds.begin(), bounds.end(), value) -
         bounds.begin())] += 1.0;
-    iterations += value;
-    metastable += result.metastable ? 1 : 0;
-    fallback += result.fell_back ? 1 : 0;
-    approximate += result.approximate ? 1 : 0;
-    scored += result.patterns_scored;
+    summary.iterations += value;
+    summary.metastable += result.metastable ? 1 : 0;
+    summary.fallback += result.fell_back ? 1 : 0;
+    summary.approximate += result.approximate ? 1 : 0;
+    summary.scored += result.patterns_scored;
   }
+  return summary;
+}
+
+void PrometheusMetrics::RecordRetrievals(absl::string_view bank,
+                                         const RetrievalSummary& summary) {
   const std::lock_guard<std::mutex> lock(banks_mu_);
   BankSeries& series = SeriesLocked(bank);
-  series.iterations->ObserveMultiple(buckets, iterations);
-  if (metastable > 0)
-    series.metastable->Increment(static_cast<double>(metastable));
-  if (fallback > 0) series.fallback->Increment(static_cast<double>(fallback));
-  if (approximate > 0) {
-    series.approximate->Increment(static_cast<double>(approximate));
+  series.iterations->ObserveMultiple(summary.iteration_buckets,
+                                     summary.iterations);
+  if (summary.metastable > 0) {
+    series.metastable->Increment(static_cast<double>(summary.metastable));
   }
-  if (scored > 0) series.scored->Increment(static_cast<double>(scored));
+  if (summary.fallback > 0) {
+    series.fallback->Increment(static_cast<double>(summary.fallback));
+  }
+  if (summary.approximate > 0) {
+    series.approximate->Increment(static_cast<double>(summary.approximate));
+  }
+  if (summary.scored > 0) {
+    series.scored->Increment(static_cast<double>(summary.scored));
+  }
 }
 
 void PrometheusMetrics::RecordTrain(absl::string_view bank,

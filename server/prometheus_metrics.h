@@ -109,10 +109,26 @@ class PrometheusMetrics final : public MetricsSink {
   void RecordRpc(absl::string_view method, absl::StatusCode code,
                  absl::Duration took);
 
-  // The answers of one Retrieve on `bank`: iterations, metastable,
-  // fallbacks, approximate answers, patterns scored.
+  // What one Retrieve's answers add to their bank's series: iterations
+  // (counts per histogram bucket and their sum), metastable, fallbacks,
+  // approximate answers, patterns scored. Summarize is cheap and touches
+  // only the results, so a handler can take it while they are in cache and
+  // record it after the reply has gone.
+  struct RetrievalSummary {
+    std::vector<double> iteration_buckets;  // one per bound, then +Inf
+    double iterations = 0.0;
+    uint64_t metastable = 0;
+    uint64_t fallback = 0;
+    uint64_t approximate = 0;
+    uint64_t scored = 0;
+  };
+  static RetrievalSummary Summarize(absl::Span<const RetrieveResult> results);
   void RecordRetrievals(absl::string_view bank,
-                        absl::Span<const RetrieveResult> results);
+                        const RetrievalSummary& summary);
+  void RecordRetrievals(absl::string_view bank,
+                        absl::Span<const RetrieveResult> results) {
+    RecordRetrievals(bank, Summarize(results));
+  }
 
   // One Train run on `bank` that reached the engine.
   void RecordTrain(absl::string_view bank, TrainOutcome outcome);
