@@ -313,10 +313,11 @@ TEST(RocksDbStorageTest, ConcurrentWaitersShareSyncs) {
   // eight threads may never overlap a sync).
   class SlowDiskSink final : public MetricsSink {
    public:
-    void OnRefresh(absl::string_view, RefreshKind, uint64_t,
-                   absl::Duration) override {}
-    void OnBankLoaded(absl::string_view, uint64_t, absl::Duration,
-                      const absl::Status&) override {}
+    void OnRefresh(absl::string_view /*bank*/, RefreshKind /*kind*/,
+                   uint64_t /*patterns*/, absl::Duration /*took*/) override {}
+    void OnBankLoaded(absl::string_view /*bank*/, uint64_t /*patterns*/,
+                      absl::Duration /*took*/,
+                      const absl::Status& /*status*/) override {}
     void OnStorageSync(absl::Duration took, bool ok) override {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
       recorded_.OnStorageSync(took, ok);
