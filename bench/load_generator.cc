@@ -863,9 +863,9 @@ int Main() {
   // Latency scenarios must not race the server's background separation
   // refresh for the two cores (and automatic β needs exact statistics):
   // wait until it has caught up.
-  auto wait_for_refresh = [&](client::MemoryClient& client) -> absl::Status {
+  auto wait_for_refresh = [&](client::MemoryClient& server) -> absl::Status {
     for (;;) {
-      absl::StatusOr<v1::Bank> state = client.GetBank(bank);
+      absl::StatusOr<v1::Bank> state = server.GetBank(bank);
       if (!state.ok()) return state.status();
       // Exact statistics (the automatic β) and a complete search index.
       if (state->separation_pending() == 0 && state->index_pending() == 0) {
@@ -874,13 +874,13 @@ int Main() {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   };
-  // Loads the bank into the server `client` talks to (once: *loaded).
-  auto load_into = [&](client::MemoryClient& client,
-                       const client::ClientOptions& options,
+  // Loads the bank into the server that `server` talks to (once: *loaded).
+  auto load_into = [&](client::MemoryClient& server,
+                       const client::ClientOptions& server_options,
                        bool* loaded) -> absl::Status {
     if (*loaded) return absl::OkStatus();
     if (!absl::GetFlag(FLAGS_bank).empty()) {
-      absl::StatusOr<v1::Bank> existing = client.GetBank(bank);
+      absl::StatusOr<v1::Bank> existing = server.GetBank(bank);
       if (existing.ok()) {
         // Only a twin of the in-process bank makes the comparison fair: the
         // same images, the default configuration.
@@ -901,7 +901,7 @@ int Main() {
         std::printf("%-10s reusing bank %s (%llu patterns), kept at exit\n",
                     "store", bank.c_str(),
                     static_cast<unsigned long long>(existing->pattern_count()));
-        HOPFIELD_RETURN_IF_ERROR(wait_for_refresh(client));
+        HOPFIELD_RETURN_IF_ERROR(wait_for_refresh(server));
         *loaded = true;
         return absl::OkStatus();
       }
@@ -911,11 +911,11 @@ int Main() {
     }
     v1::BankConfig config;
     config.set_dim(static_cast<uint32_t>(dim));
-    absl::StatusOr<v1::Bank> created = client.CreateBank(bank, config);
+    absl::StatusOr<v1::Bank> created = server.CreateBank(bank, config);
     if (!created.ok()) return created.status();
     const Clock::time_point t0 = Clock::now();
     // Messages of --batch patterns: the StoreStream the CLI would send.
-    client::ClientOptions store_options = options;
+    client::ClientOptions store_options = server_options;
     store_options.max_message_bytes = static_cast<int>(
         std::max<size_t>(1024, static_cast<size_t>(absl::GetFlag(FLAGS_batch)) *
                                    (dim * 4 + 16) * 4 / 3));
@@ -923,7 +923,7 @@ int Main() {
     absl::StatusOr<std::vector<uint64_t>> ids =
         store_client.Store(bank, dim, images->pixels);
     if (!ids.ok()) {
-      (void)client.DeleteBank(bank);  // never leave a partial bank behind
+      (void)server.DeleteBank(bank);  // never leave a partial bank behind
       return ids.status();
     }
     const double seconds =
@@ -933,7 +933,7 @@ int Main() {
         "store", ids->size(), seconds,
         static_cast<double>(ids->size()) / seconds, absl::GetFlag(FLAGS_batch));
     std::fflush(stdout);
-    HOPFIELD_RETURN_IF_ERROR(wait_for_refresh(client));
+    HOPFIELD_RETURN_IF_ERROR(wait_for_refresh(server));
     std::printf(
         "%-10s separation statistics exact %.2f s after the store began\n",
         "refresh", std::chrono::duration<double>(Clock::now() - t0).count());
