@@ -80,6 +80,21 @@ ABSL_FLAG(uint64_t, descriptor_reserve, 64,
           "open-file limit (raised to the hard limit at start) minus this");
 ABSL_FLAG(double, shutdown_grace_seconds, 5.0,
           "on SIGTERM/SIGINT, let running calls finish for this long");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM server certificate chain: with --tls_key_file, serve TLS only "
+          "(no plaintext port)");
+ABSL_FLAG(std::string, tls_key_file, "",
+          "PEM private key of --tls_cert_file (unencrypted)");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA certificates: require client certificates they signed "
+          "(mutual TLS)");
+ABSL_FLAG(int, tls_reload_seconds, 60,
+          "re-read the TLS files this often: replacing them rotates the "
+          "certificate without a restart (new connections get it)");
+ABSL_FLAG(std::string, api_keys_file, "",
+          "`KEY ROLE` lines, ROLE read-write or read-only: every call but "
+          "health then needs metadata 'authorization: Bearer KEY'; re-read "
+          "on SIGHUP");
 
 namespace {
 
@@ -146,11 +161,12 @@ bool InstallShutdownHandlers() {
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;
   return sigaction(SIGTERM, &action, nullptr) == 0 &&
-         sigaction(SIGINT, &action, nullptr) == 0;
+         sigaction(SIGINT, &action, nullptr) == 0 &&
+         sigaction(SIGHUP, &action, nullptr) == 0;
 }
 
-// Blocks until SIGTERM or SIGINT arrives; returns its number.
-int WaitForShutdownSignal() {
+// Blocks until SIGTERM, SIGINT or SIGHUP arrives; returns its number.
+int WaitForSignal() {
   char byte = 0;
   while (true) {
     const ssize_t got = ::read(g_signal_pipe[0], &byte, 1);
@@ -202,6 +218,9 @@ int main(int argc, char** argv) {
   } else if (index_min_patterns < 1 || index_min_patterns > 4294967295u) {
     bad = absl::StrCat("--index_min_patterns must be in 1..4294967295, got ",
                        index_min_patterns);
+  } else if (absl::GetFlag(FLAGS_tls_reload_seconds) < 1) {
+    bad = absl::StrCat("--tls_reload_seconds must be >= 1, got ",
+                       absl::GetFlag(FLAGS_tls_reload_seconds));
   } else if (!(grace_seconds >= 0.0 && grace_seconds <= 86400.0)) {
     bad = absl::StrCat(
         "--shutdown_grace_seconds must be a number of seconds in 0..86400, "
@@ -222,6 +241,12 @@ int main(int argc, char** argv) {
   if (config.memory_budget_bytes == 0) {
     config.memory_budget_bytes = DefaultMemoryBudget();
   }
+  config.tls.cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  config.tls.key_file = absl::GetFlag(FLAGS_tls_key_file);
+  config.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  config.tls.reload_interval =
+      absl::Seconds(absl::GetFlag(FLAGS_tls_reload_seconds));
+  config.api_keys_file = absl::GetFlag(FLAGS_api_keys_file);
   config.access_log = absl::GetFlag(FLAGS_access_log);
   config.data_dir = absl::GetFlag(FLAGS_data_dir);
   config.sync_writes = absl::GetFlag(FLAGS_sync_writes);
@@ -267,6 +292,19 @@ int main(int argc, char** argv) {
                      << " max_connections=" << config.max_connections
                      << " (0 = no cap beyond max_descriptors)";
   HOPFIELD_LOG(INFO) << "config access_log=" << config.access_log;
+  HOPFIELD_LOG(INFO) << "config tls="
+                     << (config.tls.enabled()
+                             ? (config.tls.client_ca_file.empty() ? "on"
+                                                                  : "mutual")
+                             : "off")
+                     << " api_keys_file="
+                     << (config.api_keys_file.empty() ? "(none: no keys needed)"
+                                                      : config.api_keys_file);
+  if (!config.tls.enabled() && !config.api_keys_file.empty()) {
+    HOPFIELD_LOG(WARNING) << "API keys over plaintext: anyone on the network "
+                             "path can read them; add --tls_cert_file and "
+                             "--tls_key_file";
+  }
   HOPFIELD_LOG(INFO) << "config data_dir=" << config.data_dir
                      << " sync_writes=" << config.sync_writes;
 
@@ -290,7 +328,23 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  const int received = WaitForShutdownSignal();
+  int received = WaitForSignal();
+  for (; received == SIGHUP; received = WaitForSignal()) {
+    if (config.api_keys_file.empty()) {
+      HOPFIELD_LOG(INFO) << "received SIGHUP: nothing to reload (no "
+                            "--api_keys_file; TLS files are re-read every "
+                            "--tls_reload_seconds)";
+      continue;
+    }
+    if (absl::Status reloaded = (*server)->ReloadApiKeys(); reloaded.ok()) {
+      HOPFIELD_LOG(INFO) << "received SIGHUP: reloaded "
+                         << (*server)->api_keys() << " API keys from "
+                         << config.api_keys_file;
+    } else {
+      HOPFIELD_LOG(ERROR) << "received SIGHUP: keeping the API keys in force: "
+                          << reloaded;
+    }
+  }
   const absl::Duration grace = absl::Seconds(grace_seconds);
   HOPFIELD_LOG(INFO) << "received "
                      << (received == SIGTERM ? "SIGTERM" : "SIGINT")

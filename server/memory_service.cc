@@ -4,6 +4,7 @@
 #include <chrono>
 #include <exception>
 #include <new>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "core/bank_training.h"
 #include "core/retriever.h"
 #include "core/status_macros.h"
+#include "server/access_control.h"
 #include "server/logging.h"
 #include "server/proto_conversion.h"
 #include "server/status_conversion.h"
@@ -508,7 +510,17 @@ void MemoryService::LogAccess(absl::string_view method,
                               const absl::Status& status,
                               absl::Duration took) const {
   if (!options_.access_log) return;
+  // The caller's key by its id (access_control.h), never the key; "-"
+  // without one.
+  std::string key = "-";
+  const auto header = context->client_metadata().find("authorization");
+  if (header != context->client_metadata().end()) {
+    const std::optional<absl::string_view> token = BearerToken(
+        absl::string_view(header->second.data(), header->second.size()));
+    if (token.has_value()) key = KeyId(*token);
+  }
   HOPFIELD_LOG(INFO) << "rpc method=" << method << " peer=" << context->peer()
+                     << " key=" << key
                      << " code=" << absl::StatusCodeToString(status.code())
                      << " latency_ms=" << absl::ToDoubleMilliseconds(took)
                      << " bank=" << PrintableName(bank);

@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -103,6 +105,21 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     return absl::InvalidArgumentError(absl::StrCat(
         "retrieve_threads must be in 0..256, got ", config.retrieve_threads));
   }
+  // TLS files and keys are checked before anything is opened or bound: a
+  // typo there stops the start with the flag's name.
+  if (absl::Status tls = CheckTlsFiles(config.tls); !tls.ok()) return tls;
+  std::optional<ApiKeys> keys;
+  if (!config.api_keys_file.empty()) {
+    absl::StatusOr<ApiKeys> loaded = ApiKeys::Load(config.api_keys_file);
+    if (!loaded.ok()) return loaded.status();
+    keys = *std::move(loaded);
+    if (keys->short_keys() > 0) {
+      HOPFIELD_LOG(WARNING)
+          << config.api_keys_file << " lists " << keys->short_keys()
+          << " keys shorter than 16 characters: easy to "
+             "guess; use e.g. `openssl rand -hex 32`";
+    }
+  }
   const uint32_t cpus = std::max(1u, std::thread::hardware_concurrency());
   std::unique_ptr<Server> server(new Server);
   server->budget_ = MemoryBudget::Create(
@@ -192,8 +209,29 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   ConnectionLimits limits;
   limits.max_descriptors = config.max_descriptors;
   limits.max_connections = config.max_connections;
+  if (keys.has_value()) {
+    AccessControl::RefusalCallback on_refusal;
+    if (server->metrics_ != nullptr) {
+      // Refused calls never reach a handler: count them here, under their
+      // method and code, with no time spent.
+      on_refusal = [metrics = server->metrics_](absl::string_view method,
+                                                absl::StatusCode code) {
+        if (absl::ConsumePrefix(&method, "/hopfield.v1.MemoryService/")) {
+          metrics->RecordRpc(method, code, absl::ZeroDuration());
+        }
+      };
+    }
+    server->access_ = std::make_shared<AccessControl>(*std::move(keys),
+                                                      std::move(on_refusal));
+    server->api_keys_file_ = config.api_keys_file;
+  }
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  if (config.tls.enabled() || server->access_ != nullptr) {
+    credentials = MakeServerCredentials(config.tls, server->access_);
+  }
   absl::StatusOr<std::unique_ptr<ConnectionAcceptor>> acceptor =
-      ConnectionAcceptor::Create(&builder, config.listen, limits);
+      ConnectionAcceptor::Create(&builder, config.listen, limits,
+                                 std::move(credentials));
   if (!acceptor.ok()) return acceptor.status();
   server->acceptor_ = *std::move(acceptor);
   server->port_ = server->acceptor_->port();
@@ -278,6 +316,17 @@ Server::~Server() {
   Shutdown(absl::ZeroDuration());
   // A start that failed after the exposer was up (Shutdown had no server).
   StopExposer(std::move(exposer_), metrics_listen_, metrics_port_);
+}
+
+absl::Status Server::ReloadApiKeys() {
+  if (access_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "no --api_keys_file: the server was started without keys");
+  }
+  absl::StatusOr<ApiKeys> keys = ApiKeys::Load(api_keys_file_);
+  if (!keys.ok()) return keys.status();
+  access_->Replace(*std::move(keys));
+  return absl::OkStatus();
 }
 
 MetricsSources Server::ScrapeSources() const {

@@ -26,6 +26,7 @@
 #include "core/memory_budget.h"
 #include "core/rocksdb_storage.h"
 #include "core/worker_pool.h"
+#include "server/access_control.h"
 #include "server/connection_acceptor.h"
 #include "server/memory_service.h"
 #include "server/prometheus_metrics.h"
@@ -45,8 +46,9 @@ class Server {
   // UNAVAILABLE while the stored banks load (logged: banks, patterns,
   // seconds; each bank that cannot be loaded on an ERROR line, kept aside
   // with its DATA_LOSS), then SERVING. Returns once serving.
-  // Errors: INVALID_ARGUMENT for a bad config; UNAVAILABLE when an address
-  // (gRPC or metrics) cannot be bound or the data directory cannot be
+  // Errors: INVALID_ARGUMENT for a bad config (including a TLS file or an
+  // API keys file that cannot be read or is malformed); UNAVAILABLE when an
+  // address (gRPC or metrics) cannot be bound or the data directory cannot be
   // opened (another server holds it, no permission); DATA_LOSS when the
   // store is damaged beyond a torn last record.
   static absl::StatusOr<std::unique_ptr<Server>> Start(
@@ -61,7 +63,16 @@ class Server {
   // The bound /metrics port (0 when metrics are off).
   int metrics_port() const { return metrics_port_; }
 
-  // A channel to this server that bypasses the network (tests).
+  // Re-reads config.api_keys_file and checks every later call against the
+  // keys it lists (hopfieldd does this on SIGHUP). Calls already admitted
+  // are not affected. Errors: FAILED_PRECONDITION when the server was
+  // started without keys; as ApiKeys::Load, and then the keys in force stay.
+  absl::Status ReloadApiKeys();
+  // API keys in force (0 without --api_keys_file).
+  size_t api_keys() const { return access_ == nullptr ? 0 : access_->size(); }
+
+  // A channel to this server that bypasses the network and the keys
+  // (tests).
   std::shared_ptr<grpc::Channel> InProcessChannel();
 
   // Drains: reports NOT_SERVING (the port stays open, so health checks see
@@ -94,6 +105,10 @@ class Server {
   std::unique_ptr<BankRegistry> registry_;
   std::unique_ptr<MemoryService> service_;
   std::unique_ptr<ReflectionV1Service> reflection_v1_;
+  // Decides every call when keys are configured (null otherwise); the
+  // port's credentials hold a reference too.
+  std::shared_ptr<AccessControl> access_;
+  std::string api_keys_file_;
   std::unique_ptr<ConnectionAcceptor> acceptor_;
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<PrometheusMetrics> metrics_;  // null when metrics are off

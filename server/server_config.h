@@ -9,6 +9,7 @@
 #include <string>
 
 #include "core/memory_bank.h"
+#include "server/transport_security.h"
 
 namespace hopfield::server {
 
@@ -60,6 +61,11 @@ struct ServerConfig {
   // At most this many connections (descriptors opened after start) on top;
   // 0 = only max_descriptors caps them.
   uint64_t max_connections = 0;
+  // TLS on the gRPC port (no plaintext then); off when its files are empty.
+  TlsFiles tls;
+  // `KEY ROLE` lines (access_control.h): when set, every call but health
+  // needs `authorization: Bearer KEY`. Empty: no keys, every call admitted.
+  std::string api_keys_file;
 };
 
 }  // namespace hopfield::server

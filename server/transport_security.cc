@@ -1,0 +1,252 @@
+#include "server/transport_security.h"
+
+#include <algorithm>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "grpc/grpc.h"
+#include "grpc/grpc_security.h"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+namespace hopfield::server {
+namespace {
+
+absl::string_view View(const grpc_slice& slice) {
+  return {reinterpret_cast<const char*>(GRPC_SLICE_START_PTR(slice)),
+          GRPC_SLICE_LENGTH(slice)};
+}
+
+// gRPC's auth metadata processor: AccessControl::Check on the call's :path
+// and authorization header. It adds nothing to the auth context: gRPC 1.51
+// hands the processor the connection's context, not the call's, so what
+// one call added would be seen by (and pile up over) every later call on
+// the connection.
+void ProcessMetadata(void* state, grpc_auth_context* /*context*/,
+                     const grpc_metadata* metadata, size_t count,
+                     grpc_process_auth_metadata_done_cb done, void* user_data) {
+  const auto& access =
+      *static_cast<std::shared_ptr<const AccessControl>*>(state);
+  absl::string_view path;
+  std::optional<absl::string_view> authorization;
+  for (size_t i = 0; i < count; ++i) {
+    const absl::string_view key = View(metadata[i].key);
+    if (key == ":path") {
+      path = View(metadata[i].value);
+    } else if (key == "authorization" && !authorization.has_value()) {
+      authorization = View(metadata[i].value);
+    }
+  }
+  const absl::StatusOr<std::string> key_id = access->Check(path, authorization);
+  if (!key_id.ok()) {
+    const std::string message(key_id.status().message());
+    done(user_data, nullptr, 0, nullptr, 0,
+         static_cast<grpc_status_code>(key_id.status().code()),
+         message.c_str());
+    return;
+  }
+  done(user_data, nullptr, 0, nullptr, 0, GRPC_STATUS_OK, nullptr);
+}
+
+void DestroyState(void* state) {
+  delete static_cast<std::shared_ptr<const AccessControl>*>(state);
+}
+
+// ServerCredentials that gRPC's C++ API does not offer: an auth metadata
+// processor on a plaintext port (InsecureServerCredentials aborts when
+// given one), and TLS from watched files with the processor. Built on
+// gRPC's C credentials API.
+class HopfieldServerCredentials final : public grpc::ServerCredentials {
+ public:
+  HopfieldServerCredentials(TlsFiles files,
+                            std::shared_ptr<const AccessControl> access)
+      : files_(std::move(files)), access_(std::move(access)) {}
+
+  // AccessControl decides access; a second processor has no place.
+  void SetAuthMetadataProcessor(
+      const std::shared_ptr<grpc::AuthMetadataProcessor>& /*processor*/)
+      override {
+    GPR_ASSERT(false && "hopfieldd's credentials take no other processor");
+  }
+
+ private:
+  int AddPortToServer(const std::string& address,
+                      grpc_server* server) override {
+    grpc_server_credentials* credentials =
+        files_.enabled() ? TlsCredentials()
+                         : grpc_insecure_server_credentials_create();
+    if (access_ != nullptr) {
+      grpc_server_credentials_set_auth_metadata_processor(
+          credentials, grpc_auth_metadata_processor{
+                           ProcessMetadata, DestroyState,
+                           new std::shared_ptr<const AccessControl>(access_)});
+    }
+    const int port =
+        grpc_server_add_http2_port(server, address.c_str(), credentials);
+    grpc_server_credentials_release(credentials);
+    return port;
+  }
+
+  grpc_server_credentials* TlsCredentials() const {
+    const bool mutual = !files_.client_ca_file.empty();
+    grpc_tls_certificate_provider* provider =
+        grpc_tls_certificate_provider_file_watcher_create(
+            files_.key_file.c_str(), files_.cert_file.c_str(),
+            mutual ? files_.client_ca_file.c_str() : nullptr,
+            static_cast<unsigned int>(std::max<int64_t>(
+                1, absl::ToInt64Seconds(files_.reload_interval))));
+    grpc_tls_credentials_options* options =
+        grpc_tls_credentials_options_create();
+    grpc_tls_credentials_options_set_certificate_provider(options, provider);
+    grpc_tls_credentials_options_watch_identity_key_cert_pairs(options);
+    if (mutual) {
+      grpc_tls_credentials_options_watch_root_certs(options);
+      grpc_tls_credentials_options_set_cert_request_type(
+          options, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    } else {
+      grpc_tls_credentials_options_set_cert_request_type(
+          options, GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    }
+    grpc_server_credentials* credentials =
+        grpc_tls_server_credentials_create(options);  // owns options
+    grpc_tls_certificate_provider_release(provider);  // options hold a ref
+    return credentials;
+  }
+
+  const TlsFiles files_;
+  const std::shared_ptr<const AccessControl> access_;
+};
+
+// OpenSSL's most recent error, as text.
+std::string OpenSslError() {
+  const unsigned long code = ERR_get_error();  // NOLINT(google-runtime-int)
+  ERR_clear_error();
+  if (code == 0) return "no PEM data";
+  char text[256];
+  ERR_error_string_n(code, text, sizeof text);
+  return text;
+}
+
+absl::StatusOr<std::string> ReadFile(absl::string_view flag,
+                                     const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in.is_open()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read ", flag, " ", path));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+struct BioDeleter {
+  void operator()(BIO* bio) const { BIO_free(bio); }
+};
+struct X509Deleter {
+  void operator()(X509* cert) const { X509_free(cert); }
+};
+struct KeyDeleter {
+  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
+};
+using Bio = std::unique_ptr<BIO, BioDeleter>;
+using Certificate = std::unique_ptr<X509, X509Deleter>;
+
+Bio MemoryBio(const std::string& text) {
+  return Bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
+}
+
+// No passphrase prompt: an encrypted key is refused, not asked about.
+int NoPassphrase(char* /*buffer*/, int /*size*/, int /*rwflag*/,
+                 void* /*user*/) {
+  return -1;
+}
+
+// The PEM certificates in `text`; at least one.
+absl::StatusOr<std::vector<Certificate>> ParseCertificates(
+    absl::string_view flag, const std::string& path, const std::string& text) {
+  Bio bio = MemoryBio(text);
+  std::vector<Certificate> certificates;
+  ERR_clear_error();
+  while (X509* cert =
+             PEM_read_bio_X509(bio.get(), nullptr, NoPassphrase, nullptr)) {
+    certificates.emplace_back(cert);
+  }
+  ERR_clear_error();  // the end of the data reads as an error
+  if (certificates.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag, " ", path,
+        " holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+  }
+  return certificates;
+}
+
+}  // namespace
+
+absl::Status CheckTlsFiles(const TlsFiles& files) {
+  if (!files.enabled()) {
+    if (!files.client_ca_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls_client_ca_file needs --tls_cert_file and --tls_key_file "
+          "(mutual TLS is TLS with client certificates)");
+    }
+    return absl::OkStatus();
+  }
+  if (files.cert_file.empty() || files.key_file.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "TLS needs both --tls_cert_file and --tls_key_file; got only ",
+        files.cert_file.empty() ? "--tls_key_file" : "--tls_cert_file"));
+  }
+  if (files.reload_interval < absl::Seconds(1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the TLS reload interval must be >= 1 s, got ",
+                     absl::FormatDuration(files.reload_interval)));
+  }
+  absl::StatusOr<std::string> chain_text =
+      ReadFile("--tls_cert_file", files.cert_file);
+  if (!chain_text.ok()) return chain_text.status();
+  absl::StatusOr<std::vector<Certificate>> chain =
+      ParseCertificates("--tls_cert_file", files.cert_file, *chain_text);
+  if (!chain.ok()) return chain.status();
+  absl::StatusOr<std::string> key_text =
+      ReadFile("--tls_key_file", files.key_file);
+  if (!key_text.ok()) return key_text.status();
+  Bio key_bio = MemoryBio(*key_text);
+  ERR_clear_error();
+  std::unique_ptr<EVP_PKEY, KeyDeleter> key(
+      PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassphrase, nullptr));
+  if (key == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tls_key_file ", files.key_file,
+        " holds no unencrypted PEM private key: ", OpenSslError()));
+  }
+  if (X509_check_private_key(chain->front().get(), key.get()) != 1) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tls_key_file ", files.key_file,
+        " does not match the first certificate of --tls_cert_file ",
+        files.cert_file));
+  }
+  if (!files.client_ca_file.empty()) {
+    absl::StatusOr<std::string> ca_text =
+        ReadFile("--tls_client_ca_file", files.client_ca_file);
+    if (!ca_text.ok()) return ca_text.status();
+    absl::StatusOr<std::vector<Certificate>> cas = ParseCertificates(
+        "--tls_client_ca_file", files.client_ca_file, *ca_text);
+    if (!cas.ok()) return cas.status();
+  }
+  return absl::OkStatus();
+}
+
+std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(
+    const TlsFiles& files, std::shared_ptr<const AccessControl> access) {
+  return std::make_shared<HopfieldServerCredentials>(files, std::move(access));
+}
+
+}  // namespace hopfield::server
