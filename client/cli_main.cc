@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -49,6 +50,22 @@ ABSL_FLAG(std::string, server, "127.0.0.1:50051",
           "hopfieldd address host:port");
 ABSL_FLAG(double, timeout_seconds, 60, "deadline of each request");
 ABSL_FLAG(int, max_message_bytes, 64 << 20, "the server's message limit");
+ABSL_FLAG(bool, tls, false,
+          "connect over TLS, verifying the server with the system's roots "
+          "(implied by any --tls_*_file)");
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "PEM certificates that verify the server (its CA or its "
+          "self-signed certificate); implies TLS");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM client certificate chain for mutual TLS (with "
+          "--tls_key_file)");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "name the server's certificate must carry (default: the host of "
+          "--server)");
+ABSL_FLAG(std::string, api_key, "",
+          "API key sent as 'authorization: Bearer KEY' (default: "
+          "$HOPFIELD_API_KEY)");
 // create-bank (bank defaults) and retrieve (per-request overrides).
 ABSL_FLAG(uint32_t, dim, 0, "create-bank: pattern dimension");
 ABSL_FLAG(std::string, similarity, "", "create-bank: cosine (default) or dot");
@@ -462,7 +479,22 @@ int main(int argc, char** argv) {
   options.target = absl::GetFlag(FLAGS_server);
   options.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_seconds));
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  MemoryClient client(options);
+  options.tls = absl::GetFlag(FLAGS_tls);
+  options.tls_ca_file = absl::GetFlag(FLAGS_tls_ca_file);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  options.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  options.api_key = absl::GetFlag(FLAGS_api_key);
+  if (options.api_key.empty()) {
+    // The environment keeps the key out of `ps` and shell history.
+    if (const char* key = std::getenv("HOPFIELD_API_KEY"); key != nullptr) {
+      options.api_key = key;
+    }
+  }
+  absl::StatusOr<std::unique_ptr<MemoryClient>> connected =
+      MemoryClient::Connect(options);
+  if (!connected.ok()) return Usage(std::string(connected.status().message()));
+  MemoryClient& client = **connected;
   auto need = [&](size_t count, const char* shape) -> bool {
     if (args.size() >= count + 2) return true;
     Usage(absl::StrCat("usage: hopfield ", command, " ", shape));

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -15,18 +17,76 @@ absl::Status FromGrpc(const grpc::Status& status) {
                       status.error_message());
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
+absl::StatusOr<std::string> ReadFile(absl::string_view what,
+                                     const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in.is_open()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read ", what, " ", path));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeCredentials(
+    const ClientOptions& options) {
+  if (!options.UsesTls()) return grpc::InsecureChannelCredentials();
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "a client certificate (mutual TLS) needs both tls_cert_file and "
+        "tls_key_file; to trust a server's certificate, use tls_ca_file");
+  }
+  grpc::SslCredentialsOptions ssl;
+  struct Source {
+    const char* what;
+    const std::string& path;
+    std::string* pem;
+  };
+  for (const Source& source :
+       {Source{"tls_ca_file", options.tls_ca_file, &ssl.pem_root_certs},
+        Source{"tls_cert_file", options.tls_cert_file, &ssl.pem_cert_chain},
+        Source{"tls_key_file", options.tls_key_file, &ssl.pem_private_key}}) {
+    if (source.path.empty()) continue;
+    absl::StatusOr<std::string> pem = ReadFile(source.what, source.path);
+    if (!pem.ok()) return pem.status();
+    *source.pem = *std::move(pem);
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+// The channel for `options`; on a bad option (an unreadable TLS file), a
+// plaintext channel that is never used and the error in *error.
+std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options,
+                                           absl::Status* error) {
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(options.max_message_bytes);
   arguments.SetMaxSendMessageSize(options.max_message_bytes);
-  return grpc::CreateCustomChannel(
-      options.target, grpc::InsecureChannelCredentials(), arguments);
+  if (!options.tls_server_name.empty()) {
+    arguments.SetSslTargetNameOverride(options.tls_server_name);
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      MakeCredentials(options);
+  if (!credentials.ok()) {
+    *error = credentials.status();
+    credentials = grpc::InsecureChannelCredentials();
+  }
+  return grpc::CreateCustomChannel(options.target, *credentials, arguments);
 }
 
 }  // namespace
 
 MemoryClient::MemoryClient(const ClientOptions& options)
-    : MemoryClient(MakeChannel(options), options) {}
+    : options_(options),
+      channel_(MakeChannel(options, &options_error_)),
+      stub_(v1::MemoryService::NewStub(channel_)) {}
+
+absl::StatusOr<std::unique_ptr<MemoryClient>> MemoryClient::Connect(
+    const ClientOptions& options) {
+  auto client = std::make_unique<MemoryClient>(options);
+  if (!client->options_error_.ok()) return client->options_error_;
+  return client;
+}
 
 MemoryClient::MemoryClient(std::shared_ptr<grpc::Channel> channel,
                            ClientOptions options)
@@ -34,9 +94,14 @@ MemoryClient::MemoryClient(std::shared_ptr<grpc::Channel> channel,
       channel_(std::move(channel)),
       stub_(v1::MemoryService::NewStub(channel_)) {}
 
-void MemoryClient::Prepare(grpc::ClientContext* context) const {
+absl::Status MemoryClient::Prepare(grpc::ClientContext* context) const {
+  if (!options_error_.ok()) return options_error_;
   context->set_deadline(std::chrono::system_clock::now() +
                         absl::ToChronoMilliseconds(options_.timeout));
+  if (!options_.api_key.empty()) {
+    context->AddMetadata("authorization", "Bearer " + options_.api_key);
+  }
+  return absl::OkStatus();
 }
 
 size_t MemoryClient::RowsPerRequest(size_t dim) const {
@@ -49,7 +114,7 @@ size_t MemoryClient::RowsPerRequest(size_t dim) const {
 absl::StatusOr<v1::Bank> MemoryClient::CreateBank(
     const std::string& name, const v1::BankConfig& config) {
   grpc::ClientContext context;
-  Prepare(&context);
+  if (absl::Status ready = Prepare(&context); !ready.ok()) return ready;
   v1::CreateBankRequest request;
   request.set_name(name);
   *request.mutable_config() = config;
@@ -61,7 +126,7 @@ absl::StatusOr<v1::Bank> MemoryClient::CreateBank(
 
 absl::StatusOr<v1::Bank> MemoryClient::GetBank(const std::string& name) {
   grpc::ClientContext context;
-  Prepare(&context);
+  if (absl::Status ready = Prepare(&context); !ready.ok()) return ready;
   v1::GetBankRequest request;
   request.set_name(name);
   v1::Bank bank;
@@ -72,7 +137,7 @@ absl::StatusOr<v1::Bank> MemoryClient::GetBank(const std::string& name) {
 
 absl::StatusOr<std::vector<v1::Bank>> MemoryClient::ListBanks() {
   grpc::ClientContext context;
-  Prepare(&context);
+  if (absl::Status ready = Prepare(&context); !ready.ok()) return ready;
   v1::ListBanksResponse response;
   absl::Status status = FromGrpc(stub_->ListBanks(&context, {}, &response));
   if (!status.ok()) return status;
@@ -82,7 +147,7 @@ absl::StatusOr<std::vector<v1::Bank>> MemoryClient::ListBanks() {
 
 absl::Status MemoryClient::DeleteBank(const std::string& name) {
   grpc::ClientContext context;
-  Prepare(&context);
+  if (absl::Status ready = Prepare(&context); !ready.ok()) return ready;
   v1::DeleteBankRequest request;
   request.set_name(name);
   v1::DeleteBankResponse response;
@@ -140,6 +205,7 @@ absl::StatusOr<std::vector<uint64_t>> MemoryClient::StoreStream(
   const size_t per_request = RowsPerRequest(dim);
   const size_t requests =
       std::max<size_t>(1, (rows + per_request - 1) / per_request);
+  if (absl::Status ready = Prepare(&context); !ready.ok()) return ready;
   context.set_deadline(std::chrono::system_clock::now() +
                        absl::ToChronoMilliseconds(
                            options_.timeout * static_cast<double>(requests)));
@@ -171,7 +237,7 @@ absl::StatusOr<std::vector<uint64_t>> MemoryClient::StoreStream(
 absl::StatusOr<std::vector<v1::Pattern>> MemoryClient::GetPatterns(
     const std::string& bank, absl::Span<const uint64_t> ids) {
   grpc::ClientContext context;
-  Prepare(&context);
+  if (absl::Status ready = Prepare(&context); !ready.ok()) return ready;
   v1::GetPatternsRequest request;
   request.set_bank(bank);
   request.mutable_ids()->Add(ids.begin(), ids.end());
@@ -186,7 +252,7 @@ absl::StatusOr<std::vector<v1::Pattern>> MemoryClient::GetPatterns(
 absl::StatusOr<uint64_t> MemoryClient::Forget(const std::string& bank,
                                               absl::Span<const uint64_t> ids) {
   grpc::ClientContext context;
-  Prepare(&context);
+  if (absl::Status ready = Prepare(&context); !ready.ok()) return ready;
   v1::ForgetRequest request;
   request.set_bank(bank);
   request.mutable_ids()->Add(ids.begin(), ids.end());
@@ -215,7 +281,7 @@ absl::StatusOr<std::vector<v1::Retrieval>> MemoryClient::Retrieve(
   do {
     const size_t count = std::min(per_request, rows - first);
     grpc::ClientContext context;
-    Prepare(&context);
+    if (absl::Status ready = Prepare(&context); !ready.ok()) return ready;
     v1::RetrieveRequest request;
     request.set_bank(bank);
     *request.mutable_options() = options;
@@ -246,7 +312,7 @@ absl::StatusOr<v1::TrainResult> MemoryClient::Train(
     const std::string& bank, const v1::TrainOptions& options,
     const std::function<void(const v1::TrainProgress&)>& on_progress) {
   grpc::ClientContext context;
-  Prepare(&context);
+  if (absl::Status ready = Prepare(&context); !ready.ok()) return ready;
   v1::TrainRequest request;
   request.set_bank(bank);
   *request.mutable_options() = options;
@@ -265,7 +331,7 @@ absl::StatusOr<v1::TrainResult> MemoryClient::Train(
 
 absl::Status MemoryClient::Ping(size_t payload_bytes) {
   grpc::ClientContext context;
-  Prepare(&context);
+  if (absl::Status ready = Prepare(&context); !ready.ok()) return ready;
   v1::PingRequest request;
   request.set_payload(std::string(payload_bytes, 'x'));
   v1::PingResponse response;
@@ -275,7 +341,7 @@ absl::Status MemoryClient::Ping(size_t payload_bytes) {
 absl::StatusOr<v1::BackupResponse> MemoryClient::Backup(
     const std::string& dir) {
   grpc::ClientContext context;
-  Prepare(&context);
+  if (absl::Status ready = Prepare(&context); !ready.ok()) return ready;
   v1::BackupRequest request;
   request.set_dir(dir);
   v1::BackupResponse response;
@@ -287,7 +353,7 @@ absl::StatusOr<v1::BackupResponse> MemoryClient::Backup(
 absl::StatusOr<bool> MemoryClient::Health(const std::string& service) {
   auto health = grpc::health::v1::Health::NewStub(channel_);
   grpc::ClientContext context;
-  Prepare(&context);
+  if (absl::Status ready = Prepare(&context); !ready.ok()) return ready;
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;

@@ -38,6 +38,25 @@ struct ClientOptions {
   // The server's message limit; split calls keep each request at most
   // ~3/4 of it.
   int max_message_bytes = 64 << 20;
+
+  // TLS: used when `tls` is true or any tls_* file is set.
+  bool tls = false;
+  // PEM certificates that verify the server (its CA, or its self-signed
+  // certificate); empty: the system's roots.
+  std::string tls_ca_file;
+  // PEM client certificate chain and its key, for mutual TLS: both or
+  // neither.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // The name the server's certificate must carry; empty: the target's host.
+  std::string tls_server_name;
+  // Sent as `authorization: Bearer KEY` on every call; empty: none.
+  std::string api_key;
+
+  bool UsesTls() const {
+    return tls || !tls_ca_file.empty() || !tls_cert_file.empty() ||
+           !tls_key_file.empty();
+  }
 };
 
 // Called after each request of a split call with (done, total) items.
@@ -46,8 +65,15 @@ using ProgressCallback = std::function<void(uint64_t done, uint64_t total)>;
 // Thread-safe: any number of concurrent calls.
 class MemoryClient {
  public:
-  // Connects lazily to options.target over plaintext.
+  // Connects lazily to options.target, over TLS when options.UsesTls().
+  // The TLS files are read now; when one cannot be read (or only one of
+  // tls_cert_file and tls_key_file is set) every call returns that
+  // INVALID_ARGUMENT error: Connect reports it at once instead.
   explicit MemoryClient(const ClientOptions& options);
+  // As the constructor. Errors: INVALID_ARGUMENT naming an unreadable TLS
+  // file or a client certificate without its key (or the reverse).
+  static absl::StatusOr<std::unique_ptr<MemoryClient>> Connect(
+      const ClientOptions& options);
   // Uses an existing channel (in-process servers, custom credentials).
   MemoryClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options);
   MemoryClient(const MemoryClient&) = delete;
@@ -108,11 +134,14 @@ class MemoryClient {
   absl::StatusOr<bool> Health(const std::string& service = "");
 
  private:
-  void Prepare(grpc::ClientContext* context) const;
+  // Deadline and API key; the options' error, if any.
+  absl::Status Prepare(grpc::ClientContext* context) const;
   // Rows of `dim` floats that fit in one request.
   size_t RowsPerRequest(size_t dim) const;
 
   const ClientOptions options_;
+  // A bad option (an unreadable TLS file): every call returns it.
+  absl::Status options_error_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::MemoryService::Stub> stub_;
 };
