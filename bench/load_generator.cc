@@ -34,6 +34,18 @@
 //   loadgen-PID-a and -b, deleted at exit; with --bank=NAME, NAME-a and
 //   NAME-b, which must not exist yet and are kept. Not in the default list
 //   (minutes: the catch-up of two full banks).
+// - tls: the cost of TLS. One client alternates the same Ping, then the
+//   same Retrieve, between --target (TLS: --tls_ca_file etc.) and
+//   --compare_target (plaintext), each holding the same bank; prints both
+//   distributions and the paired cost. Not in the default list.
+// - soak: a bounded soak under mixed Store / Forget / Retrieve /
+//   GetPatterns / Train traffic from --soak_writers clients, a reader with
+//   --read_only_api_key whose writes must be refused, and the server's
+//   memory sampled (--server_pid); every acknowledged pattern checked after
+//   (bench/soak.h). Exits 1 when a check or a --soak_* bound fails. Not in
+//   the default list.
+// TLS and keys: --tls_ca_file (with --tls_cert_file / --tls_key_file for
+// mutual TLS) and --api_key (or $HOPFIELD_API_KEY) apply to --target.
 //
 // --scenarios picks and orders them (default: the first five, store first,
 // in one run, so their ratios are comparable). Each latency scenario runs
@@ -52,6 +64,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <random>
@@ -72,6 +85,7 @@
 #include "grpcpp/grpcpp.h"
 
 #include "bench/fashion_mnist.h"
+#include "bench/soak.h"
 #include "client/memory_client.h"
 #include "core/memory_bank.h"
 #include "core/retriever.h"
@@ -125,6 +139,30 @@ ABSL_FLAG(std::string, bank, "",
           "bank to use, kept at exit and reused as is (no store) when it "
           "already exists; empty = a fresh loadgen-PID bank, deleted at exit. "
           "ingest2 uses NAME-a and NAME-b, which must not exist yet");
+
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "PEM certificates verifying --target's TLS certificate (TLS on)");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM client certificate for mutual TLS (with --tls_key_file)");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM key of --tls_cert_file");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "name --target's certificate must carry (default: its host)");
+ABSL_FLAG(std::string, api_key, "",
+          "read-write API key for --target (default: $HOPFIELD_API_KEY)");
+ABSL_FLAG(std::string, read_only_api_key, "",
+          "soak: a read-only key for the reader client (empty: no reader)");
+ABSL_FLAG(int, server_pid, 0,
+          "soak: the server's process id, to sample its resident memory");
+ABSL_FLAG(int, soak_writers, 8, "soak: writer clients");
+ABSL_FLAG(int, soak_dim, 64, "soak: pattern dimension");
+ABSL_FLAG(int, soak_working_set, 2000, "soak: patterns each writer keeps");
+ABSL_FLAG(double, soak_train_seconds, 15,
+          "soak: run Train this often (0: never)");
+ABSL_FLAG(double, soak_p99_ms, 0,
+          "soak: fail when any serving method's p99 is over this (0: report)");
+ABSL_FLAG(double, soak_max_rss_growth, 0,
+          "soak: fail when the server's resident memory grows by more than "
+          "this fraction after the warm-up (0: report)");
 
 namespace hopfield::bench {
 namespace {
@@ -289,10 +327,12 @@ void Compare(const Ping& ping, const Remote& remote, const Local& local) {
 // distributions and A's paired cost over B (A - B per round), absolute and
 // as a share of B's median.
 template <typename A, typename B>
-void CompareServers(const A& on, const B& off) {
+void CompareServers(const A& on, const B& off, const char* label = "metrics",
+                    const char* on_name = "metrics_on",
+                    const char* off_name = "metrics_off") {
   std::array<Report, 2> reports;
-  reports[0].name = "metrics_on";
-  reports[1].name = "metrics_off";
+  reports[0].name = on_name;
+  reports[1].name = off_name;
   std::vector<double> cost_ms;
   const auto calls =
       static_cast<uint64_t>(std::max(0, absl::GetFlag(FLAGS_calls)));
@@ -326,8 +366,8 @@ void CompareServers(const A& on, const B& off) {
   std::printf(
       "%-10s on-off per query: p25=%.4fms p50=%.4fms p75=%.4fms; "
       "p50(on)/p50(off)=%.4f; median paired cost = %.2f%% of p50(off)%s\n",
-      "metrics", Percentile(cost_ms, 0.25), median_cost,
-      Percentile(cost_ms, 0.75), p50[0] / p50[1], 100.0 * median_cost / p50[1],
+      label, Percentile(cost_ms, 0.25), median_cost, Percentile(cost_ms, 0.75),
+      p50[0] / p50[1], 100.0 * median_cost / p50[1],
       reports[0].errors + reports[1].errors > 0 ? " (invalid: calls failed)"
                                                 : "");
   std::fflush(stdout);
@@ -817,6 +857,15 @@ int Main() {
   client::ClientOptions options;
   options.target = absl::GetFlag(FLAGS_target);
   options.timeout = absl::Seconds(600);
+  options.tls_ca_file = absl::GetFlag(FLAGS_tls_ca_file);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  options.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  options.api_key = absl::GetFlag(FLAGS_api_key);
+  if (const char* key = std::getenv("HOPFIELD_API_KEY");
+      options.api_key.empty() && key != nullptr) {
+    options.api_key = key;
+  }
   client::MemoryClient client(options);
   absl::StatusOr<bool> serving = client.Health();
   if (!serving.ok() || !*serving) {
@@ -1064,6 +1113,63 @@ int Main() {
       };
       CompareServers(remote_retrieve, other_retrieve);
       if (!keep_bank) (void)other.DeleteBank(bank);
+    } else if (scenario == "tls") {
+      // --target over TLS (the --tls_* flags) against --compare_target in
+      // plaintext, each holding the same bank: Ping and Retrieve paired.
+      client::ClientOptions plain_options = options;
+      plain_options.target = absl::GetFlag(FLAGS_compare_target);
+      plain_options.tls = false;
+      plain_options.tls_ca_file.clear();
+      plain_options.tls_cert_file.clear();
+      plain_options.tls_key_file.clear();
+      if (plain_options.target.empty() || !options.UsesTls()) {
+        std::fprintf(stderr, "tls: needs --tls_ca_file and --compare_target\n");
+        return 2;
+      }
+      client::MemoryClient plain(plain_options);
+      bool plain_loaded = false;
+      for (auto [c, o, loaded] :
+           {std::tuple(&client, &options, &bank_loaded),
+            std::tuple(&plain, &plain_options, &plain_loaded)}) {
+        if (absl::Status s = load_into(*c, *o, loaded); !s.ok()) {
+          std::fprintf(stderr, "store into %s: %s\n", o->target.c_str(),
+                       s.ToString().c_str());
+          return 1;
+        }
+      }
+      const auto bytes =
+          static_cast<size_t>(absl::GetFlag(FLAGS_payload_bytes));
+      CompareServers([&](uint64_t) { return client.Ping(bytes); },
+                     [&](uint64_t) { return plain.Ping(bytes); }, "tls_ping",
+                     "ping_tls", "ping_plain");
+      CompareServers(
+          remote_retrieve,
+          [&](uint64_t i) {
+            return plain.Retrieve(bank, dim, query(i), remote_options).status();
+          },
+          "tls_retr", "retr_tls", "retr_plain");
+      if (!keep_bank) (void)plain.DeleteBank(bank);
+    } else if (scenario == "soak") {
+      SoakOptions soak;
+      soak.writer = options;
+      soak.writer.timeout = absl::Seconds(60);
+      soak.reader = soak.writer;
+      soak.reader.api_key = absl::GetFlag(FLAGS_read_only_api_key);
+      soak.bank = absl::StrCat(bank, "-soak");
+      soak.writers = absl::GetFlag(FLAGS_soak_writers);
+      soak.duration = absl::Seconds(absl::GetFlag(FLAGS_duration_seconds));
+      soak.dim =
+          static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_soak_dim)));
+      soak.working_set = static_cast<size_t>(
+          std::max(16, absl::GetFlag(FLAGS_soak_working_set)));
+      soak.train_every = absl::Seconds(absl::GetFlag(FLAGS_soak_train_seconds));
+      soak.server_pid = absl::GetFlag(FLAGS_server_pid);
+      soak.p99_bound_ms = absl::GetFlag(FLAGS_soak_p99_ms);
+      soak.max_rss_growth = absl::GetFlag(FLAGS_soak_max_rss_growth);
+      if (absl::Status s = RunSoak(soak); !s.ok()) {
+        std::fprintf(stderr, "soak: %s\n", s.ToString().c_str());
+        return 1;
+      }
     } else if (scenario == "ingest2") {
       if (absl::Status s =
               IngestTwo(client, options,

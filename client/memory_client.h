@@ -52,6 +52,10 @@ struct ClientOptions {
   std::string tls_server_name;
   // Sent as `authorization: Bearer KEY` on every call; empty: none.
   std::string api_key;
+  // A connection of its own, as a separate process would have (gRPC
+  // otherwise shares one among the channels of a process to the same
+  // target with the same options): load generators.
+  bool own_connection = false;
 
   bool UsesTls() const {
     return tls || !tls_ca_file.empty() || !tls_cert_file.empty() ||
