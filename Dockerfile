@@ -62,7 +62,10 @@ WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 50051 9464
 # Healthy once the banks have loaded (health reports NOT_SERVING while
-# loading and draining); on the port FLAGS_listen names.
+# loading and draining); on the port FLAGS_listen names. With TLS on, set
+# HOPFIELD_HEALTHCHECK_ARGS to the CLI flags that reach it (e.g.
+# "--tls_ca_file=/certs/ca.pem --tls_server_name=hopfield"; mutual TLS adds
+# --tls_cert_file and --tls_key_file); health needs no API key.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-  CMD hopfield --server="127.0.0.1:${FLAGS_listen##*:}" --timeout_seconds=4 health
-ENTRYPOINT ["hopfieldd", "--tryfromenv=listen,metrics_listen,port_file,data_dir,sync_writes,max_message_bytes,keepalive_time_seconds,keepalive_timeout_seconds,retrieve_threads,max_banks,memory_budget_bytes,max_patterns_per_bank,index_min_patterns,worker_threads,max_queued_calls,access_log,max_connections,descriptor_reserve,shutdown_grace_seconds"]
+  CMD hopfield --server="127.0.0.1:${FLAGS_listen##*:}" --timeout_seconds=4 $HOPFIELD_HEALTHCHECK_ARGS health
+ENTRYPOINT ["hopfieldd", "--tryfromenv=listen,metrics_listen,port_file,data_dir,sync_writes,max_message_bytes,keepalive_time_seconds,keepalive_timeout_seconds,retrieve_threads,max_banks,memory_budget_bytes,max_patterns_per_bank,index_min_patterns,worker_threads,max_queued_calls,access_log,max_connections,descriptor_reserve,shutdown_grace_seconds,tls_cert_file,tls_key_file,tls_client_ca_file,tls_reload_seconds,api_keys_file"]

@@ -1,5 +1,6 @@
 #include "server/access_control.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <utility>
@@ -28,14 +29,12 @@ std::array<uint8_t, 32> Sha256(absl::string_view bytes) {
 }
 
 bool VisibleAscii(absl::string_view key) {
-  for (const char c : key) {
-    if (c < 0x21 || c > 0x7E) return false;
-  }
-  return true;
+  return std::all_of(key.begin(), key.end(),
+                     [](char c) { return c >= 0x21 && c <= 0x7E; });
 }
 
 // MemoryService's methods that change state (or, Backup, write files).
-constexpr absl::string_view kWriteMethods[] = {
+constexpr std::array<absl::string_view, 7> kWriteMethods = {
     "Store",      "StoreStream", "Forget", "CreateBank",
     "DeleteBank", "Train",       "Backup"};
 
@@ -53,7 +52,7 @@ Right RequiredRight(absl::string_view method) {
 
 std::string KeyId(absl::string_view key) {
   const std::array<uint8_t, 32> digest = Sha256(key);
-  static constexpr char kHex[] = "0123456789abcdef";
+  constexpr absl::string_view kHex = "0123456789abcdef";
   std::string id;
   for (int i = 0; i < 4; ++i) {
     id.push_back(kHex[digest[i] >> 4]);

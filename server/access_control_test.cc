@@ -20,8 +20,8 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-constexpr char kWriter[] = "writer-key-0123456789";
-constexpr char kReader[] = "reader-key-0123456789";
+constexpr absl::string_view kWriter = "writer-key-0123456789";
+constexpr absl::string_view kReader = "reader-key-0123456789";
 
 ApiKeys TwoKeys() {
   return ApiKeys::Parse(
@@ -124,9 +124,9 @@ TEST(AccessControlTest, DecidesEveryCaseWithTheRightCode) {
       });
   const std::string writer = absl::StrCat("Bearer ", kWriter);
   const std::string reader = absl::StrCat("Bearer ", kReader);
-  constexpr char kStore[] = "/hopfield.v1.MemoryService/Store";
-  constexpr char kRetrieve[] = "/hopfield.v1.MemoryService/Retrieve";
-  constexpr char kHealth[] = "/grpc.health.v1.Health/Check";
+  constexpr absl::string_view kStore = "/hopfield.v1.MemoryService/Store";
+  constexpr absl::string_view kRetrieve = "/hopfield.v1.MemoryService/Retrieve";
+  constexpr absl::string_view kHealth = "/grpc.health.v1.Health/Check";
 
   EXPECT_THAT(access.Check(kStore, writer), IsOk());
   EXPECT_EQ(*access.Check(kStore, writer), KeyId(kWriter));
@@ -148,7 +148,7 @@ TEST(AccessControlTest, DecidesEveryCaseWithTheRightCode) {
   EXPECT_THAT(access.Check(kStore, reader),
               StatusIs(absl::StatusCode::kPermissionDenied,
                        AllOf(HasSubstr("read-only"), HasSubstr(KeyId(kReader)),
-                             Not(HasSubstr(kReader)))));
+                             Not(HasSubstr(std::string(kReader))))));
   ASSERT_EQ(refusals.size(), 4u);
   EXPECT_EQ(refusals[0].first, kRetrieve);
   EXPECT_EQ(refusals[0].second, absl::StatusCode::kUnauthenticated);
