@@ -17,7 +17,8 @@ APT_PACKAGES := cmake ninja-build pkg-config g++ clang clang-format clang-tidy \
   libabsl-dev libeigen3-dev libhnswlib-dev libgtest-dev libgmock-dev libbenchmark-dev \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
   librocksdb-dev prometheus-cpp-dev prometheus \
-  grpc-proto python3-grpcio python3-protobuf python3-yaml zlib1g-dev dataset-fashion-mnist
+  grpc-proto python3-grpcio python3-protobuf python3-yaml zlib1g-dev dataset-fashion-mnist \
+  python3-numpy python3-pip python3-venv python3-setuptools python3-wheel openssl
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 JOBS ?= $(shell nproc)
