@@ -37,7 +37,9 @@
 // - tls: the cost of TLS. One client alternates the same Ping, then the
 //   same Retrieve, between --target (TLS: --tls_ca_file etc.) and
 //   --compare_target (plaintext), each holding the same bank; prints both
-//   distributions and the paired cost. Not in the default list.
+//   distributions and the paired cost. With --api_key and no TLS flags, the
+//   same against a plaintext server with keys: the cost of the key check.
+//   Not in the default list.
 // - soak: a bounded soak under mixed Store / Forget / Retrieve /
 //   GetPatterns / Train traffic from --soak_writers clients, a reader with
 //   --read_only_api_key whose writes must be refused, and the server's
@@ -1116,16 +1118,24 @@ int Main() {
     } else if (scenario == "tls") {
       // --target over TLS (the --tls_* flags) against --compare_target in
       // plaintext, each holding the same bank: Ping and Retrieve paired.
+      // Without TLS flags but with --api_key, the same pairs measure the
+      // key check instead (a plaintext server with keys against one
+      // without).
       client::ClientOptions plain_options = options;
       plain_options.target = absl::GetFlag(FLAGS_compare_target);
       plain_options.tls = false;
       plain_options.tls_ca_file.clear();
       plain_options.tls_cert_file.clear();
       plain_options.tls_key_file.clear();
-      if (plain_options.target.empty() || !options.UsesTls()) {
-        std::fprintf(stderr, "tls: needs --tls_ca_file and --compare_target\n");
+      plain_options.api_key.clear();
+      if (plain_options.target.empty() ||
+          (!options.UsesTls() && options.api_key.empty())) {
+        std::fprintf(stderr,
+                     "tls: needs --compare_target and --tls_ca_file or "
+                     "--api_key\n");
         return 2;
       }
+      const bool tls = options.UsesTls();
       client::MemoryClient plain(plain_options);
       bool plain_loaded = false;
       for (auto [c, o, loaded] :
@@ -1140,14 +1150,16 @@ int Main() {
       const auto bytes =
           static_cast<size_t>(absl::GetFlag(FLAGS_payload_bytes));
       CompareServers([&](uint64_t) { return client.Ping(bytes); },
-                     [&](uint64_t) { return plain.Ping(bytes); }, "tls_ping",
-                     "ping_tls", "ping_plain");
+                     [&](uint64_t) { return plain.Ping(bytes); },
+                     tls ? "tls_ping" : "key_ping",
+                     tls ? "ping_tls" : "ping_key", "ping_plain");
       CompareServers(
           remote_retrieve,
           [&](uint64_t i) {
             return plain.Retrieve(bank, dim, query(i), remote_options).status();
           },
-          "tls_retr", "retr_tls", "retr_plain");
+          tls ? "tls_retr" : "key_retr", tls ? "retr_tls" : "retr_key",
+          "retr_plain");
       if (!keep_bank) (void)plain.DeleteBank(bank);
     } else if (scenario == "soak") {
       SoakOptions soak;
