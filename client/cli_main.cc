@@ -38,6 +38,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -488,7 +489,9 @@ int main(int argc, char** argv) {
   if (options.api_key.empty()) {
     // The environment keeps the key out of `ps` and shell history.
     if (const char* key = std::getenv("HOPFIELD_API_KEY"); key != nullptr) {
-      options.api_key = key;
+      // `export HOPFIELD_API_KEY=$(cat file)` may carry a CR from a CRLF
+      // file: surrounding whitespace is never part of a key.
+      options.api_key = std::string(absl::StripAsciiWhitespace(key));
     }
   }
   absl::StatusOr<std::unique_ptr<MemoryClient>> connected =

@@ -68,10 +68,20 @@ std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options,
   if (!options.tls_server_name.empty()) {
     arguments.SetSslTargetNameOverride(options.tls_server_name);
   }
+  // gRPC aborts the process on a header value it cannot send (and logs
+  // the value): refuse such a key here, without quoting it.
+  for (const char c : options.api_key) {
+    if (c < 0x21 || c > 0x7E) {
+      *error = absl::InvalidArgumentError(
+          "api_key holds a character a header cannot carry (only visible "
+          "ASCII; a trailing newline or carriage return from a file?)");
+      break;
+    }
+  }
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
       MakeCredentials(options);
   if (!credentials.ok()) {
-    *error = credentials.status();
+    if (error->ok()) *error = credentials.status();
     credentials = grpc::InsecureChannelCredentials();
   }
   return grpc::CreateCustomChannel(options.target, *credentials, arguments);

@@ -57,9 +57,11 @@ struct ClientOptions {
   // target with the same options): load generators.
   bool own_connection = false;
 
+  // Whether the channel uses TLS: `tls` or any tls_* option set (a server
+  // name is only ever checked over TLS, so it turns TLS on too).
   bool UsesTls() const {
     return tls || !tls_ca_file.empty() || !tls_cert_file.empty() ||
-           !tls_key_file.empty();
+           !tls_key_file.empty() || !tls_server_name.empty();
   }
 };
 
@@ -75,7 +77,9 @@ class MemoryClient {
   // INVALID_ARGUMENT error: Connect reports it at once instead.
   explicit MemoryClient(const ClientOptions& options);
   // As the constructor. Errors: INVALID_ARGUMENT naming an unreadable TLS
-  // file or a client certificate without its key (or the reverse).
+  // file or a client certificate without its key (or the reverse), or for
+  // an api_key with a character a header cannot carry (only visible ASCII;
+  // the message never quotes the key).
   static absl::StatusOr<std::unique_ptr<MemoryClient>> Connect(
       const ClientOptions& options);
   // Uses an existing channel (in-process servers, custom credentials).

@@ -1,10 +1,14 @@
 #include "server/access_control.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
-#include <sstream>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -19,6 +23,8 @@ namespace hopfield::server {
 namespace {
 
 constexpr size_t kMaxKeyBytes = 4096;
+constexpr size_t kMaxKeys = 10000;
+constexpr size_t kMaxFileBytes = 16 << 20;
 constexpr size_t kShortKeyBytes = 16;
 
 std::array<uint8_t, 32> Sha256(absl::string_view bytes) {
@@ -75,6 +81,7 @@ std::optional<absl::string_view> BearerToken(absl::string_view authorization) {
 absl::StatusOr<ApiKeys> ApiKeys::Parse(absl::string_view text,
                                        absl::string_view source) {
   ApiKeys keys;
+  absl::flat_hash_set<std::string> digests;
   int line_number = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_number;
@@ -100,16 +107,22 @@ absl::StatusOr<ApiKeys> ApiKeys::Parse(absl::string_view text,
     } else if (fields[1] == "read-only") {
       role = Role::kReadOnly;
     } else {
+      // The field is not quoted: on a line written `ROLE KEY` it is the key.
       return absl::InvalidArgumentError(
-          absl::StrCat(where, ": role must be read-write or read-only, got '",
-                       absl::CHexEscape(fields[1].substr(0, 32)), "'"));
+          absl::StrCat(where,
+                       ": the second field must be the role, read-write or "
+                       "read-only (a line is `KEY ROLE`)"));
     }
     Entry entry{Sha256(key), role, KeyId(key)};
-    for (const Entry& other : keys.entries_) {
-      if (other.digest == entry.digest) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, ": key ", entry.key_id, " is listed twice"));
-      }
+    if (!digests.insert(std::string(entry.digest.begin(), entry.digest.end()))
+             .second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": key ", entry.key_id, " is listed twice"));
+    }
+    if (keys.entries_.size() >= kMaxKeys) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": more than ", kMaxKeys,
+                       " keys (each call compares against every key)"));
     }
     if (key.size() < kShortKeyBytes) ++keys.short_keys_;
     keys.entries_.push_back(std::move(entry));
@@ -122,14 +135,38 @@ absl::StatusOr<ApiKeys> ApiKeys::Parse(absl::string_view text,
 }
 
 absl::StatusOr<ApiKeys> ApiKeys::Load(const std::string& path) {
+  // A regular file of bounded size: a FIFO would block the reload (and the
+  // signal loop with it), /dev/zero would never end.
+  struct stat info = {};
+  if (::stat(path.c_str(), &info) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot read --api_keys_file ", path, ": ", std::strerror(errno)));
+  }
+  if (!S_ISREG(info.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--api_keys_file ", path, " is not a regular file"));
+  }
+  if (static_cast<uint64_t>(info.st_size) > kMaxFileBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--api_keys_file ", path, " is over ", kMaxFileBytes, " bytes"));
+  }
   std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in.is_open() || in.bad()) {
+  if (!in.is_open()) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot read --api_keys_file ", path));
   }
-  return Parse(text.str(), absl::StrCat("--api_keys_file ", path));
+  std::string text(kMaxFileBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (in.bad()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read --api_keys_file ", path));
+  }
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxFileBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--api_keys_file ", path, " is over ", kMaxFileBytes, " bytes"));
+  }
+  return Parse(text, absl::StrCat("--api_keys_file ", path));
 }
 
 std::optional<ApiKeys::Match> ApiKeys::Find(absl::string_view key) const {

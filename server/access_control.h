@@ -62,14 +62,16 @@ class ApiKeys {
  public:
   // Parses `KEY ROLE` lines: KEY is 1..4096 visible ASCII characters
   // (0x21..0x7E), ROLE is `read-write` or `read-only`, separated by spaces or
-  // tabs. Blank lines and lines starting with '#' are skipped.
-  // Errors: INVALID_ARGUMENT naming `source` and the line for a malformed
-  // line, an unknown role or a key listed twice, and when no key is listed
-  // (a file with no keys would refuse every call).
+  // tabs. Blank lines and lines starting with '#' are skipped. At most
+  // 10,000 keys (each call is compared against all of them).
+  // Errors: INVALID_ARGUMENT naming `source` and the line (never quoting a
+  // key) for a malformed line, an unknown role, a key listed twice or too
+  // many keys, and when no key is listed (every call would be refused).
   static absl::StatusOr<ApiKeys> Parse(absl::string_view text,
                                        absl::string_view source);
   // Reads `path` and parses it. Errors: INVALID_ARGUMENT when the file
-  // cannot be read (naming it and the reason), or as Parse.
+  // cannot be read, is not a regular file or is over 16 MiB (naming it and
+  // the reason), or as Parse.
   static absl::StatusOr<ApiKeys> Load(const std::string& path);
 
   struct Match {

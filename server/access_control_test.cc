@@ -84,7 +84,12 @@ TEST(ApiKeysTest, RefusesMalformedFilesNamingTheLine) {
                        AllOf(HasSubstr("f line 2"), HasSubstr("KEY ROLE"))));
   EXPECT_THAT(ApiKeys::Parse("k1 admin\n", "f").status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr("f line 1"), HasSubstr("admin"))));
+                       AllOf(HasSubstr("f line 1"), HasSubstr("role"))));
+  // A swapped line: the message must not quote the key.
+  EXPECT_THAT(
+      ApiKeys::Parse("read-write s3cret-0123456789abcdef\n", "f").status(),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("KEY ROLE"), Not(HasSubstr("s3cret")))));
   EXPECT_THAT(ApiKeys::Parse("k1 read-write\nk1 read-only\n", "f").status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("line 2"), HasSubstr("twice"),
@@ -98,6 +103,15 @@ TEST(ApiKeysTest, RefusesMalformedFilesNamingTheLine) {
   EXPECT_THAT(
       ApiKeys::Parse("# nothing\n\n", "f").status(),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no keys")));
+  std::string many;
+  for (int i = 0; i <= 10000; ++i)
+    absl::StrAppend(&many, "key", i, " read-only\n");
+  EXPECT_THAT(ApiKeys::Parse(many, "f").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("more than 10000 keys")));
+  EXPECT_THAT(ApiKeys::Load("/dev/zero").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("not a regular file")));
   EXPECT_THAT(ApiKeys::Load("/nonexistent/keys").status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("/nonexistent/keys")));

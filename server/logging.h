@@ -2,8 +2,8 @@
 //
 // A small leveled logger for the server (Debian's abseil 20220623 has no
 // absl/log). One line per event on stderr: RFC 3339 UTC time, level,
-// file:line, message. Shaped like ABSL_LOG so a later move is a
-// search-and-replace.
+// file:line, message (control characters escaped as \xNN). Shaped like ABSL_LOG
+// so a later move is a search-and-replace.
 //
 //   HOPFIELD_LOG(INFO) << "listening on " << address;
 #ifndef HOPFIELD_SERVER_LOGGING_H_
@@ -29,6 +29,11 @@ class LogMessage {
  private:
   std::ostringstream stream_;
 };
+
+// Sends gRPC's own log lines (gpr_log) through LogMessage: the same format,
+// and control characters escaped (gRPC logs unparsable header values
+// verbatim, newlines included). Call once, before the server starts.
+void RouteGrpcLogs();
 
 inline constexpr absl::LogSeverity kLogSeverityINFO = absl::LogSeverity::kInfo;
 inline constexpr absl::LogSeverity kLogSeverityWARNING =

@@ -89,8 +89,9 @@ ABSL_FLAG(std::string, tls_client_ca_file, "",
           "PEM CA certificates: require client certificates they signed "
           "(mutual TLS)");
 ABSL_FLAG(int, tls_reload_seconds, 60,
-          "re-read the TLS files this often: replacing them rotates the "
-          "certificate without a restart (new connections get it)");
+          "re-read the TLS files this often (and on SIGHUP): replacing them "
+          "rotates the certificate without a restart (new connections get "
+          "it); an incomplete or mismatched set is not taken");
 ABSL_FLAG(std::string, api_keys_file, "",
           "`KEY ROLE` lines, ROLE read-write or read-only: every call but "
           "health then needs metadata 'authorization: Bearer KEY'; re-read "
@@ -184,6 +185,7 @@ int main(int argc, char** argv) {
       "Usage: hopfieldd [--listen=127.0.0.1:50051] [--port_file=PATH] ...\n"
       "All flags: hopfieldd --helpfull");
   absl::ParseCommandLine(argc, argv);
+  hopfield::server::RouteGrpcLogs();
 
   ServerConfig config;
   config.listen = absl::GetFlag(FLAGS_listen);
@@ -330,19 +332,27 @@ int main(int argc, char** argv) {
 
   int received = WaitForSignal();
   for (; received == SIGHUP; received = WaitForSignal()) {
-    if (config.api_keys_file.empty()) {
+    if (config.api_keys_file.empty() && !config.tls.enabled()) {
       HOPFIELD_LOG(INFO) << "received SIGHUP: nothing to reload (no "
-                            "--api_keys_file; TLS files are re-read every "
-                            "--tls_reload_seconds)";
+                            "--api_keys_file, no TLS)";
       continue;
     }
-    if (absl::Status reloaded = (*server)->ReloadApiKeys(); reloaded.ok()) {
-      HOPFIELD_LOG(INFO) << "received SIGHUP: reloaded "
-                         << (*server)->api_keys() << " API keys from "
-                         << config.api_keys_file;
-    } else {
-      HOPFIELD_LOG(ERROR) << "received SIGHUP: keeping the API keys in force: "
-                          << reloaded;
+    if (!config.api_keys_file.empty()) {
+      if (absl::Status reloaded = (*server)->ReloadApiKeys(); reloaded.ok()) {
+        HOPFIELD_LOG(INFO) << "received SIGHUP: reloaded "
+                           << (*server)->api_keys() << " API keys from "
+                           << config.api_keys_file;
+      } else {
+        HOPFIELD_LOG(ERROR)
+            << "received SIGHUP: keeping the API keys in force: " << reloaded;
+      }
+    }
+    if (config.tls.enabled()) {
+      // Logs a change or a problem itself.
+      const absl::StatusOr<bool> reloaded = (*server)->ReloadTls();
+      if (reloaded.ok() && !*reloaded) {
+        HOPFIELD_LOG(INFO) << "received SIGHUP: the TLS files are unchanged";
+      }
     }
   }
   const absl::Duration grace = absl::Seconds(grace_seconds);

@@ -107,7 +107,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   }
   // TLS files and keys are checked before anything is opened or bound: a
   // typo there stops the start with the flag's name.
-  if (absl::Status tls = CheckTlsFiles(config.tls); !tls.ok()) return tls;
+  std::unique_ptr<TlsFileMirror> tls;
+  if (config.tls.enabled() || !config.tls.client_ca_file.empty()) {
+    absl::StatusOr<std::unique_ptr<TlsFileMirror>> mirror =
+        TlsFileMirror::Create(config.tls);
+    if (!mirror.ok()) return mirror.status();
+    tls = *std::move(mirror);
+  }
   std::optional<ApiKeys> keys;
   if (!config.api_keys_file.empty()) {
     absl::StatusOr<ApiKeys> loaded = ApiKeys::Load(config.api_keys_file);
@@ -225,9 +231,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
                                                       std::move(on_refusal));
     server->api_keys_file_ = config.api_keys_file;
   }
+  server->tls_ = std::move(tls);
   std::shared_ptr<grpc::ServerCredentials> credentials;
-  if (config.tls.enabled() || server->access_ != nullptr) {
-    credentials = MakeServerCredentials(config.tls, server->access_);
+  if (server->tls_ != nullptr || server->access_ != nullptr) {
+    credentials = MakeServerCredentials(server->tls_.get(), server->access_);
+  }
+  if (server->tls_ != nullptr) {
+    server->tls_reloader_ = std::thread([raw = server.get()] {
+      raw->ReloadTlsEvery(raw->tls_->files().reload_interval);
+    });
   }
   absl::StatusOr<std::unique_ptr<ConnectionAcceptor>> acceptor =
       ConnectionAcceptor::Create(&builder, config.listen, limits,
@@ -318,6 +330,35 @@ Server::~Server() {
   StopExposer(std::move(exposer_), metrics_listen_, metrics_port_);
 }
 
+absl::StatusOr<bool> Server::ReloadTls() {
+  if (tls_ == nullptr) {
+    return absl::FailedPreconditionError("TLS is off: nothing to reload");
+  }
+  absl::StatusOr<bool> reloaded = tls_->Reload();
+  WriterLock lock(&tls_log_mu_);
+  if (reloaded.ok()) {
+    if (*reloaded) {
+      HOPFIELD_LOG(INFO) << "TLS files changed: new connections get the new "
+                            "certificate";
+    }
+    tls_last_error_.clear();
+  } else if (std::string error(reloaded.status().message());
+             error != tls_last_error_) {
+    // Once per distinct problem, not every interval.
+    HOPFIELD_LOG(WARNING) << "TLS files not taken, the previous ones keep "
+                             "serving: "
+                          << error;
+    tls_last_error_ = std::move(error);
+  }
+  return reloaded;
+}
+
+void Server::ReloadTlsEvery(absl::Duration interval) {
+  while (!tls_stop_.WaitForNotificationWithTimeout(interval)) {
+    (void)ReloadTls();
+  }
+}
+
 absl::Status Server::ReloadApiKeys() {
   if (access_ == nullptr) {
     return absl::FailedPreconditionError(
@@ -353,7 +394,15 @@ std::shared_ptr<grpc::Channel> Server::InProcessChannel() {
   return server_->InProcessChannel(grpc::ChannelArguments());
 }
 
+void Server::StopTlsReloader() {
+  if (tls_reloader_.joinable()) {
+    tls_stop_.Notify();
+    tls_reloader_.join();
+  }
+}
+
 void Server::Shutdown(absl::Duration grace) {
+  StopTlsReloader();
   if (shut_down_ || server_ == nullptr) return;
   shut_down_ = true;
   server_->GetHealthCheckService()->SetServingStatus(false);

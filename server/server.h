@@ -15,9 +15,11 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "prometheus/exposer.h"
@@ -32,6 +34,7 @@
 #include "server/prometheus_metrics.h"
 #include "server/reflection_v1.h"
 #include "server/server_config.h"
+#include "server/transport_security.h"
 
 namespace hopfield::server {
 
@@ -68,6 +71,13 @@ class Server {
   // are not affected. Errors: FAILED_PRECONDITION when the server was
   // started without keys; as ApiKeys::Load, and then the keys in force stay.
   absl::Status ReloadApiKeys();
+  // Re-reads the TLS files now (also done every config.tls.reload_interval):
+  // true when a new set was taken. A set that is incomplete, unparsable or
+  // mismatched is not taken (logged once as a WARNING); the previous one
+  // keeps serving. Errors: FAILED_PRECONDITION with TLS off; as
+  // CheckTlsFiles.
+  absl::StatusOr<bool> ReloadTls();
+
   // API keys in force (0 without --api_keys_file).
   size_t api_keys() const { return access_ == nullptr ? 0 : access_->size(); }
 
@@ -96,6 +106,9 @@ class Server {
  private:
   Server() = default;
 
+  void ReloadTlsEvery(absl::Duration interval);
+  void StopTlsReloader();
+
   // The scrape-time sources but the registry (set once it has loaded).
   MetricsSources ScrapeSources() const;
 
@@ -109,6 +122,13 @@ class Server {
   // port's credentials hold a reference too.
   std::shared_ptr<AccessControl> access_;
   std::string api_keys_file_;
+  // The TLS files gRPC reads (null with TLS off), and the thread that
+  // re-reads them; both outlive server_.
+  std::unique_ptr<TlsFileMirror> tls_;
+  std::thread tls_reloader_;
+  absl::Notification tls_stop_;
+  Mutex tls_log_mu_;
+  std::string tls_last_error_ ABSL_GUARDED_BY(tls_log_mu_);
   std::unique_ptr<ConnectionAcceptor> acceptor_;
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<PrometheusMetrics> metrics_;  // null when metrics are off

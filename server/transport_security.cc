@@ -1,7 +1,13 @@
 #include "server/transport_security.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -10,6 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "grpc/grpc.h"
 #include "grpc/grpc_security.h"
+
+#include "core/status_macros.h"
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -105,8 +113,9 @@ class HopfieldServerCredentials final : public grpc::ServerCredentials {
         grpc_tls_certificate_provider_file_watcher_create(
             files_.key_file.c_str(), files_.cert_file.c_str(),
             mutual ? files_.client_ca_file.c_str() : nullptr,
-            static_cast<unsigned int>(std::max<int64_t>(
-                1, absl::ToInt64Seconds(files_.reload_interval))));
+            // The mirror's in-memory files: reading them is cheap, and a
+            // reload reaches gRPC within a second.
+            1);
     grpc_tls_credentials_options* options =
         grpc_tls_credentials_options_create();
     grpc_tls_credentials_options_set_certificate_provider(options, provider);
@@ -194,7 +203,9 @@ absl::StatusOr<std::vector<Certificate>> ParseCertificates(
 
 }  // namespace
 
-absl::Status CheckTlsFiles(const TlsFiles& files) {
+namespace {
+
+absl::Status CheckTlsConfig(const TlsFiles& files) {
   if (!files.enabled()) {
     if (!files.client_ca_file.empty()) {
       return absl::InvalidArgumentError(
@@ -213,6 +224,11 @@ absl::Status CheckTlsFiles(const TlsFiles& files) {
         absl::StrCat("the TLS reload interval must be >= 1 s, got ",
                      absl::FormatDuration(files.reload_interval)));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TlsPem> ReadTlsFiles(const TlsFiles& files) {
+  TlsPem pem;
   absl::StatusOr<std::string> chain_text =
       ReadFile("--tls_cert_file", files.cert_file);
   if (!chain_text.ok()) return chain_text.status();
@@ -245,13 +261,128 @@ absl::Status CheckTlsFiles(const TlsFiles& files) {
     absl::StatusOr<std::vector<Certificate>> cas = ParseCertificates(
         "--tls_client_ca_file", files.client_ca_file, *ca_text);
     if (!cas.ok()) return cas.status();
+    pem.client_ca = *std::move(ca_text);
   }
+  pem.cert_chain = *std::move(chain_text);
+  pem.key = *std::move(key_text);
+  return pem;
+}
+
+}  // namespace
+
+absl::Status CheckTlsFiles(const TlsFiles& files) {
+  HOPFIELD_RETURN_IF_ERROR(CheckTlsConfig(files));
+  if (!files.enabled()) return absl::OkStatus();
+  return ReadTlsFiles(files).status();
+}
+
+namespace {
+
+// A memfd holding `text` (close-on-exec), or -1.
+int MemoryFile(const char* name, const std::string& text) {
+  const int fd = memfd_create(name, MFD_CLOEXEC);
+  if (fd < 0) return -1;
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t wrote = ::write(fd, text.data() + done, text.size() - done);
+    if (wrote <= 0) {
+      if (wrote < 0 && errno == EINTR) continue;
+      ::close(fd);
+      return -1;
+    }
+    done += static_cast<size_t>(wrote);
+  }
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TlsFileMirror>> TlsFileMirror::Create(
+    const TlsFiles& files) {
+  HOPFIELD_RETURN_IF_ERROR(CheckTlsConfig(files));
+  if (!files.enabled()) {
+    return absl::InvalidArgumentError("TlsFileMirror: TLS is off");
+  }
+  HOPFIELD_ASSIGN_OR_RETURN(TlsPem pem, ReadTlsFiles(files));
+  std::unique_ptr<TlsFileMirror> mirror(new TlsFileMirror(files));
+  WriterLock lock(&mirror->mu_);
+  HOPFIELD_RETURN_IF_ERROR(mirror->InstallLocked(pem));
+  return mirror;
+}
+
+TlsFileMirror::TlsFileMirror(TlsFiles files) : files_(std::move(files)) {}
+
+TlsFileMirror::~TlsFileMirror() {
+  for (const int fd : {cert_fd_, key_fd_, ca_fd_}) {
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+std::string TlsFileMirror::cert_path() const {
+  return absl::StrCat("/proc/self/fd/", cert_fd_);
+}
+std::string TlsFileMirror::key_path() const {
+  return absl::StrCat("/proc/self/fd/", key_fd_);
+}
+std::string TlsFileMirror::client_ca_path() const {
+  return ca_fd_ < 0 ? "" : absl::StrCat("/proc/self/fd/", ca_fd_);
+}
+
+absl::Status TlsFileMirror::InstallLocked(const TlsPem& pem) {
+  const int cert = MemoryFile("hopfield-tls-cert", pem.cert_chain);
+  const int key = MemoryFile("hopfield-tls-key", pem.key);
+  const int ca = files_.client_ca_file.empty()
+                     ? -2
+                     : MemoryFile("hopfield-tls-ca", pem.client_ca);
+  if (cert < 0 || key < 0 || ca == -1) {
+    const int error = errno;
+    for (const int fd : {cert, key, ca}) {
+      if (fd >= 0) ::close(fd);
+    }
+    return absl::UnavailableError(
+        absl::StrCat("cannot hold the TLS files in memory (memfd_create): ",
+                     std::strerror(error)));
+  }
+  // First install: these descriptors are the mirror's for good. Later: each
+  // takes the place of the old one in one dup2, so the fixed path
+  // /proc/self/fd/N names the new contents from then on.
+  auto place = [](int* slot, int fresh) {
+    if (fresh < 0) return;
+    if (*slot < 0) {
+      *slot = fresh;
+      return;
+    }
+    ::dup3(fresh, *slot, O_CLOEXEC);
+    ::close(fresh);
+  };
+  place(&key_fd_, key);
+  place(&cert_fd_, cert);
+  place(&ca_fd_, ca);
+  installed_ = pem;
   return absl::OkStatus();
 }
 
+absl::StatusOr<bool> TlsFileMirror::Reload() {
+  WriterLock lock(&mu_);
+  absl::StatusOr<TlsPem> pem = ReadTlsFiles(files_);
+  if (!pem.ok()) return pem.status();
+  if (pem->cert_chain == installed_.cert_chain && pem->key == installed_.key &&
+      pem->client_ca == installed_.client_ca) {
+    return false;
+  }
+  HOPFIELD_RETURN_IF_ERROR(InstallLocked(*pem));
+  return true;
+}
+
 std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(
-    const TlsFiles& files, std::shared_ptr<const AccessControl> access) {
-  return std::make_shared<HopfieldServerCredentials>(files, std::move(access));
+    const TlsFileMirror* tls, std::shared_ptr<const AccessControl> access) {
+  TlsFiles paths;
+  if (tls != nullptr) {
+    paths.cert_file = tls->cert_path();
+    paths.key_file = tls->key_path();
+    paths.client_ca_file = tls->client_ca_path();
+  }
+  return std::make_shared<HopfieldServerCredentials>(paths, std::move(access));
 }
 
 }  // namespace hopfield::server

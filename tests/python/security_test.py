@@ -348,38 +348,72 @@ class SecurityTest(unittest.TestCase):
         self.assertCode(grpc.StatusCode.UNAVAILABLE, health_pb2_grpc.HealthStub(
             self.tls_channel(server)).Check, health_pb2.HealthCheckRequest())
 
-    def test_certificate_rotation_without_restart(self):
+    def rotating_server(self, *flags):
+        """A TLS server on copies of server.{pem,key} in a directory of its
+        own (returned), which the test may rewrite."""
         rotating = tempfile.mkdtemp(dir=self.d)
         for suffix in ("pem", "key"):
             with open(os.path.join(rotating, "server." + suffix), "wb") as f:
                 f.write(read(self.path("server." + suffix)))
         server = self.start(
             "--tls_cert_file=" + os.path.join(rotating, "server.pem"),
-            "--tls_key_file=" + os.path.join(rotating, "server.key"),
-            "--tls_reload_seconds=1")
-        pb_grpc.MemoryServiceStub(self.tls_channel(server)).ListBanks(
-            pb.ListBanksRequest(), timeout=10)
-        # A new certificate from another CA, written beside and renamed in
-        # (key first: until the certificate follows, the pair does not match
-        # and the old one stays in use).
+            "--tls_key_file=" + os.path.join(rotating, "server.key"), *flags)
+        return server, rotating
+
+    def serves(self, server, ca):
+        """Whether a new connection trusting `ca` gets through."""
+        try:
+            pb_grpc.MemoryServiceStub(self.tls_channel(server, ca=ca)).ListBanks(
+                pb.ListBanksRequest(), timeout=5)
+            return True
+        except grpc.RpcError:
+            return False
+
+    def wait_until_serves(self, server, ca, seconds=15):
+        deadline = time.monotonic() + seconds
+        while not self.serves(server, ca):
+            self.assertLess(time.monotonic(), deadline, server.output())
+            time.sleep(0.2)
+
+    def test_certificate_rotation_without_restart(self):
+        server, rotating = self.rotating_server("--tls_reload_seconds=1")
+        self.assertTrue(self.serves(server, "ca.pem"))
+        cert = os.path.join(rotating, "server.pem")
+        key = os.path.join(rotating, "server.key")
         make_leaf(self.d, "rotated", "other_ca", san="IP:127.0.0.1")
+        # Half way through a rotation: an empty certificate, then a new key
+        # beside the old certificate. Neither is taken (gRPC itself would
+        # abort on the first and serve the second): the old pair serves on.
+        with open(cert, "wb"):
+            pass
+        time.sleep(2.5)
+        self.assertTrue(self.serves(server, "ca.pem"), server.output())
+        self.assertIsNone(server.process.poll())
+        with open(cert, "wb") as f:
+            f.write(read(self.path("server.pem")))
+        with open(key, "wb") as f:
+            f.write(read(self.path("rotated.key")))
+        time.sleep(2.5)
+        self.assertTrue(self.serves(server, "ca.pem"), server.output())
+        self.assertIn("does not match", server.output())
+        # The certificate follows: the new pair is taken.
+        with open(cert, "wb") as f:
+            f.write(read(self.path("rotated.pem")))
+        self.wait_until_serves(server, "other_ca.pem")
+        self.assertFalse(self.serves(server, "ca.pem"))
+        self.assertIn("TLS files changed", server.output())
+
+    def test_sighup_reloads_the_certificate_at_once(self):
+        server, rotating = self.rotating_server("--tls_reload_seconds=3600")
+        make_leaf(self.d, "hup", "other_ca", san="IP:127.0.0.1")
         for suffix in ("key", "pem"):
             staged = os.path.join(rotating, "staged." + suffix)
             with open(staged, "wb") as f:
-                f.write(read(self.path("rotated." + suffix)))
+                f.write(read(self.path("hup." + suffix)))
             os.replace(staged, os.path.join(rotating, "server." + suffix))
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                pb_grpc.MemoryServiceStub(self.tls_channel(
-                    server, ca="other_ca.pem")).ListBanks(
-                        pb.ListBanksRequest(), timeout=5)
-                break
-            except grpc.RpcError as e:
-                self.assertLess(time.monotonic(), deadline, e.details())
-                time.sleep(0.2)
-        self.assertCode(grpc.StatusCode.UNAVAILABLE, pb_grpc.MemoryServiceStub(
-            self.tls_channel(server)).ListBanks, pb.ListBanksRequest())
+        self.assertTrue(self.serves(server, "ca.pem"))  # not before SIGHUP
+        server.process.send_signal(signal.SIGHUP)
+        self.wait_until_serves(server, "other_ca.pem", seconds=5)
 
     def test_bad_files_stop_the_start_naming_the_flag(self):
         cases = [
@@ -397,7 +431,7 @@ class SecurityTest(unittest.TestCase):
              "--tls_client_ca_file needs"),
             (["--api_keys_file=" + self.path("missing_keys")],
              "cannot read --api_keys_file"),
-            (["--api_keys_file=" + self.path("server.pem")], "line 1: role must be"),
+            (["--api_keys_file=" + self.path("server.pem")], "line 1: the second field must be the role"),
         ]
         for flags, message in cases:
             with self.subTest(flags=flags):
@@ -430,6 +464,13 @@ class SecurityTest(unittest.TestCase):
         with_flag = run("banks", "--api_key=" + READER)
         self.assertEqual(with_flag.returncode, 0, with_flag.stderr)
         self.assertIn("c\t3", with_flag.stdout)
+        # `export HOPFIELD_API_KEY=$(cat crlf-file)`: the CR is stripped.
+        self.assertEqual(run("banks", key=READER + "\r").returncode, 0)
+        # A key a header cannot carry is a usage error that does not quote it
+        # (gRPC would abort the process and print the key).
+        bad = run("banks", "--api_key=" + READER + "\r")
+        self.assertEqual(bad.returncode, 64, bad.stderr)
+        self.assertNotIn(READER, bad.stderr + bad.stdout)
         # Without --tls_ca_file the plaintext attempt fails; a missing file
         # is a usage error naming it.
         plain = subprocess.run(

@@ -143,7 +143,13 @@ class Client:
         if (certificate_chain is None) != (private_key is None):
             raise ValueError("certificate_chain and private_key go together")
         if api_key is None:
-            api_key = os.environ.get("HOPFIELD_API_KEY", "")
+            # A CR/LF from `$(cat file)` is never part of a key.
+            api_key = os.environ.get("HOPFIELD_API_KEY", "").strip()
+        if any(not 0x21 <= ord(c) <= 0x7E for c in api_key):
+            # gRPC would refuse the header and put the key in its message.
+            raise HopfieldError(_INVALID, "api_key holds a character a header "
+                                "cannot carry (only visible ASCII; a trailing "
+                                "newline from a file?)")
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
         self._budget = max(max_message_bytes * 3 // 4 - _MESSAGE_OVERHEAD, 1)

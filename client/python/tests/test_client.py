@@ -513,6 +513,16 @@ class ApiKeyTest(HopfieldTestCase):
         with mock.patch.dict(os.environ, {"HOPFIELD_API_KEY": self.WRITER}):
             with Client(self.server.target, timeout=10) as client:
                 self.assertIn("keys", [b.name for b in client.list_banks()])
+        # A CRLF file's `$(cat keys)` leaves a CR: stripped from the variable.
+        with mock.patch.dict(os.environ, {"HOPFIELD_API_KEY": self.WRITER + "\r\n"}):
+            with Client(self.server.target, timeout=10) as client:
+                self.assertIn("keys", [b.name for b in client.list_banks()])
+
+    def test_unsendable_key_is_refused_without_quoting_it(self):
+        with self.assertRaises(HopfieldError) as raised:
+            Client(self.server.target, api_key="s3cret-key\r")
+        self.assertEqual(raised.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertNotIn("s3cret", str(raised.exception))
 
 
 if __name__ == "__main__":
