@@ -72,7 +72,6 @@
 #include <random>
 #include <string>
 #include <thread>
-#include <tuple>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -993,6 +992,23 @@ int Main() {
     return absl::OkStatus();
   };
   auto load_bank = [&] { return load_into(client, options, &bank_loaded); };
+  // The bank into --target's server and into `other`'s (paired scenarios);
+  // false (after saying why) when either fails.
+  auto load_both = [&](client::MemoryClient& other,
+                       const client::ClientOptions& other_options) {
+    auto load = [&](client::MemoryClient& target,
+                    const client::ClientOptions& target_options, bool* loaded) {
+      if (absl::Status s = load_into(target, target_options, loaded); !s.ok()) {
+        std::fprintf(stderr, "store into %s: %s\n",
+                     target_options.target.c_str(), s.ToString().c_str());
+        return false;
+      }
+      return true;
+    };
+    bool other_loaded = false;
+    return load(client, options, &bank_loaded) &&
+           load(other, other_options, &other_loaded);
+  };
 
   // The in-process twin of the server's bank, built on first use.
   std::unique_ptr<MemoryBank> local;
@@ -1100,16 +1116,7 @@ int Main() {
         return 2;
       }
       client::MemoryClient other(other_options);
-      bool other_loaded = false;
-      for (auto [c, o, loaded] :
-           {std::tuple(&client, &options, &bank_loaded),
-            std::tuple(&other, &other_options, &other_loaded)}) {
-        if (absl::Status s = load_into(*c, *o, loaded); !s.ok()) {
-          std::fprintf(stderr, "store into %s: %s\n", o->target.c_str(),
-                       s.ToString().c_str());
-          return 1;
-        }
-      }
+      if (!load_both(other, other_options)) return 1;
       auto other_retrieve = [&](uint64_t i) {
         return other.Retrieve(bank, dim, query(i), remote_options).status();
       };
@@ -1137,16 +1144,7 @@ int Main() {
       }
       const bool tls = options.UsesTls();
       client::MemoryClient plain(plain_options);
-      bool plain_loaded = false;
-      for (auto [c, o, loaded] :
-           {std::tuple(&client, &options, &bank_loaded),
-            std::tuple(&plain, &plain_options, &plain_loaded)}) {
-        if (absl::Status s = load_into(*c, *o, loaded); !s.ok()) {
-          std::fprintf(stderr, "store into %s: %s\n", o->target.c_str(),
-                       s.ToString().c_str());
-          return 1;
-        }
-      }
+      if (!load_both(plain, plain_options)) return 1;
       const auto bytes =
           static_cast<size_t>(absl::GetFlag(FLAGS_payload_bytes));
       CompareServers([&](uint64_t) { return client.Ping(bytes); },

@@ -17,6 +17,7 @@
 #
 # Servers run with the malloc tunable of `make run` and are stopped by pid.
 set -eu
+here=$(cd "$(dirname "$0")" && pwd)
 mode=${1:-all}
 root=$(pwd)
 hopfieldd=$root/build/release/server/hopfieldd
@@ -30,13 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cd "$work"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj /CN=bench-ca -keyout ca.key -out ca.pem 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-  -subj /CN=localhost -keyout server.key -out server.csr 2>/dev/null
-echo "subjectAltName=DNS:localhost,IP:127.0.0.1" > san.ext
-openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-  -days 2 -extfile san.ext -out server.pem 2>/dev/null
+"$here/make_test_certs.sh" .
 writer=$(openssl rand -hex 32)
 reader=$(openssl rand -hex 32)
 printf '%s read-write\n%s read-only\n' "$writer" "$reader" > keys

@@ -5,19 +5,14 @@
 # checked. Certificates and keys are made here with the openssl CLI.
 # Usage: soak_smoke.sh HOPFIELDD LOAD_GENERATOR [SECONDS]
 set -eu
+here=$(cd "$(dirname "$0")" && pwd)
 hopfieldd=$(realpath "$1")
 load_generator=$(realpath "$2")
 work=$(mktemp -d)
 pid=
 trap '[ -n "$pid" ] && kill -KILL $pid 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj /CN=soak-ca -keyout ca.key -out ca.pem 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-  -subj /CN=localhost -keyout server.key -out server.csr 2>/dev/null
-echo "subjectAltName=DNS:localhost,IP:127.0.0.1" > san.ext
-openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-  -days 2 -extfile san.ext -out server.pem 2>/dev/null
+"$here/make_test_certs.sh" .
 writer=$(openssl rand -hex 24)
 reader=$(openssl rand -hex 24)
 printf '%s read-write\n%s read-only\n' "$writer" "$reader" > keys
