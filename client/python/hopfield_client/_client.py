@@ -58,6 +58,34 @@ def _enum(enum: Any, prefix: str, value: Union[str, int, None], field: str,
     return names[value.lower()]
 
 
+def _varint(value: int) -> bytes:
+    """`value` as a protobuf base-128 varint."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _encode_store(bank: str, ids: np.ndarray, rows: np.ndarray) -> bytes:
+    """A serialized StoreRequest{bank, patterns: [Pattern{id, values}]}, the
+    floats copied from `rows` as little-endian float32 (what protobuf's own
+    serializer writes for `repeated float`, packed: field 1 varint id,
+    omitted when 0; field 2 length-delimited values)."""
+    values = np.ascontiguousarray(rows, dtype="<f4")
+    row_bytes = values.shape[1] * 4
+    block = values.tobytes()
+    values_header = b"\x12" + _varint(row_bytes)
+    name = bank.encode("utf-8")
+    parts = [b"\x0a" + _varint(len(name)) + name]
+    for i, pattern_id in enumerate(ids.tolist()):
+        pattern = ((b"\x08" + _varint(pattern_id)) if pattern_id else b"") + \
+            values_header + block[i * row_bytes:(i + 1) * row_bytes]
+        parts.append(b"\x12" + _varint(len(pattern)) + pattern)
+    return b"".join(parts)
+
+
 def _matrix(array: ArrayLike, field: str) -> np.ndarray:
     """`array` as float32 [n, dim]; a 1-D array is one row."""
     try:
@@ -171,6 +199,13 @@ class Client:
         else:
             self.channel = grpc.insecure_channel(target, channel_options)
         self._stub = pb_grpc.MemoryServiceStub(self.channel)
+        # Store with requests encoded straight from the array (see
+        # _encode_store): building them through protobuf's Python objects
+        # runs at ~30 MB/s.
+        self._store_encoded = self.channel.unary_unary(
+            "/hopfield.v1.MemoryService/Store",
+            request_serializer=None,
+            response_deserializer=pb.StoreResponse.FromString)
 
     def close(self) -> None:
         """Closes the channel; calls in flight are cancelled."""
@@ -254,10 +289,8 @@ class Client:
         assigned = np.empty(count, np.uint64)
         step = self._rows_per_request(4 * rows.shape[1] + _ROW_OVERHEAD)
         for start, stop in _spans(count, step):
-            request = pb.StoreRequest(bank=bank, patterns=[
-                pb.Pattern(id=i, values=row)
-                for i, row in zip(given[start:stop].tolist(), rows[start:stop].tolist())])
-            assigned[start:stop] = self._call(self._stub.Store, request, timeout).ids
+            request = _encode_store(bank, given[start:stop], rows[start:stop])
+            assigned[start:stop] = self._call(self._store_encoded, request, timeout).ids
             if progress:
                 progress(stop, count)
         return assigned
