@@ -12,7 +12,8 @@
 #   soak: one hopfieldd with TLS and keys on a data directory on disk, then
 #         load_generator --scenarios=soak for SOAK_SECONDS (default 600) with
 #         SOAK_WRITERS (8) writers of SOAK_WORKING_SET (5000) patterns of
-#         SOAK_DIM (128), a read-only client and Train every 30 s; bounds
+#         SOAK_DIM (128), a read-only client and Train every
+#         SOAK_TRAIN_SECONDS (30; 0: none); bounds
 #         SOAK_P99_MS (250) and SOAK_RSS_GROWTH (0.10).
 #
 # Servers run with the malloc tunable of `make run` and are stopped by pid.
@@ -74,7 +75,8 @@ if [ "$mode" = soak ] || [ "$mode" = all ]; then
     --patterns=100 --duration_seconds="${SOAK_SECONDS:-600}" \
     --soak_writers="${SOAK_WRITERS:-8}" \
     --soak_working_set="${SOAK_WORKING_SET:-5000}" \
-    --soak_dim="${SOAK_DIM:-128}" --soak_train_seconds=30 --server_pid="$pid" \
+    --soak_dim="${SOAK_DIM:-128}" \
+    --soak_train_seconds="${SOAK_TRAIN_SECONDS:-30}" --server_pid="$pid" \
     --soak_p99_ms="${SOAK_P99_MS:-250}" \
     --soak_max_rss_growth="${SOAK_RSS_GROWTH:-0.10}"
   if grep -q -e "$writer" -e "$reader" soak.log; then

@@ -527,6 +527,15 @@ absl::Status RunSoak(const SoakOptions& options) {
         static_cast<double>(warm_bytes) / 1048576.0,
         static_cast<double>(end_bytes) / 1048576.0,
         static_cast<double>(max_bytes) / 1048576.0, 100.0 * growth);
+    // The curve, one sample in ~10: a plateau or a slope.
+    std::string curve;
+    const size_t every = std::max<size_t>(1, rss.size() / 10);
+    for (size_t i = 0; i < rss.size(); i += every) {
+      absl::StrAppend(
+          &curve, " ", static_cast<int>(rss[i].first), "s:",
+          static_cast<int>(static_cast<double>(rss[i].second) / 1048576.0));
+    }
+    std::printf("soak server rss MiB over time:%s\n", curve.c_str());
   }
   std::fflush(stdout);
   std::string failure = FinalCheck(options, control, writers);
