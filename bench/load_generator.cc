@@ -66,7 +66,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <map>
 #include <memory>
 #include <random>
@@ -863,10 +862,8 @@ int Main() {
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
   options.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
   options.api_key = absl::GetFlag(FLAGS_api_key);
-  if (const char* key = std::getenv("HOPFIELD_API_KEY");
-      options.api_key.empty() && key != nullptr) {
-    options.api_key = key;
-  }
+  if (options.api_key.empty())
+    options.api_key = client::ApiKeyFromEnvironment();
   client::MemoryClient client(options);
   absl::StatusOr<bool> serving = client.Health();
   if (!serving.ok() || !*serving) {

@@ -26,7 +26,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -38,7 +37,6 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -118,6 +116,7 @@ ABSL_FLAG(bool, skip_validation, false,
 
 namespace {
 
+using hopfield::client::ApiKeyFromEnvironment;
 using hopfield::client::ClientOptions;
 using hopfield::client::MemoryClient;
 using hopfield::client::PatternMatrix;
@@ -486,14 +485,7 @@ int main(int argc, char** argv) {
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
   options.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
   options.api_key = absl::GetFlag(FLAGS_api_key);
-  if (options.api_key.empty()) {
-    // The environment keeps the key out of `ps` and shell history.
-    if (const char* key = std::getenv("HOPFIELD_API_KEY"); key != nullptr) {
-      // `export HOPFIELD_API_KEY=$(cat file)` may carry a CR from a CRLF
-      // file: surrounding whitespace is never part of a key.
-      options.api_key = std::string(absl::StripAsciiWhitespace(key));
-    }
-  }
+  if (options.api_key.empty()) options.api_key = ApiKeyFromEnvironment();
   absl::StatusOr<std::unique_ptr<MemoryClient>> connected =
       MemoryClient::Connect(options);
   if (!connected.ok()) return Usage(std::string(connected.status().message()));

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -88,6 +90,11 @@ std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options,
 }
 
 }  // namespace
+
+std::string ApiKeyFromEnvironment() {
+  const char* key = std::getenv("HOPFIELD_API_KEY");
+  return key == nullptr ? "" : std::string(absl::StripAsciiWhitespace(key));
+}
 
 MemoryClient::MemoryClient(const ClientOptions& options)
     : options_(options),

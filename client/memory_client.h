@@ -65,6 +65,11 @@ struct ClientOptions {
   }
 };
 
+// $HOPFIELD_API_KEY without surrounding whitespace (a CRLF file's
+// `$(cat keys)` leaves a CR); "" when unset. The environment keeps a key out
+// of `ps` and shell history.
+std::string ApiKeyFromEnvironment();
+
 // Called after each request of a split call with (done, total) items.
 using ProgressCallback = std::function<void(uint64_t done, uint64_t total)>;
 

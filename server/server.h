@@ -75,7 +75,7 @@ class Server {
   // true when a new set was taken. A set that is incomplete, unparsable or
   // mismatched is not taken (logged once as a WARNING); the previous one
   // keeps serving. Errors: FAILED_PRECONDITION with TLS off; as
-  // CheckTlsFiles.
+  // TlsFileMirror::Reload.
   absl::StatusOr<bool> ReloadTls();
 
   // API keys in force (0 without --api_keys_file).

@@ -201,10 +201,6 @@ absl::StatusOr<std::vector<Certificate>> ParseCertificates(
   return certificates;
 }
 
-}  // namespace
-
-namespace {
-
 absl::Status CheckTlsConfig(const TlsFiles& files) {
   if (!files.enabled()) {
     if (!files.client_ca_file.empty()) {
@@ -267,16 +263,6 @@ absl::StatusOr<TlsPem> ReadTlsFiles(const TlsFiles& files) {
   pem.key = *std::move(key_text);
   return pem;
 }
-
-}  // namespace
-
-absl::Status CheckTlsFiles(const TlsFiles& files) {
-  HOPFIELD_RETURN_IF_ERROR(CheckTlsConfig(files));
-  if (!files.enabled()) return absl::OkStatus();
-  return ReadTlsFiles(files).status();
-}
-
-namespace {
 
 // A memfd holding `text` (close-on-exec), or -1.
 int MemoryFile(const char* name, const std::string& text) {
@@ -344,7 +330,7 @@ absl::Status TlsFileMirror::InstallLocked(const TlsPem& pem) {
                      std::strerror(error)));
   }
   // First install: these descriptors are the mirror's for good. Later: each
-  // takes the place of the old one in one dup2, so the fixed path
+  // takes the place of the old one in one dup3, so the fixed path
   // /proc/self/fd/N names the new contents from then on.
   auto place = [](int* slot, int fresh) {
     if (fresh < 0) return;

@@ -48,14 +48,6 @@ struct TlsFiles {
   bool enabled() const { return !cert_file.empty() || !key_file.empty(); }
 };
 
-// Checks `files` now, so that a bad file stops the start with a clear
-// error instead of failing every handshake later: the files are readable,
-// the chain holds at least one certificate, the key parses and matches the
-// chain's first certificate, the client CA file holds at least one
-// certificate. OK when TLS is off.
-// Errors: INVALID_ARGUMENT naming the flag, the file and what is wrong.
-absl::Status CheckTlsFiles(const TlsFiles& files);
-
 // The contents of a validated set of TLS files.
 struct TlsPem {
   std::string cert_chain;
@@ -67,12 +59,17 @@ struct TlsPem {
 // (/proc/self/fd/N) that gRPC's file-watching certificate provider reads
 // every second. Reload re-reads the configured files and swaps the copies
 // (each in one dup3, so a path never names a half-written file) only when
-// they changed and pass CheckTlsFiles' checks. Thread-safe. Must outlive
+// they changed and pass Create's checks. Thread-safe. Must outlive
 // the credentials made from it.
 class TlsFileMirror {
  public:
-  // Errors: as CheckTlsFiles; INVALID_ARGUMENT when TLS is off;
-  // UNAVAILABLE when memfd_create fails.
+  // Reads and checks the files, so that a bad one stops the start with a
+  // clear error instead of failing every handshake later: readable, the
+  // chain holds a certificate, the key is an unencrypted PEM key matching
+  // the chain's first certificate, the client CA file holds a certificate.
+  // Errors: INVALID_ARGUMENT naming the flag, the file and what is wrong,
+  // for an inconsistent config, or when TLS is off; UNAVAILABLE when
+  // memfd_create fails.
   static absl::StatusOr<std::unique_ptr<TlsFileMirror>> Create(
       const TlsFiles& files);
   TlsFileMirror(const TlsFileMirror&) = delete;
@@ -81,7 +78,7 @@ class TlsFileMirror {
 
   // Re-reads the files: true when a new set was installed (gRPC serves it
   // to new connections within a second), false when nothing changed.
-  // Errors: as CheckTlsFiles (the set in force stays).
+  // Errors: as Create (the set in force stays).
   absl::StatusOr<bool> Reload();
 
   const TlsFiles& files() const { return files_; }
