@@ -158,6 +158,9 @@ ABSL_FLAG(int, soak_dim, 64, "soak: pattern dimension");
 ABSL_FLAG(int, soak_working_set, 2000, "soak: patterns each writer keeps");
 ABSL_FLAG(double, soak_train_seconds, 15,
           "soak: run Train this often (0: never)");
+ABSL_FLAG(double, soak_settle_seconds, 600,
+          "soak: wait up to this long after the fill for the search index to "
+          "hold every pattern before the clock starts (0: no wait)");
 ABSL_FLAG(double, soak_p99_ms, 0,
           "soak: fail when any serving method's p99 is over this (0: report)");
 ABSL_FLAG(double, soak_max_rss_growth, 0,
@@ -1170,6 +1173,8 @@ int Main() {
       soak.working_set = static_cast<size_t>(
           std::max(16, absl::GetFlag(FLAGS_soak_working_set)));
       soak.train_every = absl::Seconds(absl::GetFlag(FLAGS_soak_train_seconds));
+      soak.settle_timeout =
+          absl::Seconds(absl::GetFlag(FLAGS_soak_settle_seconds));
       soak.server_pid = absl::GetFlag(FLAGS_server_pid);
       soak.p99_bound_ms = absl::GetFlag(FLAGS_soak_p99_ms);
       soak.max_rss_growth = absl::GetFlag(FLAGS_soak_max_rss_growth);

@@ -14,7 +14,9 @@
 #         SOAK_WRITERS (8) writers of SOAK_WORKING_SET (5000) patterns of
 #         SOAK_DIM (128), a read-only client and Train every
 #         SOAK_TRAIN_SECONDS (30; 0: none); bounds
-#         SOAK_P99_MS (250) and SOAK_RSS_GROWTH (0.10).
+#         SOAK_P99_MS (250) and SOAK_RSS_GROWTH (0.10). SOAK_SERVER_FLAGS
+#         (word-split) adds server flags for diagnostic runs, for example
+#         SOAK_SERVER_FLAGS=--index_min_patterns=4294967295 (no index).
 #
 # Servers run with the malloc tunable of `make run` and are stopped by pid.
 set -eu
@@ -68,8 +70,10 @@ if [ "$mode" = tls ] || [ "$mode" = all ]; then
 fi
 
 if [ "$mode" = soak ] || [ "$mode" = all ]; then
-  start soak --data_dir=soak-data "${tls_flags[@]}" --api_keys_file=keys
-  echo "== soak (TLS, keys, data on disk)"
+  # shellcheck disable=SC2086 # word-split on purpose
+  start soak --data_dir=soak-data "${tls_flags[@]}" --api_keys_file=keys \
+    ${SOAK_SERVER_FLAGS:-}
+  echo "== soak (TLS, keys, data on disk; server pid $pid)"
   HOPFIELD_API_KEY=$writer "$load_generator" --target="127.0.0.1:$port" \
     --tls_ca_file=ca.pem --read_only_api_key="$reader" --scenarios=soak \
     --patterns=100 --duration_seconds="${SOAK_SECONDS:-600}" \

@@ -403,18 +403,45 @@ absl::Status RunSoak(const SoakOptions& options) {
       options.reader.api_key.empty() ? "no" : "yes (read-only key)",
       absl::ToDoubleSeconds(options.train_every));
   std::fflush(stdout);
+  // The steady state: the search index holds the working sets (the churn
+  // then runs against a built index, as in a server that has been up).
+  if (options.settle_timeout > absl::ZeroDuration()) {
+    const Clock::time_point settle_start = Clock::now();
+    const Clock::time_point give_up =
+        settle_start + absl::ToChronoMilliseconds(options.settle_timeout);
+    absl::StatusOr<v1::Bank> bank = control.GetBank(options.bank);
+    while (bank.ok() && bank->index_pending() > 0 && Clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      bank = control.GetBank(options.bank);
+    }
+    std::printf(
+        "soak index settled: index_size=%llu index_pending=%llu after %.1f "
+        "s\n",
+        bank.ok() ? static_cast<unsigned long long>(bank->index_size()) : 0,
+        bank.ok() ? static_cast<unsigned long long>(bank->index_pending()) : 0,
+        std::chrono::duration<double>(Clock::now() - settle_start).count());
+    std::fflush(stdout);
+  }
 
   const Clock::time_point start = Clock::now();
   const Clock::time_point end =
       start + absl::ToChronoMilliseconds(options.duration);
   std::vector<std::pair<double, uint64_t>> rss;  // (seconds, bytes)
+  // (seconds, index_pending): whether the index keeps up with the churn.
+  std::vector<std::pair<double, uint64_t>> backlog;
   std::atomic<bool> done{false};
+  client::MemoryClient sampler_client(writer_options);
   std::thread sampler([&] {
-    if (options.server_pid <= 0) return;
     while (!done.load()) {
-      rss.emplace_back(
-          std::chrono::duration<double>(Clock::now() - start).count(),
-          ResidentBytes(options.server_pid));
+      const double at =
+          std::chrono::duration<double>(Clock::now() - start).count();
+      if (options.server_pid > 0) {
+        rss.emplace_back(at, ResidentBytes(options.server_pid));
+      }
+      if (absl::StatusOr<v1::Bank> bank = sampler_client.GetBank(options.bank);
+          bank.ok()) {
+        backlog.emplace_back(at, bank->index_pending());
+      }
       std::this_thread::sleep_for(std::chrono::seconds(1));
     }
   });
@@ -536,6 +563,20 @@ absl::Status RunSoak(const SoakOptions& options) {
           static_cast<int>(static_cast<double>(rss[i].second) / 1048576.0));
     }
     std::printf("soak server rss MiB over time:%s\n", curve.c_str());
+  }
+  if (!backlog.empty()) {
+    uint64_t most = 0;
+    for (const auto& sample : backlog) most = std::max(most, sample.second);
+    std::string curve;
+    const size_t every = std::max<size_t>(1, backlog.size() / 10);
+    for (size_t i = 0; i < backlog.size(); i += every) {
+      absl::StrAppend(&curve, " ", static_cast<int>(backlog[i].first),
+                      "s:", backlog[i].second);
+    }
+    std::printf("soak index_pending: max=%llu end=%llu; over time:%s\n",
+                static_cast<unsigned long long>(most),
+                static_cast<unsigned long long>(backlog.back().second),
+                curve.c_str());
   }
   std::fflush(stdout);
   std::string failure = FinalCheck(options, control, writers);

@@ -11,8 +11,9 @@
 // be the pattern's own id), and read patterns back (bit-exact). A reader
 // client with a read-only key retrieves and tries to write (each write must
 // be PERMISSION_DENIED). A trainer runs Train on the bank every few
-// seconds (OK, or FAILED_PRECONDITION while another runs). The server's
-// resident memory is sampled once a second.
+// seconds (OK, or FAILED_PRECONDITION while another runs). The clock starts
+// once the search index holds the filled bank; the server's resident memory
+// and the index's backlog are sampled once a second.
 //
 // Every reply must be OK or a code the call may expect (RESOURCE_EXHAUSTED
 // under overload for any call; FAILED_PRECONDITION for Train;
@@ -52,6 +53,10 @@ struct SoakOptions {
   size_t batch = 16;
   // Train every this long (0: no trainer).
   absl::Duration train_every = absl::Seconds(15);
+  // After the fill, wait up to this long for the search index to hold
+  // every pattern before the clock starts (0: start at once). The index's
+  // backlog (index_pending) is then sampled once a second with memory.
+  absl::Duration settle_timeout = absl::Minutes(10);
   // The server's process id, for its resident memory (0: not sampled).
   int server_pid = 0;
   // Pass bounds (0: reported only): p99 of any RPC method, milliseconds;

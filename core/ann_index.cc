@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -102,6 +103,10 @@ absl::Status AnnIndexOptions::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat(
         "projection_energy must be in [0, 1], got ", projection_energy));
   }
+  if (!(reuse_repair >= 0.0f && reuse_repair <= 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("reuse_repair must be in [0, 1], got ", reuse_repair));
+  }
   return CheckRange("index_ef_search", ef_search, 1, 10000);
 }
 
@@ -173,7 +178,8 @@ uint64_t AnnIndex::BytesForCapacity(uint32_t dim,
   const uint64_t upper = 2 * upper_links / (m - 1) + 1;
   const uint64_t per_entry = level0 + upper + sizeof(void*) + sizeof(int) +
                              sizeof(std::mutex) + kLabelEntryBytes +
-                             kVisitedLists * sizeof(uint16_t);
+                             kVisitedLists * sizeof(uint16_t) +
+                             sizeof(hnswlib::tableint);  // free_slots_
   return capacity * per_entry + kUpdateLocks * sizeof(std::mutex);
 }
 
@@ -190,6 +196,8 @@ absl::Status AnnIndex::EnsureCapacityLocked(uint64_t count) {
     growth = *std::move(reserved);
   }
   try {
+    // One entry per slot, so MarkDeleted never allocates.
+    free_slots_.reserve(capacity);
     if (graph_ == nullptr) {
       graph_ = std::make_unique<Graph>(space_.get(), capacity, options_.m,
                                        options_.ef_construction, options_.seed);
@@ -208,6 +216,9 @@ absl::Status AnnIndex::EnsureCapacityLocked(uint64_t count) {
     } else {
       graph_->resizeIndex(capacity);
     }
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the search index could not grow to ", capacity, " entries"));
   } catch (const std::runtime_error& e) {
     // hnswlib reports a failed malloc/realloc this way (the old graph is
     // intact).
@@ -234,8 +245,28 @@ absl::Status AnnIndex::Add(absl::Span<const uint64_t> ids,
   WriterLock add_lock(&add_mu_);
   {
     WriterLock lock(&mu_);
+    // New ids take tombstones' slots first (see InsertLocked); ids already
+    // present (live or deleted) keep theirs.
+    uint64_t fresh = 0;
+    uint64_t revived = 0;
+    if (graph_ != nullptr) {
+      for (const uint64_t id : ids) {
+        const auto found = graph_->label_lookup_.find(id);
+        if (found == graph_->label_lookup_.end()) {
+          ++fresh;
+        } else if (graph_->isMarkedDeleted(found->second)) {
+          ++revived;
+        }
+      }
+    } else {
+      fresh = ids.size();
+    }
     const uint64_t present = graph_ == nullptr ? 0 : graph_->cur_element_count;
-    if (auto s = EnsureCapacityLocked(present + ids.size()); !s.ok()) return s;
+    const uint64_t reusable = threads > 1 || !options_.reuse_deleted
+                                  ? 0
+                                  : deleted_ - std::min(deleted_, revived);
+    const uint64_t growth = fresh - std::min(fresh, reusable);
+    if (auto s = EnsureCapacityLocked(present + growth); !s.ok()) return s;
   }
   if (threads > 1 && ids.size() > 1) return AddParallel(ids, vectors, threads);
   std::vector<float> projected;
@@ -250,23 +281,57 @@ absl::Status AnnIndex::Add(absl::Span<const uint64_t> ids,
       }
       slice = projected.data();
     }
-    WriterLock lock(&mu_);
-    for (size_t i = begin; i < end; ++i) {
-      const auto found = graph_->label_lookup_.find(ids[i]);
-      if (found != graph_->label_lookup_.end() &&
-          graph_->isMarkedDeleted(found->second)) {
-        --deleted_;  // addPoint revives it
-      }
-      try {
-        // Capacity was ensured above (Adds are serialised by add_mu_), so
-        // only a failed allocation of upper-layer links can throw.
-        graph_->addPoint(slice + (i - begin) * search_dim_, ids[i]);
-      } catch (const std::runtime_error& e) {
-        return absl::ResourceExhaustedError(
-            absl::StrCat("the search index could not insert pattern ", ids[i],
-                         ": ", e.what()));
-      }
+    // The writer lock is held for kAddHold at a time (at least one
+    // insertion), so a search waits about that long, not for the slice.
+    for (size_t i = begin; i < end;) {
+      WriterLock lock(&mu_);
+      const auto until = std::chrono::steady_clock::now() + kAddHold;
+      do {
+        if (auto s = InsertLocked(slice + (i - begin) * search_dim_, ids[i]);
+            !s.ok()) {
+          return s;
+        }
+        ++i;
+      } while (i < end && std::chrono::steady_clock::now() < until);
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AnnIndex::InsertLocked(const float* vector, uint64_t id) {
+  try {
+    const auto found = graph_->label_lookup_.find(id);
+    if (found != graph_->label_lookup_.end()) {
+      // Replaced in place (a deleted entry is revived first).
+      if (graph_->isMarkedDeleted(found->second)) --deleted_;
+      graph_->addPoint(vector, id);
+      return absl::OkStatus();
+    }
+    while (options_.reuse_deleted && !free_slots_.empty()) {
+      const hnswlib::tableint slot = free_slots_.back();
+      free_slots_.pop_back();
+      if (!graph_->isMarkedDeleted(slot)) continue;  // revived since
+      // A new id takes a tombstone's slot (what hnswlib 0.7's
+      // replace_deleted does): relabelled, undeleted, its vector replaced
+      // and its neighbourhood repaired by updatePoint, so churn does not
+      // grow the graph.
+      graph_->label_lookup_.erase(graph_->getExternalLabel(slot));
+      graph_->label_lookup_[id] = slot;
+      graph_->setExternalLabel(slot, id);
+      graph_->unmarkDeletedInternal(slot);
+      --deleted_;
+      graph_->updatePoint(vector, slot, options_.reuse_repair);
+      return absl::OkStatus();
+    }
+    // Capacity was ensured by Add (Adds are serialised by add_mu_), so
+    // only a failed allocation of upper-layer links can throw.
+    graph_->addPoint(vector, id);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the search index could not insert pattern ", id, ": out of memory"));
+  } catch (const std::runtime_error& e) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the search index could not insert pattern ", id, ": ", e.what()));
   }
   return absl::OkStatus();
 }
@@ -336,16 +401,37 @@ absl::Status AnnIndex::AddParallel(absl::Span<const uint64_t> ids,
 }
 
 bool AnnIndex::MarkDeleted(uint64_t id) {
+  return MarkDeleted(absl::MakeConstSpan(&id, 1)) == 1;
+}
+
+size_t AnnIndex::MarkDeleted(absl::Span<const uint64_t> ids) {
   WriterLock lock(&mu_);
-  if (graph_ == nullptr) return false;
-  const auto found = graph_->label_lookup_.find(id);
-  if (found == graph_->label_lookup_.end() ||
-      graph_->isMarkedDeleted(found->second)) {
-    return false;
+  if (graph_ == nullptr) return 0;
+  size_t deleted = 0;
+  for (const uint64_t id : ids) {
+    const auto found = graph_->label_lookup_.find(id);
+    if (found == graph_->label_lookup_.end() ||
+        graph_->isMarkedDeleted(found->second)) {
+      continue;
+    }
+    // Full only of stale entries: the tombstones so far fit (fewer than
+    // the capacity), and this one after them.
+    if (free_slots_.size() == free_slots_.capacity()) CollectFreeSlotsLocked();
+    graph_->markDeletedInternal(found->second);
+    ++deleted_;
+    ++deleted;
+    free_slots_.push_back(found->second);
   }
-  graph_->markDeletedInternal(found->second);
-  ++deleted_;
-  return true;
+  return deleted;
+}
+
+void AnnIndex::CollectFreeSlotsLocked() {
+  // Entries of slots revived since they were listed: list each tombstone
+  // once (fewer than the capacity reserved, so no allocation).
+  free_slots_.clear();
+  for (hnswlib::tableint i = 0; i < graph_->cur_element_count; ++i) {
+    if (graph_->isMarkedDeleted(i)) free_slots_.push_back(i);
+  }
 }
 
 bool AnnIndex::Contains(uint64_t id) const {
@@ -478,6 +564,13 @@ absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Load(
   index->capacity_ = capacity;
   index->deleted_ = deleted;
   index->reservation_ = std::move(reserved);
+  try {
+    index->free_slots_.reserve(capacity);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        "the search index's free-slot list could not be allocated");
+  }
+  index->CollectFreeSlotsLocked();
   return index;
 }
 

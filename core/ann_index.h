@@ -32,17 +32,20 @@
 // the 784-dim graph does). Data without such structure (isotropic, or a sample
 // smaller than dim) is indexed as given. Deleted ids stay in the graph as
 // tombstones that searches step over (hnswlib's markDelete); re-adding a
-// deleted or stored id replaces its vector in place. Tombstones count in
-// size_with_deleted() and memory; a caller that deletes much rebuilds (a fresh
-// index).
+// deleted or stored id replaces its vector in place, and a new id takes a
+// tombstone's slot when there is one (relabelled, its vector replaced and its
+// neighbourhood repaired with hnswlib's updatePoint, as hnswlib 0.7's
+// replace_deleted does), so a stream of deletions and insertions (churn) does
+// not grow the graph. Tombstones count in size_with_deleted() and memory.
 //
 // Thread-safe: Search, Contains and the accessors run concurrently with each
-// other; Add and MarkDeleted take the writer lock (a search waits for at most
-// one slice of an Add, see Add; a whole batch of a multi-threaded Add);
+// other; Add and MarkDeleted take the writer lock (a search waits for about
+// kAddHold of an Add, see Add; a whole batch of a multi-threaded Add);
 // concurrent Adds run one after the other.
 #ifndef HOPFIELD_CORE_ANN_INDEX_H_
 #define HOPFIELD_CORE_ANN_INDEX_H_
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -77,6 +80,13 @@ struct AnnIndexOptions {
   // The share of a sample's energy the projection keeps (see the file
   // comment); 0 never projects. REQUIRES: [0, 1].
   double projection_energy = 0.92;
+  // Whether a new id takes a tombstone's slot (see the file comment), and
+  // the share of that slot's old neighbours whose links updatePoint
+  // recomputes (hnswlib 0.7's replace_deleted uses 1: all of them, at about
+  // 9 insertions' cost; bench/README "Index under churn" measures the
+  // trade-off). REQUIRES: reuse_repair in [0, 1].
+  bool reuse_deleted = true;
+  float reuse_repair = 0.5f;
 
   // INVALID_ARGUMENT naming the field, the range and the value.
   absl::Status Validate() const;
@@ -115,10 +125,12 @@ class AnnIndex {
   // Inserts (or replaces) vectors: column i of `vectors` (dim floats each,
   // contiguous, `ids.size()` columns, unit norm) under ids[i]. Grows the
   // graph first when it is full (by 1/2, at least to hold the batch),
-  // reserving the growth from the budget. Insertion holds the writer lock
-  // for slices of at most `kAddSlice` vectors, so concurrent searches wait
-  // for one slice, not the batch; a search between slices sees a prefix of
-  // the batch. Ids repeated within the batch: the last vector wins.
+  // reserving the growth from the budget (new ids first take tombstones'
+  // slots, see the file comment). Insertion holds the writer lock for about
+  // kAddHold at a time (at least one insertion; a slot's repair costs about
+  // two insertions), so concurrent searches wait that long, not for the
+  // batch; a search in between sees a prefix of the batch. Ids repeated
+  // within the batch: the last vector wins.
   // Errors: INVALID_ARGUMENT when vectors.size() != ids.size() * dim or an
   // id is 0; RESOURCE_EXHAUSTED when the growth does not fit the budget
   // (nothing of the batch is inserted) or, rarely, when hnswlib fails to
@@ -129,17 +141,23 @@ class AnnIndex {
   // the hardware's; hnswlib's
   // concurrent insertion; ids already present or repeated in the batch are
   // then inserted one by one, in order) and holds the writer lock for the
-  // whole batch: meant for building an index that nothing searches yet. The
+  // whole batch, taking no tombstone's slot: meant for building an index
+  // that nothing searches yet. The
   // graph then depends on the threads' interleaving (not reproducible from
   // the seed), and hnswlib's level generator is shared by the threads
   // unlocked (a benign race: two entries may draw the same level).
-  static constexpr size_t kAddSlice = 64;
+  static constexpr size_t kAddSlice = 64;  // vectors projected at a time
+  static constexpr std::chrono::microseconds kAddHold{500};
   absl::Status Add(absl::Span<const uint64_t> ids,
                    absl::Span<const float> vectors, uint32_t threads = 1);
 
-  // Tombstones `id` (searches no longer return it). Unknown or already
-  // deleted ids are ignored. Returns true if a live entry was deleted.
+  // Tombstones `id` (searches no longer return it; its slot goes to a later
+  // new id). Unknown or already deleted ids are ignored. Returns true if a
+  // live entry was deleted. Never allocates.
   bool MarkDeleted(uint64_t id);
+  // The same for every id of `ids` under one hold of the writer lock;
+  // returns the live entries deleted.
+  size_t MarkDeleted(absl::Span<const uint64_t> ids);
 
   // True if `id` is in the index and not deleted.
   bool Contains(uint64_t id) const;
@@ -194,6 +212,13 @@ class AnnIndex {
   // Writes the normalised projection of `vector` (dim floats) into `out`
   // (search_dim floats).
   void Project(const float* vector, float* out) const;
+  // Inserts one vector (search_dim floats) under `id`: replaces a present
+  // id's vector, else takes a free slot, else a new one (capacity ensured).
+  // Errors: RESOURCE_EXHAUSTED when hnswlib fails to allocate.
+  absl::Status InsertLocked(const float* vector, uint64_t id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Lists every tombstone in free_slots_ once (drops revived slots).
+  void CollectFreeSlotsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Add with threads > 1 (capacity ensured, add_mu_ held).
   absl::Status AddParallel(absl::Span<const uint64_t> ids,
                            absl::Span<const float> vectors, uint32_t threads)
@@ -219,6 +244,9 @@ class AnnIndex {
   std::unique_ptr<hnswlib::HierarchicalNSW<float>> graph_ ABSL_GUARDED_BY(mu_);
   uint64_t capacity_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t deleted_ ABSL_GUARDED_BY(mu_) = 0;
+  // Slots of tombstones, for new ids (InsertLocked); may list a slot
+  // revived since (skipped when taken). Capacity reserved with the graph.
+  std::vector<uint32_t> free_slots_ ABSL_GUARDED_BY(mu_);
   MemoryReservation reservation_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
+#include <deque>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -280,6 +283,121 @@ TEST(AnnIndexTest, DeletedIdsAreSkippedAndComeBackWhenReAdded) {
   EXPECT_NEAR(found[1].similarity, 1.0f, 1e-5f);  // ids 1 and 2, same vector
 }
 
+// Forgets the oldest `count` ids of `live` and adds as many new ones
+// (vectors from `rng`), as a bank under churn does.
+void Churn(AnnIndex& index, std::deque<uint64_t>& live, uint64_t* next_id,
+           int count, int dim, std::mt19937& rng,
+           std::vector<std::pair<uint64_t, std::vector<float>>>* added) {
+  std::vector<uint64_t> gone(live.begin(), live.begin() + count);
+  live.erase(live.begin(), live.begin() + count);
+  EXPECT_EQ(index.MarkDeleted(gone), static_cast<size_t>(count));
+  const std::vector<float> fresh = testing::UnitPatterns(rng, count, dim);
+  const std::vector<uint64_t> ids = Ids(*next_id, count);
+  *next_id += static_cast<uint64_t>(count);
+  ASSERT_THAT(index.Add(ids, fresh), IsOk());
+  for (int i = 0; i < count; ++i) {
+    live.push_back(ids[static_cast<size_t>(i)]);
+    added->emplace_back(ids[static_cast<size_t>(i)],
+                        std::vector<float>(fresh.begin() + i * dim,
+                                           fresh.begin() + (i + 1) * dim));
+  }
+}
+
+TEST(AnnIndexTest, NewIdsTakeTombstonesSlotsSoChurnDoesNotGrowTheGraph) {
+  constexpr int kDim = 16;
+  for (const bool reuse : {true, false}) {
+    SCOPED_TRACE(reuse ? "slots reused" : "tombstones kept");
+    AnnIndexOptions options;
+    options.reuse_deleted = reuse;
+    std::mt19937 rng(11);
+    auto index = NewIndex(kDim, options);
+    ASSERT_THAT(
+        index->Add(Ids(1, 1000), testing::UnitPatterns(rng, 1000, kDim)),
+        IsOk());
+    const uint64_t bytes = index->memory_bytes();
+    std::deque<uint64_t> live;
+    for (uint64_t id = 1; id <= 1000; ++id) live.push_back(id);
+    uint64_t next_id = 1001;
+    std::vector<std::pair<uint64_t, std::vector<float>>> added;
+    for (int round = 0; round < 5; ++round) {
+      Churn(*index, live, &next_id, 200, kDim, rng, &added);
+    }
+    EXPECT_EQ(index->size(), 1000u);
+    if (reuse) {
+      EXPECT_EQ(index->size_with_deleted(), 1000u);
+      EXPECT_EQ(index->memory_bytes(), bytes);
+    } else {
+      EXPECT_EQ(index->size_with_deleted(), 2000u);
+      EXPECT_GT(index->memory_bytes(), bytes);
+    }
+    // Every id now live was added by the churn (the first 1,000 are gone)
+    // and is its own vector's best match; a forgotten one is nowhere.
+    std::vector<AnnIndex::Candidate> found;
+    for (const auto& [id, vector] : added) {
+      EXPECT_TRUE(index->Contains(id));
+      index->Search(vector, 1, &found);
+      ASSERT_EQ(found.size(), 1u);
+      EXPECT_EQ(found[0].id, id);
+      EXPECT_NEAR(found[0].similarity, 1.0f, 1e-5f);
+    }
+    for (uint64_t id = 1; id <= 1000; ++id) EXPECT_FALSE(index->Contains(id));
+  }
+}
+
+TEST(AnnIndexTest, ARevivedSlotIsNotGivenAway) {
+  constexpr int kDim = 8;
+  std::mt19937 rng(12);
+  const std::vector<float> data = testing::UnitPatterns(rng, 102, kDim);
+  auto index = NewIndex(kDim);
+  ASSERT_THAT(
+      index->Add(Ids(1, 100), absl::MakeConstSpan(data).first(100 * kDim)),
+      IsOk());
+  // Id 5's slot is freed, then revived by re-adding id 5: a new id must
+  // take a new slot (or another tombstone's), not id 5's.
+  EXPECT_TRUE(index->MarkDeleted(5));
+  const auto five = absl::MakeConstSpan(data).subspan(4 * kDim, kDim);
+  ASSERT_THAT(index->Add({5}, five), IsOk());
+  EXPECT_TRUE(index->MarkDeleted(7));
+  const auto fresh = absl::MakeConstSpan(data).subspan(100 * kDim, 2 * kDim);
+  ASSERT_THAT(index->Add({200, 201}, fresh), IsOk());
+  EXPECT_EQ(index->size(), 101u);
+  EXPECT_EQ(index->size_with_deleted(), 101u);  // 200 took 7's slot
+  std::vector<AnnIndex::Candidate> found;
+  index->Search(five, 1, &found);
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].id, 5u);
+  for (int i = 0; i < 2; ++i) {
+    index->Search(fresh.subspan(static_cast<size_t>(i) * kDim, kDim), 1,
+                  &found);
+    ASSERT_EQ(found.size(), 1u);
+    EXPECT_EQ(found[0].id, 200u + static_cast<uint64_t>(i));
+  }
+  EXPECT_FALSE(index->Contains(7));
+}
+
+TEST(AnnIndexTest, ALoadedIndexReusesItsTombstonesSlots) {
+  constexpr int kDim = 8;
+  std::mt19937 rng(13);
+  auto index = NewIndex(kDim);
+  ASSERT_THAT(index->Add(Ids(1, 100), testing::UnitPatterns(rng, 100, kDim)),
+              IsOk());
+  EXPECT_EQ(index->MarkDeleted(Ids(1, 10)), 10u);
+  const std::string path = ::testing::TempDir() + "/reuse.hnsw";
+  ASSERT_THAT(index->Save(path), IsOk());
+  auto loaded = AnnIndex::Load(path, kDim, {}, nullptr, {});
+  ASSERT_THAT(loaded, IsOk());
+  EXPECT_EQ((*loaded)->size(), 90u);
+  const std::vector<float> fresh = testing::UnitPatterns(rng, 10, kDim);
+  ASSERT_THAT((*loaded)->Add(Ids(101, 10), fresh), IsOk());
+  EXPECT_EQ((*loaded)->size(), 100u);
+  EXPECT_EQ((*loaded)->size_with_deleted(), 100u);
+  std::vector<AnnIndex::Candidate> found;
+  (*loaded)->Search(absl::MakeConstSpan(fresh).first(kDim), 1, &found);
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].id, 101u);
+  std::remove(path.c_str());
+}
+
 TEST(AnnIndexTest, EmptyAndFullyDeletedIndexesFindNothing) {
   auto index = NewIndex(4);
   std::vector<AnnIndex::Candidate> found = {{7, 0.5f}};
@@ -340,6 +458,11 @@ TEST(AnnIndexTest, RejectsBadInput) {
   EXPECT_THAT(AnnIndex::Create(4, options),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("index_ef_search")));
+  options = {};
+  options.reuse_repair = 1.5f;
+  EXPECT_THAT(
+      AnnIndex::Create(4, options),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("reuse_repair")));
   auto index = NewIndex(4);
   EXPECT_THAT(index->Add({1, 2}, std::vector<float>(7)),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("8")));

@@ -76,10 +76,11 @@ void BankRegistry::RefreshLoop() {
         return true;
       };
       const bool indexed =
-          turn(RefreshKind::kIndex, bank->index_pending(), [&] {
-            return bank->RefreshIndex(std::max<size_t>(1, options_.index_batch),
-                                      &stopping_);
-          });
+          turn(RefreshKind::kIndex,
+               bank->index_pending() + bank->index_deletions_pending(), [&] {
+                 return bank->RefreshIndex(
+                     std::max<size_t>(1, options_.index_batch), &stopping_);
+               });
       // While the index takes patterns in (~0.25 s per 1,024 at 60k x 784,
       // estimates included), the exact turn (256 patterns against the whole
       // bank, seconds at that size) waits: a bulk load has estimates for

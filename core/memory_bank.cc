@@ -447,7 +447,7 @@ absl::Status MemoryBank::PersistIndex() {
   // swap) needs the writer lock.
   ReaderLock lock(&mu_);
   if (closed() || index_ == nullptr || index_map_ != feature_map_ ||
-      IndexPendingLocked() != 0) {
+      IndexPendingLocked() != 0 || !index_deletions_.empty()) {
     return absl::OkStatus();
   }
   // The state the files describe must be durable: after a failed sync the
@@ -849,6 +849,9 @@ absl::StatusOr<uint64_t> MemoryBank::RemoveUnindexed(
   // Allocated before the write is logged: nothing may fail after that.
   std::vector<Eigen::Index> targets;
   targets.reserve(ids_.size());
+  if (index_ != nullptr) {
+    index_deletions_.reserve(index_deletions_.size() + removed.size());
+  }
   {
     // The log record: the columns RemoveColumnLocked will leave, found by
     // replaying its moves (each removal moves the last column into the
@@ -1012,7 +1015,17 @@ uint64_t MemoryBank::index_pending() const {
 
 uint64_t MemoryBank::index_size() const {
   ReaderLock lock(&mu_);
-  return index_ != nullptr ? index_->size() : 0;
+  return IndexSizeLocked();
+}
+
+uint64_t MemoryBank::IndexSizeLocked() const {
+  // Each id awaiting its tombstone is a live entry of index_.
+  return index_ != nullptr ? index_->size() - index_deletions_.size() : 0;
+}
+
+uint64_t MemoryBank::index_deletions_pending() const {
+  ReaderLock lock(&mu_);
+  return index_deletions_.size();
 }
 
 uint64_t MemoryBank::IndexPendingLocked() const {
@@ -1066,6 +1079,17 @@ size_t MemoryBank::RefreshIndex(size_t max_patterns,
   std::vector<PatternId> ids;
   std::vector<uint64_t> stamps;
   std::vector<float> vectors;
+  {
+    // Removals' tombstones first: a removed id re-added since is then
+    // revived by its insertion below, not deleted after it.
+    WriterLock lock(&mu_);
+    if (index_ != nullptr && !index_deletions_.empty()) {
+      const std::vector<PatternId> deletions(index_deletions_.begin(),
+                                             index_deletions_.end());
+      index_->MarkDeleted(deletions);
+    }
+    index_deletions_.clear();
+  }
   while (applied < max_patterns) {
     if (stop != nullptr && stop->load(std::memory_order_relaxed)) break;
     std::shared_ptr<AnnIndex> index;
@@ -1113,6 +1137,10 @@ size_t MemoryBank::RefreshIndex(size_t max_patterns,
       WriterLock lock(&mu_);
       if (index_ != index) break;  // rebuilt meanwhile
       for (size_t i = 0; i < ids.size(); ++i) {
+        // The entry is the pattern's now (or is deleted right here): a
+        // tombstone still owed to an earlier incarnation of the id (removed,
+        // stored again) must not delete it.
+        index_deletions_.erase(ids[i]);
         const auto it = column_of_.find(ids[i]);
         if (it == column_of_.end()) {
           index_->MarkDeleted(ids[i]);  // removed while it was inserted
@@ -1308,6 +1336,7 @@ size_t MemoryBank::BuildSearchIndex(const std::atomic<bool>* stop) {
     if (!column_of_.contains(id)) index->MarkDeleted(id);
   }
   index_ = index;
+  index_deletions_.clear();  // the old index's (the loop above did these)
   index_map_ = map;
   index_built_at_ = all.size();
   unindexed_.clear();
@@ -1719,7 +1748,7 @@ BankStats MemoryBank::Stats(StatsDetail detail) const {
   stats.feature_map_version = feature_map_->version();
   stats.feature_dim = feature_map_->feature_dim();
   if (index_ != nullptr) {
-    stats.index_size = index_->size();
+    stats.index_size = IndexSizeLocked();
     stats.memory_bytes += index_->memory_bytes();
   }
   stats.index_pending = IndexPendingLocked();
@@ -1813,7 +1842,10 @@ void MemoryBank::RemoveColumnLocked(Eigen::Index column) {
   if (unindexed_pos_[col] != kIndexed) {
     MarkIndexedLocked(column);  // off the list: it was never in the index
   } else if (index_ != nullptr) {
-    index_->MarkDeleted(ids_[col]);
+    // Tombstoned by the next RefreshIndex: a removal never waits for the
+    // index (an insertion may hold its lock). Meanwhile searches may still
+    // return the id; retrieval skips ids the bank no longer holds.
+    index_deletions_.insert(ids_[col]);  // reserved by RemoveUnindexed
   }
   column_of_.erase(ids_[col]);
   ++layout_generation_;

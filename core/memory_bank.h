@@ -47,6 +47,7 @@
 #include "Eigen/Core"
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -392,7 +393,9 @@ class MemoryBank {
   uint64_t separation_pending() const;
 
   // Brings the search index of a cosine bank up to date, as
-  // RefreshSeparation does the statistics:
+  // RefreshSeparation does the statistics. First it tombstones the entries
+  // of patterns removed since (index_deletions_pending; their slots go to
+  // later insertions, so churn does not grow the index); then:
   //   - no index yet and at least env.index_min_patterns patterns, or the
   //     feature map changed since the index was built, or tombstones
   //     outnumber the live entries, or the bank has grown fourfold since
@@ -427,8 +430,12 @@ class MemoryBank {
   // dot similarity, or fewer than env.index_min_patterns patterns and no
   // index built yet).
   uint64_t index_pending() const;
-  // Live entries of the search index (0 while the bank has none).
+  // Live entries of the search index (0 while the bank has none), not
+  // counting removed patterns whose entries await their tombstone.
   uint64_t index_size() const;
+  // Removed patterns whose index entries RefreshIndex has yet to tombstone
+  // (Remove leaves that to it, so it never waits for the index's lock).
+  uint64_t index_deletions_pending() const;
 
   // True if Add or Remove changed the bank within the last `period` (steady
   // clock). The background refresher leaves such banks alone, so a bulk
@@ -619,6 +626,7 @@ class MemoryBank {
   // leaving the patterns pending.
   void MaintainIndexNow();
   uint64_t IndexPendingLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  uint64_t IndexSizeLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   AnnIndexOptions IndexOptions() const;
   // Whether the bank keeps an index now (cosine, and one exists or the
   // bank is large enough for one).
@@ -714,6 +722,10 @@ class MemoryBank {
   size_t index_built_at_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<PatternId> unindexed_ ABSL_GUARDED_BY(mu_);
   std::vector<uint32_t> unindexed_pos_ ABSL_GUARDED_BY(mu_);
+  // Removed ids whose entries in index_ (live) RefreshIndex has yet to
+  // tombstone; cleared when index_ is replaced, an id dropped when
+  // RefreshIndex inserts it again (stored again since).
+  absl::flat_hash_set<PatternId> index_deletions_ ABSL_GUARDED_BY(mu_);
   size_t capacity_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t write_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   size_t pending_count_ ABSL_GUARDED_BY(mu_) = 0;

@@ -160,6 +160,49 @@ TEST(MemoryBankIndexTest, DeferredBanksCatchUpInRefreshes) {
   ExpectIndexCovers(*bank);
 }
 
+TEST(MemoryBankIndexTest, RemovalsLeaveTheirTombstonesToTheRefresh) {
+  auto bank = NewBank(16, 0, SeparationUpdate::kDeferred);
+  const std::vector<PatternId> ids = AddRandom(*bank, 300, 21);
+  ASSERT_EQ(bank->RefreshIndex(1000), 300u);
+  // A removal does not touch the index (it never waits for its lock): the
+  // entries stay live in the graph until the next refresh, but the bank
+  // reports them gone.
+  ASSERT_THAT(bank->Remove(absl::MakeConstSpan(ids).first(50)),
+              IsOkAndHolds(50u));
+  EXPECT_EQ(bank->index_deletions_pending(), 50u);
+  EXPECT_EQ(bank->index_size(), 250u);
+  EXPECT_EQ(bank->Stats().index_size, 250u);
+  bank->WithReader([&](const BankView& view) {
+    EXPECT_TRUE(view.index->Contains(ids[0]));
+    EXPECT_EQ(view.index->size(), 300u);
+    return 0;
+  });
+  // A removed id stored again before the refresh is revived, not deleted.
+  std::mt19937 rng(22);
+  const std::vector<float> again = testing::GaussianPatterns(rng, 1, 16);
+  ASSERT_THAT(bank->Add({ids[0]}, again), IsOk());
+  // Then the refresh: tombstones first, then the insertion.
+  EXPECT_EQ(bank->RefreshIndex(1000), 1u);
+  EXPECT_EQ(bank->index_deletions_pending(), 0u);
+  EXPECT_EQ(bank->index_size(), 251u);
+  bank->WithReader([&](const BankView& view) {
+    EXPECT_TRUE(view.index->Contains(ids[0]));
+    for (size_t i = 1; i < 50; ++i) EXPECT_FALSE(view.index->Contains(ids[i]));
+    EXPECT_EQ(view.index->size(), 251u);
+    return 0;
+  });
+  ExpectIndexCovers(*bank);
+  // New patterns take the tombstones' slots: the graph does not grow.
+  AddRandom(*bank, 49, 23);
+  EXPECT_EQ(bank->RefreshIndex(1000), 49u);
+  bank->WithReader([&](const BankView& view) {
+    EXPECT_EQ(view.index->size(), 300u);
+    EXPECT_EQ(view.index->size_with_deleted(), 300u);
+    return 0;
+  });
+  ExpectIndexCovers(*bank);
+}
+
 TEST(MemoryBankIndexTest, AFeatureMapChangeRebuildsTheIndexInTheNewSpace) {
   auto bank = NewBank(16, 0, SeparationUpdate::kDeferred);
   AddRandom(*bank, 400, 8);
@@ -302,6 +345,7 @@ TEST(MemoryBankIndexTest, WritersRefreshersAndReadersAgree) {
   std::atomic<bool> done{false};
   std::thread writer([&] {
     std::mt19937 rng(13);
+    std::vector<PatternId> previous;
     for (int round = 0; round < 40; ++round) {
       std::vector<PatternId> ids =
           AddRandom(*bank, 25, 100u + static_cast<uint32_t>(round));
@@ -310,6 +354,16 @@ TEST(MemoryBankIndexTest, WritersRefreshersAndReadersAgree) {
       EXPECT_THAT(bank->Add(absl::MakeConstSpan(ids).first(3), fresh), IsOk());
       EXPECT_THAT(bank->Remove(absl::MakeConstSpan(ids).subspan(10, 5)),
                   IsOk());
+      // Remove a few of the last round's (likely indexed by now) and store
+      // them again under the same ids: their owed tombstones must not
+      // delete the new entries.
+      if (!previous.empty()) {
+        const auto again = absl::MakeConstSpan(previous).subspan(20, 3);
+        EXPECT_THAT(bank->Remove(again), IsOk());
+        EXPECT_THAT(bank->Add(again, testing::GaussianPatterns(rng, 3, 8)),
+                    IsOk());
+      }
+      previous = ids;
       bank->RefreshSeparation(64);
     }
     done = true;
