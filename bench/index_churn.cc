@@ -118,11 +118,14 @@ int Run(const std::string& config) {
     index.Search(query, 10, &found);
     search += Seconds(start);
     for (size_t k = 0; k < 10; ++k) {
-      hits += std::any_of(found.begin(), found.end(), [&](const auto& c) {
-        return c.id == exact[k].second;
-      });
+      const bool hit =
+          std::any_of(found.begin(), found.end(),
+                      [&](const auto& c) { return c.id == exact[k].second; });
+      hits += hit ? 1 : 0;
     }
-    top1 += !found.empty() && found.front().id == exact.front().second;
+    const bool first =
+        !found.empty() && found.front().id == exact.front().second;
+    top1 += first ? 1 : 0;
   }
   std::printf("| %s | %.0f | %.0f | %llu | %.3f | %.3f | %.0f |\n",
               config.c_str(), 1e6 * build / static_cast<double>(n),

@@ -18,6 +18,9 @@
 #         (word-split) adds server flags for diagnostic runs, for example
 #         SOAK_SERVER_FLAGS=--index_min_patterns=4294967295 (no index).
 #
+# SERVER_TUNABLES replaces the servers' GLIBC_TUNABLES (default
+# glibc.malloc.hugetlb=1, as `make run`).
+#
 # Servers run with the malloc tunable of `make run` and are stopped by pid.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,7 +47,7 @@ tls_flags=(--tls_cert_file=server.pem --tls_key_file=server.key)
 start() {
   local name=$1
   shift
-  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "$hopfieldd" --listen=127.0.0.1:0 \
+  GLIBC_TUNABLES=${SERVER_TUNABLES:-glibc.malloc.hugetlb=1} "$hopfieldd" --listen=127.0.0.1:0 \
     --metrics_listen= --port_file="$name.ports" "$@" 2>"$name.log" &
   pid=$!
   pids+=("$pid")
