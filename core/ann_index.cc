@@ -315,8 +315,18 @@ absl::Status AnnIndex::InsertLocked(const float* vector, uint64_t id) {
       // replace_deleted does): relabelled, undeleted, its vector replaced
       // and its neighbourhood repaired by updatePoint, so churn does not
       // grow the graph.
-      graph_->label_lookup_.erase(graph_->getExternalLabel(slot));
-      graph_->label_lookup_[id] = slot;
+      const hnswlib::labeltype old = graph_->getExternalLabel(slot);
+      try {
+        graph_->label_lookup_.emplace(id, slot);  // id is not present
+      } catch (const std::bad_alloc&) {
+        free_slots_.push_back(slot);  // where it was popped from
+        throw;
+      }
+      // The old label maps here unless it was stored again elsewhere.
+      if (const auto was = graph_->label_lookup_.find(old);
+          was != graph_->label_lookup_.end() && was->second == slot) {
+        graph_->label_lookup_.erase(was);
+      }
       graph_->setExternalLabel(slot, id);
       graph_->unmarkDeletedInternal(slot);
       --deleted_;

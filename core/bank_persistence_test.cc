@@ -278,6 +278,37 @@ TEST(BankIndexPersistenceTest, ASavedIndexComesBackOnlyWhenCurrent) {
   EXPECT_EQ(loaded->index_pending(), loaded->size());
 }
 
+TEST(BankIndexPersistenceTest, TombstonesOwedByRemovalsAreSavedWithIt) {
+  ScratchDir side;
+  auto storage = std::make_shared<InMemoryStorage>(side.path());
+  BankEnvironment env;
+  env.storage = storage;
+  env.incarnation = 4;
+  env.index_min_patterns = 0;
+  env.separation_update = SeparationUpdate::kDeferred;
+  BankOptions options;
+  options.dim = kDim;
+  std::mt19937 rng(18);
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> bank,
+                                MemoryBank::Create("b", options, env));
+  ASSERT_THAT(bank->Add(std::vector<PatternId>(300, 0),
+                        GaussianPatterns(rng, 300, kDim)),
+              IsOk());
+  while (bank->RefreshIndex(1000) > 0) {
+  }
+  // Removed after the index caught up: their tombstones are still owed
+  // (the refresher has not run), and the save applies them.
+  ASSERT_THAT(bank->Remove({5, 77, 123}), IsOkAndHolds(3u));
+  ASSERT_EQ(bank->index_deletions_pending(), 3u);
+  ASSERT_THAT(bank->PersistIndex(), IsOk());
+  EXPECT_EQ(bank->index_deletions_pending(), 0u);
+  EXPECT_TRUE(std::filesystem::exists(side.path() + "/4.hnsw"));
+  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> loaded,
+                                MemoryBank::Load("b", options, env));
+  EXPECT_EQ(loaded->index_pending(), 0u);  // taken back, not rebuilt
+  EXPECT_EQ(loaded->index_size(), 297u);
+}
+
 TEST_F(BankPersistenceTest, AStaleSnapshotIsRecomputedNotTrusted) {
   HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> bank,
                                 MemoryBank::Create("b", Options(), Env()));

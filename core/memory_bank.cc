@@ -442,12 +442,19 @@ absl::Status MemoryBank::PersistIndex() {
   if (env_.storage == nullptr) return absl::OkStatus();
   const std::string dir = env_.storage->SideFileDirectory();
   if (dir.empty()) return absl::OkStatus();
+  {
+    // Tombstones owed by removals go in first: they need no new entries,
+    // and without them the saved graph would not match the bank.
+    WriterLock lock(&mu_);
+    if (!closed()) ApplyIndexDeletionsLocked();
+  }
   // The reader lock keeps the index as the bank's state describes it: with
   // nothing pending, every change to it (a removal's tombstone, a rebuild's
   // swap) needs the writer lock.
   ReaderLock lock(&mu_);
   if (closed() || index_ == nullptr || index_map_ != feature_map_ ||
-      IndexPendingLocked() != 0 || !index_deletions_.empty()) {
+      IndexPendingLocked() != 0 || !index_deletions_.empty() ||
+      !index_maybe_deletions_.empty()) {
     return absl::OkStatus();
   }
   // The state the files describe must be durable: after a failed sync the
@@ -851,6 +858,8 @@ absl::StatusOr<uint64_t> MemoryBank::RemoveUnindexed(
   targets.reserve(ids_.size());
   if (index_ != nullptr) {
     index_deletions_.reserve(index_deletions_.size() + removed.size());
+    index_maybe_deletions_.reserve(index_maybe_deletions_.size() +
+                                   removed.size());
   }
   {
     // The log record: the columns RemoveColumnLocked will leave, found by
@@ -1020,12 +1029,15 @@ uint64_t MemoryBank::index_size() const {
 
 uint64_t MemoryBank::IndexSizeLocked() const {
   // Each id awaiting its tombstone is a live entry of index_.
-  return index_ != nullptr ? index_->size() - index_deletions_.size() : 0;
+  if (index_ == nullptr) return 0;
+  const uint64_t entries = index_->size();
+  const uint64_t owed = index_deletions_.size();
+  return entries > owed ? entries - owed : 0;
 }
 
 uint64_t MemoryBank::index_deletions_pending() const {
   ReaderLock lock(&mu_);
-  return index_deletions_.size();
+  return index_deletions_.size() + index_maybe_deletions_.size();
 }
 
 uint64_t MemoryBank::IndexPendingLocked() const {
@@ -1083,12 +1095,7 @@ size_t MemoryBank::RefreshIndex(size_t max_patterns,
     // Removals' tombstones first: a removed id re-added since is then
     // revived by its insertion below, not deleted after it.
     WriterLock lock(&mu_);
-    if (index_ != nullptr && !index_deletions_.empty()) {
-      const std::vector<PatternId> deletions(index_deletions_.begin(),
-                                             index_deletions_.end());
-      index_->MarkDeleted(deletions);
-    }
-    index_deletions_.clear();
+    ApplyIndexDeletionsLocked();
   }
   while (applied < max_patterns) {
     if (stop != nullptr && stop->load(std::memory_order_relaxed)) break;
@@ -1141,6 +1148,7 @@ size_t MemoryBank::RefreshIndex(size_t max_patterns,
         // tombstone still owed to an earlier incarnation of the id (removed,
         // stored again) must not delete it.
         index_deletions_.erase(ids[i]);
+        index_maybe_deletions_.erase(ids[i]);
         const auto it = column_of_.find(ids[i]);
         if (it == column_of_.end()) {
           index_->MarkDeleted(ids[i]);  // removed while it was inserted
@@ -1153,6 +1161,34 @@ size_t MemoryBank::RefreshIndex(size_t max_patterns,
     EstimateFromIndex(index, ids, stamps, vectors);
   }
   return applied;
+}
+
+void MemoryBank::ApplyIndexDeletionsLocked() {
+  if (index_ == nullptr) {
+    index_deletions_.clear();
+    index_maybe_deletions_.clear();
+    return;
+  }
+  // Only ids the bank no longer holds: one stored again since keeps its
+  // entry (a refresh may have put its new vector there already) and its
+  // place in the set until a refresh inserts it (which drops it) or it is
+  // removed again.
+  std::vector<PatternId> deletions;
+  try {
+    deletions.reserve(index_deletions_.size() + index_maybe_deletions_.size());
+  } catch (const std::bad_alloc&) {
+    return;  // still owed; the next refresh tries again
+  }
+  for (const auto* owed : {&index_deletions_, &index_maybe_deletions_}) {
+    for (const PatternId id : *owed) {
+      if (!column_of_.contains(id)) deletions.push_back(id);
+    }
+  }
+  index_->MarkDeleted(deletions);
+  for (const PatternId id : deletions) {
+    index_deletions_.erase(id);
+    index_maybe_deletions_.erase(id);
+  }
 }
 
 bool MemoryBank::NeedsEstimateLocked(size_t column) const {
@@ -1336,7 +1372,9 @@ size_t MemoryBank::BuildSearchIndex(const std::atomic<bool>* stop) {
     if (!column_of_.contains(id)) index->MarkDeleted(id);
   }
   index_ = index;
-  index_deletions_.clear();  // the old index's (the loop above did these)
+  // The old index's (the loop above did these).
+  index_deletions_.clear();
+  index_maybe_deletions_.clear();
   index_map_ = map;
   index_built_at_ = all.size();
   unindexed_.clear();
@@ -1840,7 +1878,10 @@ void MemoryBank::RemoveColumnLocked(Eigen::Index column) {
   const auto col = static_cast<size_t>(column);
   const size_t last = ids_.size() - 1;
   if (unindexed_pos_[col] != kIndexed) {
-    MarkIndexedLocked(column);  // off the list: it was never in the index
+    MarkIndexedLocked(column);  // off the list
+    // An older version may be in the index (replaced, or inserted by a
+    // refresh that lost a race): tombstoned if so.
+    if (index_ != nullptr) index_maybe_deletions_.insert(ids_[col]);
   } else if (index_ != nullptr) {
     // Tombstoned by the next RefreshIndex: a removal never waits for the
     // index (an insertion may hold its lock). Meanwhile searches may still

@@ -627,6 +627,10 @@ class MemoryBank {
   void MaintainIndexNow();
   uint64_t IndexPendingLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   uint64_t IndexSizeLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Tombstones the ids of index_deletions_ and index_maybe_deletions_ that
+  // the bank no longer holds and drops them from the sets (on a failed
+  // allocation, none: they stay owed).
+  void ApplyIndexDeletionsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   AnnIndexOptions IndexOptions() const;
   // Whether the bank keeps an index now (cosine, and one exists or the
   // bank is large enough for one).
@@ -722,10 +726,14 @@ class MemoryBank {
   size_t index_built_at_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<PatternId> unindexed_ ABSL_GUARDED_BY(mu_);
   std::vector<uint32_t> unindexed_pos_ ABSL_GUARDED_BY(mu_);
-  // Removed ids whose entries in index_ (live) RefreshIndex has yet to
-  // tombstone; cleared when index_ is replaced, an id dropped when
-  // RefreshIndex inserts it again (stored again since).
+  // Removed ids whose entries RefreshIndex has yet to tombstone: live
+  // entries of index_ (removed while indexed), and ids that may have one
+  // (removed while awaiting insertion: replaced, or inserted by a refresh
+  // that lost a race). Cleared when index_ is replaced; an id is dropped
+  // when RefreshIndex inserts it again (stored again since); an id stored
+  // again is not tombstoned (ApplyIndexDeletionsLocked).
   absl::flat_hash_set<PatternId> index_deletions_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<PatternId> index_maybe_deletions_ ABSL_GUARDED_BY(mu_);
   size_t capacity_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t write_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   size_t pending_count_ ABSL_GUARDED_BY(mu_) = 0;

@@ -192,9 +192,24 @@ TEST(MemoryBankIndexTest, RemovalsLeaveTheirTombstonesToTheRefresh) {
     return 0;
   });
   ExpectIndexCovers(*bank);
+  // Replaced (their old entries still in the index), then removed before a
+  // refresh inserted the new values: the old entries are tombstoned too.
+  const auto replaced = absl::MakeConstSpan(ids).subspan(50, 5);
+  ASSERT_THAT(bank->Add(replaced, testing::GaussianPatterns(rng, 5, 16)),
+              IsOk());
+  ASSERT_THAT(bank->Remove(replaced), IsOkAndHolds(5u));
+  EXPECT_EQ(bank->index_deletions_pending(), 5u);
+  EXPECT_EQ(bank->RefreshIndex(1000), 0u);
+  EXPECT_EQ(bank->index_deletions_pending(), 0u);
+  EXPECT_EQ(bank->index_size(), 246u);
+  bank->WithReader([&](const BankView& view) {
+    for (const PatternId id : replaced) EXPECT_FALSE(view.index->Contains(id));
+    EXPECT_EQ(view.index->size(), 246u);
+    return 0;
+  });
   // New patterns take the tombstones' slots: the graph does not grow.
-  AddRandom(*bank, 49, 23);
-  EXPECT_EQ(bank->RefreshIndex(1000), 49u);
+  AddRandom(*bank, 54, 23);
+  EXPECT_EQ(bank->RefreshIndex(1000), 54u);
   bank->WithReader([&](const BankView& view) {
     EXPECT_EQ(view.index->size(), 300u);
     EXPECT_EQ(view.index->size_with_deleted(), 300u);
@@ -368,8 +383,13 @@ TEST(MemoryBankIndexTest, WritersRefreshersAndReadersAgree) {
     }
     done = true;
   });
+  // Two refreshers: one's owed tombstones must not delete what the other
+  // just inserted for an id stored again.
   std::thread refresher([&] {
     while (!done) bank->RefreshIndex(64);
+  });
+  std::thread second_refresher([&] {
+    while (!done) bank->RefreshIndex(16);
   });
   std::thread reader([&] {
     std::vector<AnnIndex::Candidate> found;
@@ -391,6 +411,7 @@ TEST(MemoryBankIndexTest, WritersRefreshersAndReadersAgree) {
   });
   writer.join();
   refresher.join();
+  second_refresher.join();
   reader.join();
   while (bank->RefreshIndex(1000) > 0) {
   }
