@@ -23,6 +23,12 @@
 namespace hopfield {
 namespace {
 
+// Removes the elements of `v` for which pred holds.
+template <typename Pred>
+void EraseIf(std::vector<PatternId>* v, const Pred& pred) {
+  v->erase(std::remove_if(v->begin(), v->end(), pred), v->end());
+}
+
 // Targets per chunk of the nearest-neighbour update, and the work one block
 // of stored patterns may take under one reader lock (multiply-adds): 2^25 is
 // a few milliseconds here, the longest a writer waits for a refresh.
@@ -1143,12 +1149,19 @@ size_t MemoryBank::RefreshIndex(size_t max_patterns,
     {
       WriterLock lock(&mu_);
       if (index_ != index) break;  // rebuilt meanwhile
+      // The entries are the patterns' now (or are deleted right here): a
+      // tombstone still owed to an earlier incarnation of an id (removed,
+      // stored again) must not delete it.
+      if (!index_deletions_.empty() || !index_maybe_deletions_.empty()) {
+        std::vector<PatternId> inserted(ids.begin(), ids.end());
+        std::sort(inserted.begin(), inserted.end());
+        const auto is_inserted = [&inserted](PatternId id) {
+          return std::binary_search(inserted.begin(), inserted.end(), id);
+        };
+        EraseIf(&index_deletions_, is_inserted);
+        EraseIf(&index_maybe_deletions_, is_inserted);
+      }
       for (size_t i = 0; i < ids.size(); ++i) {
-        // The entry is the pattern's now (or is deleted right here): a
-        // tombstone still owed to an earlier incarnation of the id (removed,
-        // stored again) must not delete it.
-        index_deletions_.erase(ids[i]);
-        index_maybe_deletions_.erase(ids[i]);
         const auto it = column_of_.find(ids[i]);
         if (it == column_of_.end()) {
           index_->MarkDeleted(ids[i]);  // removed while it was inserted
@@ -1179,16 +1192,19 @@ void MemoryBank::ApplyIndexDeletionsLocked() {
   } catch (const std::bad_alloc&) {
     return;  // still owed; the next refresh tries again
   }
+  // Lambdas are opaque to the lock analysis: they get the map.
+  const auto* const column_of = &column_of_;
+  const auto gone = [column_of](PatternId id) {
+    return !column_of->contains(id);
+  };
   for (const auto* owed : {&index_deletions_, &index_maybe_deletions_}) {
     for (const PatternId id : *owed) {
-      if (!column_of_.contains(id)) deletions.push_back(id);
+      if (gone(id)) deletions.push_back(id);
     }
   }
   index_->MarkDeleted(deletions);
-  for (const PatternId id : deletions) {
-    index_deletions_.erase(id);
-    index_maybe_deletions_.erase(id);
-  }
+  EraseIf(&index_deletions_, gone);
+  EraseIf(&index_maybe_deletions_, gone);
 }
 
 bool MemoryBank::NeedsEstimateLocked(size_t column) const {
@@ -1881,12 +1897,12 @@ void MemoryBank::RemoveColumnLocked(Eigen::Index column) {
     MarkIndexedLocked(column);  // off the list
     // An older version may be in the index (replaced, or inserted by a
     // refresh that lost a race): tombstoned if so.
-    if (index_ != nullptr) index_maybe_deletions_.insert(ids_[col]);
+    if (index_ != nullptr) index_maybe_deletions_.push_back(ids_[col]);
   } else if (index_ != nullptr) {
     // Tombstoned by the next RefreshIndex: a removal never waits for the
     // index (an insertion may hold its lock). Meanwhile searches may still
     // return the id; retrieval skips ids the bank no longer holds.
-    index_deletions_.insert(ids_[col]);  // reserved by RemoveUnindexed
+    index_deletions_.push_back(ids_[col]);  // reserved by RemoveUnindexed
   }
   column_of_.erase(ids_[col]);
   ++layout_generation_;

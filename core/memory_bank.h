@@ -47,7 +47,6 @@
 #include "Eigen/Core"
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -732,8 +731,11 @@ class MemoryBank {
   // that lost a race). Cleared when index_ is replaced; an id is dropped
   // when RefreshIndex inserts it again (stored again since); an id stored
   // again is not tombstoned (ApplyIndexDeletionsLocked).
-  absl::flat_hash_set<PatternId> index_deletions_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<PatternId> index_maybe_deletions_ ABSL_GUARDED_BY(mu_);
+  // Vectors reserved before a removal is logged (push_back never
+  // allocates there); index_deletions_ holds no id twice (an id is indexed
+  // again only by a refresh, which drops it, or a rebuild, which clears).
+  std::vector<PatternId> index_deletions_ ABSL_GUARDED_BY(mu_);
+  std::vector<PatternId> index_maybe_deletions_ ABSL_GUARDED_BY(mu_);
   size_t capacity_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t write_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   size_t pending_count_ ABSL_GUARDED_BY(mu_) = 0;
