@@ -297,9 +297,10 @@ void Churn(AnnIndex& index, std::deque<uint64_t>& live, uint64_t* next_id,
   ASSERT_THAT(index.Add(ids, fresh), IsOk());
   for (int i = 0; i < count; ++i) {
     live.push_back(ids[static_cast<size_t>(i)]);
-    added->emplace_back(ids[static_cast<size_t>(i)],
-                        std::vector<float>(fresh.begin() + i * dim,
-                                           fresh.begin() + (i + 1) * dim));
+    added->emplace_back(
+        ids[static_cast<size_t>(i)],
+        std::vector<float>(fresh.begin() + std::ptrdiff_t{i} * dim,
+                           fresh.begin() + std::ptrdiff_t{i + 1} * dim));
   }
 }
 
@@ -349,16 +350,17 @@ TEST(AnnIndexTest, ARevivedSlotIsNotGivenAway) {
   std::mt19937 rng(12);
   const std::vector<float> data = testing::UnitPatterns(rng, 102, kDim);
   auto index = NewIndex(kDim);
-  ASSERT_THAT(
-      index->Add(Ids(1, 100), absl::MakeConstSpan(data).first(100 * kDim)),
-      IsOk());
+  ASSERT_THAT(index->Add(Ids(1, 100),
+                         absl::MakeConstSpan(data).first(size_t{100} * kDim)),
+              IsOk());
   // Id 5's slot is freed, then revived by re-adding id 5: a new id must
   // take a new slot (or another tombstone's), not id 5's.
   EXPECT_TRUE(index->MarkDeleted(5));
-  const auto five = absl::MakeConstSpan(data).subspan(4 * kDim, kDim);
+  const auto five = absl::MakeConstSpan(data).subspan(size_t{4} * kDim, kDim);
   ASSERT_THAT(index->Add({5}, five), IsOk());
   EXPECT_TRUE(index->MarkDeleted(7));
-  const auto fresh = absl::MakeConstSpan(data).subspan(100 * kDim, 2 * kDim);
+  const auto fresh =
+      absl::MakeConstSpan(data).subspan(size_t{100} * kDim, size_t{2} * kDim);
   ASSERT_THAT(index->Add({200, 201}, fresh), IsOk());
   EXPECT_EQ(index->size(), 101u);
   EXPECT_EQ(index->size_with_deleted(), 101u);  // 200 took 7's slot
