@@ -36,6 +36,26 @@ constexpr uint64_t kLabelEntryBytes = 48;
 // 2 bytes per entry); two is the steady state of a 2-core server.
 constexpr uint64_t kVisitedLists = 2;
 
+// hnswlib's InnerProductSpace constructor sets its SIMD dispatch pointers
+// (namespace-scope globals, always to the same functions for this CPU): two
+// indexes created at once race on them, benignly. Annotated once.
+std::unique_ptr<hnswlib::InnerProductSpace> NewSpace(uint32_t dim) {
+#if defined(USE_SSE) || defined(USE_AVX) || defined(USE_AVX512)
+  static const bool annotated = [] {
+    for ([[maybe_unused]] auto* pointer :
+         {&hnswlib::InnerProductSIMD16Ext, &hnswlib::InnerProductSIMD4Ext,
+          &hnswlib::InnerProductDistanceSIMD16Ext,
+          &hnswlib::InnerProductDistanceSIMD4Ext}) {
+      ABSL_ANNOTATE_BENIGN_RACE_SIZED(pointer, sizeof(*pointer),
+                                      "hnswlib SIMD dispatch");
+    }
+    return true;
+  }();
+  (void)annotated;
+#endif
+  return std::make_unique<hnswlib::InnerProductSpace>(dim);
+}
+
 absl::Status CheckRange(const char* field, uint64_t value, uint64_t lo,
                         uint64_t hi) {
   if (value < lo || value > hi) {
@@ -149,7 +169,7 @@ AnnIndex::AnnIndex(uint32_t dim, const AnnIndexOptions& options,
                       ? dim
                       : static_cast<uint32_t>(projection_.size() / dim)),
       projection_bytes_(std::move(projection_bytes)),
-      space_(std::make_unique<hnswlib::InnerProductSpace>(search_dim_)) {}
+      space_(NewSpace(search_dim_)) {}
 
 void AnnIndex::Project(const float* vector, float* out) const {
   const Eigen::Map<const Eigen::MatrixXf> directions(projection_.data(), dim_,
