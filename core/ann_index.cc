@@ -41,7 +41,7 @@ constexpr uint64_t kVisitedLists = 2;
 // indexes created at once race on them, benignly. Annotated once.
 std::unique_ptr<hnswlib::InnerProductSpace> NewSpace(uint32_t dim) {
 #if defined(USE_SSE) || defined(USE_AVX) || defined(USE_AVX512)
-  static const bool annotated = [] {
+  static const bool kAnnotated = [] {
     for ([[maybe_unused]] auto* pointer :
          {&hnswlib::InnerProductSIMD16Ext, &hnswlib::InnerProductSIMD4Ext,
           &hnswlib::InnerProductDistanceSIMD16Ext,
@@ -51,7 +51,7 @@ std::unique_ptr<hnswlib::InnerProductSpace> NewSpace(uint32_t dim) {
     }
     return true;
   }();
-  (void)annotated;
+  (void)kAnnotated;
 #endif
   return std::make_unique<hnswlib::InnerProductSpace>(dim);
 }
