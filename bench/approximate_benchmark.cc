@@ -9,11 +9,13 @@
 //                             0 exact, 1 approximate, 2 auto; queries: set 0
 //                             test images, 1 half-masked training images
 //   BM_IndexBuild/<threads>   that bank's index built again on 1 or 2 threads
-//   BM_RawSearch/<k>/<full>   hnswlib searchKnn (ef max(64, k); k 192 ~ the
+//   BM_RawSearch/<k>/<full>   hnswlib searchKnn (ef max(64, k); k 160 the
 //                             query's own fetch), normalised
 //                             query, nothing else: full 0 on the bank's
 //                             index (projected to 64 dims on this data),
-//                             full 1 on a 784-dim index of the same images
+//                             full 1 on a 784-dim index of the same images,
+//                             2 / 3 on projected ones in float32 / half
+//                             floats, built alike
 //   BM_Crossover/<M>/<mode>   exact vs approximate on the first M training
 //                             images: where AUTO should switch
 //   BM_Scaling/<M>/<mode>     synthetic d = 128 unit patterns, queries =
@@ -27,6 +29,7 @@
 // recall@10 against the exact top 10. HOPFIELD_BENCH_PATTERNS shrinks the
 // Fashion-MNIST bank; HOPFIELD_BENCH_QUERIES (default 1000) the query sets.
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -316,6 +319,44 @@ const AnnIndex& FullDimensionIndex() {
   return *kIndex;
 }
 
+// Projected indexes over the same unit images, fitted to their first 4,096,
+// holding float32 (`half` false) or half floats: the two encodings side by
+// side, built alike (the bank's own index is fitted to its own sample).
+const AnnIndex& ProjectedIndex(bool half) {
+  static const std::array<const AnnIndex*, 2> kIndexes = [] {
+    const BenchData& data = GetBenchData();
+    Eigen::MatrixXf unit = Eigen::Map<const Eigen::MatrixXf>(
+        data.pixels.data(), data.dim, data.patterns);
+    unit.colwise().normalize();
+    std::vector<uint64_t> ids(static_cast<size_t>(data.patterns));
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = i + 1;
+    const auto sample = absl::MakeConstSpan(
+        unit.data(),
+        static_cast<size_t>(data.dim) *
+            std::min<size_t>(4096, static_cast<size_t>(data.patterns)));
+    std::array<const AnnIndex*, 2> built{};
+    for (const bool halved : {false, true}) {
+      AnnIndexOptions options;
+      options.half_projected = halved;
+      auto index = AnnIndex::Create(static_cast<uint32_t>(data.dim), options,
+                                    nullptr, sample);
+      if (!index.ok()) Die(index.status(), "projected index");
+      const absl::Status added = (*index)->Add(
+          ids,
+          absl::MakeConstSpan(unit.data(), static_cast<size_t>(unit.size())),
+          2);
+      if (!added.ok()) Die(added, "projected index");
+      std::fprintf(
+          stderr, "projected index: %u dims, half %d, %.0f B/entry\n",
+          (*index)->search_dim(), (*index)->half() ? 1 : 0,
+          static_cast<double>((*index)->memory_bytes()) / data.patterns);
+      built[halved ? 1 : 0] = index->release();
+    }
+    return built;
+  }();
+  return *kIndexes[half ? 1 : 0];
+}
+
 // hnswlib's searchKnn for k candidates of each normalised query of `set`,
 // nothing else: on `index`, or on `bank`'s own index when `index` is null;
 // with its recall@10 against the set's exact top 10.
@@ -356,15 +397,27 @@ void RunRawSearch(benchmark::State& state, const QuerySet& set,
 }
 
 // The test images: on the bank's own index (range 1 = 0; projected when the
-// bank's keys allow it) or on the full-dimension one (range 1 = 1).
+// bank's keys allow it), the full-dimension one (1), or a projected one in
+// float32 (2) or half floats (3).
 void BM_RawSearch(benchmark::State& state) {
-  const bool full = state.range(1) == 1;
-  RunRawSearch(state, FashionSet(0), full ? &FullDimensionIndex() : nullptr,
-               *GetBenchData().bank, static_cast<size_t>(state.range(0)));
+  const AnnIndex* index = nullptr;
+  switch (state.range(1)) {
+    case 1:
+      index = &FullDimensionIndex();
+      break;
+    case 2:
+    case 3:
+      index = &ProjectedIndex(state.range(1) == 3);
+      break;
+    default:
+      break;
+  }
+  RunRawSearch(state, FashionSet(0), index, *GetBenchData().bank,
+               static_cast<size_t>(state.range(0)));
 }
 BENCHMARK(BM_RawSearch)
     ->ArgNames({"k", "full"})
-    ->ArgsProduct({{10, 64, 192}, {0, 1}})
+    ->ArgsProduct({{10, 64, 160, 192}, {0, 1, 2, 3}})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

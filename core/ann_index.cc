@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +13,13 @@
 #include <stdexcept>
 #include <thread>
 #include <utility>
+
+#if defined(__F16C__) && defined(__AVX__) && defined(__FMA__)
+#include <immintrin.h>
+#define HOPFIELD_HAVE_F16C 1
+#else
+#define HOPFIELD_HAVE_F16C 0
+#endif
 
 #include "Eigen/Dense"
 #include "absl/base/dynamic_annotations.h"
@@ -36,10 +44,69 @@ constexpr uint64_t kLabelEntryBytes = 48;
 // 2 bytes per entry); two is the steady state of a 2-core server.
 constexpr uint64_t kVisitedLists = 2;
 
+#if HOPFIELD_HAVE_F16C
+// 1 − ⟨a, b⟩ of two vectors of half floats, dim a multiple of 8 (UsesHalf).
+float HalfInnerProductDistance(const void* a, const void* b,
+                               const void* param) {
+  const size_t dim = *static_cast<const size_t*>(param);
+  const auto* x = static_cast<const uint16_t*>(a);
+  const auto* y = static_cast<const uint16_t*>(b);
+  __m256 even = _mm256_setzero_ps();
+  __m256 odd = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= dim; i += 16) {
+    even = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(
+                               reinterpret_cast<const __m128i*>(x + i))),
+                           _mm256_cvtph_ps(_mm_loadu_si128(
+                               reinterpret_cast<const __m128i*>(y + i))),
+                           even);
+    odd = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(
+                              reinterpret_cast<const __m128i*>(x + i + 8))),
+                          _mm256_cvtph_ps(_mm_loadu_si128(
+                              reinterpret_cast<const __m128i*>(y + i + 8))),
+                          odd);
+  }
+  if (i < dim) {
+    even = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(
+                               reinterpret_cast<const __m128i*>(x + i))),
+                           _mm256_cvtph_ps(_mm_loadu_si128(
+                               reinterpret_cast<const __m128i*>(y + i))),
+                           even);
+  }
+  const __m256 sum = _mm256_add_ps(even, odd);
+  __m128 half =
+      _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+  half = _mm_hadd_ps(half, half);
+  half = _mm_hadd_ps(half, half);
+  return 1.0f - _mm_cvtss_f32(half);
+}
+
+// hnswlib's space for half-float vectors under the inner product.
+class HalfInnerProductSpace final : public hnswlib::SpaceInterface<float> {
+ public:
+  explicit HalfInnerProductSpace(size_t dim) : dim_(dim) {}
+  size_t get_data_size() override { return dim_ * sizeof(uint16_t); }
+  hnswlib::DISTFUNC<float> get_dist_func() override {
+    return &HalfInnerProductDistance;
+  }
+  void* get_dist_func_param() override { return &dim_; }
+
+ private:
+  size_t dim_;
+};
+#endif
+
 // hnswlib's InnerProductSpace constructor sets its SIMD dispatch pointers
 // (namespace-scope globals, always to the same functions for this CPU): two
 // indexes created at once race on them, benignly. Annotated once.
-std::unique_ptr<hnswlib::InnerProductSpace> NewSpace(uint32_t dim) {
+// Half floats for `half`.
+std::unique_ptr<hnswlib::SpaceInterface<float>> NewSpace(uint32_t dim,
+                                                         bool half) {
+#if HOPFIELD_HAVE_F16C
+  if (half) return std::make_unique<HalfInnerProductSpace>(dim);
+#else
+  (void)half;
+#endif
 #if defined(USE_SSE) || defined(USE_AVX) || defined(USE_AVX512)
   static const bool kAnnotated = [] {
     for ([[maybe_unused]] auto* pointer :
@@ -168,8 +235,32 @@ AnnIndex::AnnIndex(uint32_t dim, const AnnIndexOptions& options,
       search_dim_(projection_.empty()
                       ? dim
                       : static_cast<uint32_t>(projection_.size() / dim)),
+      half_(UsesHalf(dim, search_dim_, options)),
       projection_bytes_(std::move(projection_bytes)),
-      space_(NewSpace(search_dim_)) {}
+      space_(NewSpace(search_dim_, half_)) {}
+
+bool AnnIndex::UsesHalf(uint32_t dim, uint32_t search_dim,
+                        const AnnIndexOptions& options) {
+  return HOPFIELD_HAVE_F16C && options.half_projected && search_dim != dim &&
+         search_dim % 8 == 0;
+}
+
+void AnnIndex::EncodeProjected(const float* vector, char* out) const {
+  thread_local std::vector<float> scratch;
+  scratch.resize(search_dim_);
+  Project(vector, scratch.data());
+  if (!half_) {
+    std::memcpy(out, scratch.data(), search_dim_ * sizeof(float));
+    return;
+  }
+#if HOPFIELD_HAVE_F16C
+  for (size_t i = 0; i < search_dim_; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(scratch.data() + i),
+                                     _MM_FROUND_TO_NEAREST_INT));
+  }
+#endif
+}
 
 void AnnIndex::Project(const float* vector, float* out) const {
   const Eigen::Map<const Eigen::MatrixXf> directions(projection_.data(), dim_,
@@ -183,14 +274,14 @@ void AnnIndex::Project(const float* vector, float* out) const {
 
 AnnIndex::~AnnIndex() = default;
 
-uint64_t AnnIndex::BytesForCapacity(uint32_t dim,
+uint64_t AnnIndex::BytesForCapacity(uint64_t vector_bytes,
                                     const AnnIndexOptions& options,
                                     uint64_t capacity) {
   if (capacity == 0) return 0;
   const uint64_t m = options.m;
-  const uint64_t level0 =
-      2 * m * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint) +
-      uint64_t{dim} * sizeof(float) + sizeof(hnswlib::labeltype);
+  const uint64_t level0 = 2 * m * sizeof(hnswlib::tableint) +
+                          sizeof(hnswlib::linklistsizeint) + vector_bytes +
+                          sizeof(hnswlib::labeltype);
   const uint64_t upper_links =
       m * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
   // Levels above 0: P(level >= l) = m^-l, so 1/(m-1) of them per entry on
@@ -207,7 +298,7 @@ absl::Status AnnIndex::EnsureCapacityLocked(uint64_t count) {
   if (graph_ != nullptr && count <= capacity_) return absl::OkStatus();
   const uint64_t capacity =
       std::max({count, kFirstCapacity, capacity_ + capacity_ / 2});
-  const uint64_t bytes = BytesForCapacity(search_dim_, options_, capacity);
+  const uint64_t bytes = BytesForCapacity(vector_bytes(), options_, capacity);
   MemoryReservation growth;
   if (budget_ != nullptr) {
     absl::StatusOr<MemoryReservation> reserved =
@@ -289,17 +380,19 @@ absl::Status AnnIndex::Add(absl::Span<const uint64_t> ids,
     if (auto s = EnsureCapacityLocked(present + growth); !s.ok()) return s;
   }
   if (threads > 1 && ids.size() > 1) return AddParallel(ids, vectors, threads);
-  std::vector<float> projected;
+  const size_t bytes = vector_bytes();
+  std::vector<char> encoded;
   for (size_t begin = 0; begin < ids.size(); begin += kAddSlice) {
     const size_t end = std::min(ids.size(), begin + kAddSlice);
-    const float* slice = vectors.data() + begin * dim_;
-    if (this->projected()) {  // outside the lock
-      projected.resize((end - begin) * search_dim_);
+    const char* slice =
+        reinterpret_cast<const char*>(vectors.data() + begin * dim_);
+    if (projected()) {  // outside the lock
+      encoded.resize((end - begin) * bytes);
       for (size_t i = begin; i < end; ++i) {
-        Project(vectors.data() + i * dim_,
-                projected.data() + (i - begin) * search_dim_);
+        EncodeProjected(vectors.data() + i * dim_,
+                        encoded.data() + (i - begin) * bytes);
       }
-      slice = projected.data();
+      slice = encoded.data();
     }
     // The writer lock is held for kAddHold at a time (at least one
     // insertion), so a search waits about that long, not for the slice.
@@ -307,7 +400,7 @@ absl::Status AnnIndex::Add(absl::Span<const uint64_t> ids,
       WriterLock lock(&mu_);
       const auto until = std::chrono::steady_clock::now() + kAddHold;
       do {
-        if (auto s = InsertLocked(slice + (i - begin) * search_dim_, ids[i]);
+        if (auto s = InsertLocked(slice + (i - begin) * bytes, ids[i]);
             !s.ok()) {
           return s;
         }
@@ -318,7 +411,7 @@ absl::Status AnnIndex::Add(absl::Span<const uint64_t> ids,
   return absl::OkStatus();
 }
 
-absl::Status AnnIndex::InsertLocked(const float* vector, uint64_t id) {
+absl::Status AnnIndex::InsertLocked(const char* vector, uint64_t id) {
   try {
     const auto found = graph_->label_lookup_.find(id);
     if (found != graph_->label_lookup_.end()) {
@@ -373,17 +466,17 @@ absl::Status AnnIndex::AddParallel(absl::Span<const uint64_t> ids,
   // More threads than cores (or than vectors) only add contention.
   threads = static_cast<uint32_t>(std::min<size_t>(
       {threads, n, std::max(1u, std::thread::hardware_concurrency())}));
-  std::vector<float> projections;
-  const float* data = vectors.data();
+  const size_t bytes = vector_bytes();
+  std::vector<char> encoded;
+  const char* data = reinterpret_cast<const char*>(vectors.data());
   if (projected()) {  // outside the lock
-    projections.resize(n * search_dim_);
+    encoded.resize(n * bytes);
     RunParts(nullptr, threads, [&](size_t part) {
       for (size_t i = part * n / threads; i < (part + 1) * n / threads; ++i) {
-        Project(vectors.data() + i * dim_,
-                projections.data() + i * search_dim_);
+        EncodeProjected(vectors.data() + i * dim_, encoded.data() + i * bytes);
       }
     });
-    data = projections.data();
+    data = encoded.data();
   }
   WriterLock lock(&mu_);
   // New ids go in concurrently; replacements (and repeats) after them, in
@@ -406,9 +499,7 @@ absl::Status AnnIndex::AddParallel(absl::Span<const uint64_t> ids,
   }
   // Lambdas are opaque to the lock analysis: they get the graph, not graph_.
   Graph* const graph = graph_.get();
-  auto insert = [&](size_t i) {
-    graph->addPoint(data + i * search_dim_, ids[i]);
-  };
+  auto insert = [&](size_t i) { graph->addPoint(data + i * bytes, ids[i]); };
   try {
     // Interleaved parts: neighbouring (often similar) vectors go to
     // different threads, which then contend less for the same link lists.
@@ -476,11 +567,11 @@ void AnnIndex::Search(absl::Span<const float> query, size_t k,
                       std::vector<Candidate>* out) const {
   out->clear();
   if (k == 0) return;
-  const float* probe = query.data();
+  const void* probe = query.data();
   if (projected()) {
-    thread_local std::vector<float> buffer;
-    buffer.resize(search_dim_);
-    Project(query.data(), buffer.data());
+    thread_local std::vector<char> buffer;
+    buffer.resize(vector_bytes());
+    EncodeProjected(query.data(), buffer.data());
     probe = buffer.data();
   }
   ReaderLock lock(&mu_);
@@ -549,8 +640,11 @@ absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Load(
     }
     HOPFIELD_ASSIGN_OR_RETURN(
         reserved,
-        budget->Reserve(BytesForCapacity(search_dim, options, capacity),
-                        "the search index"));
+        budget->Reserve(
+            BytesForCapacity(
+                VectorBytes(search_dim, UsesHalf(dim, search_dim, options)),
+                options, capacity),
+            "the search index"));
   }
   std::unique_ptr<AnnIndex> index(new AnnIndex(dim, options, std::move(budget),
                                                std::move(projection),
@@ -566,8 +660,8 @@ absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Load(
   Graph& graph = *index->graph_;
   const uint64_t expected_element =
       2 * uint64_t{options.m} * sizeof(hnswlib::tableint) +
-      sizeof(hnswlib::linklistsizeint) +
-      uint64_t{index->search_dim_} * sizeof(float) + sizeof(hnswlib::labeltype);
+      sizeof(hnswlib::linklistsizeint) + index->vector_bytes() +
+      sizeof(hnswlib::labeltype);
   if (graph.cur_element_count != count || graph.M_ != options.m ||
       graph.maxM0_ != 2 * size_t{options.m} ||
       graph.size_data_per_element_ != expected_element) {
@@ -616,7 +710,7 @@ uint64_t AnnIndex::size_with_deleted() const {
 
 uint64_t AnnIndex::memory_bytes() const {
   ReaderLock lock(&mu_);
-  return BytesForCapacity(search_dim_, options_, capacity_) +
+  return BytesForCapacity(vector_bytes(), options_, capacity_) +
          projection_.size() * sizeof(float);
 }
 

@@ -59,7 +59,8 @@
 #include "core/mutex.h"
 
 namespace hnswlib {
-class InnerProductSpace;
+template <typename T>
+class SpaceInterface;
 template <typename T>
 class HierarchicalNSW;
 }  // namespace hnswlib
@@ -87,6 +88,10 @@ struct AnnIndexOptions {
   // trade-off). REQUIRES: reuse_repair in [0, 1].
   bool reuse_deleted = true;
   float reuse_repair = 0.5f;
+  // Whether a projected graph holds half floats (see the file comment;
+  // bench/README "Half floats in the projected graph"). Ignored, float32
+  // kept, when the build's target has no F16C.
+  bool half_projected = true;
 
   // INVALID_ARGUMENT naming the field, the range and the value.
   absl::Status Validate() const;
@@ -118,6 +123,10 @@ class AnnIndex {
   // The dimension the graph searches in: dim() unless projected.
   uint32_t search_dim() const { return search_dim_; }
   bool projected() const { return search_dim_ != dim_; }
+  // Whether the graph holds half floats (projected, half_projected, F16C).
+  bool half() const { return half_; }
+  // Bytes of one vector as the graph holds it.
+  uint64_t vector_bytes() const { return VectorBytes(search_dim_, half_); }
   // How many candidates to fetch so that re-ranking them by the exact score
   // yields the best k: 2k when projected, else k.
   size_t CandidatesFor(size_t k) const { return projected() ? 2 * k : k; }
@@ -199,11 +208,16 @@ class AnnIndex {
   // links, labels, locks, at the current capacity, and the projection.
   uint64_t memory_bytes() const;
 
-  // Bytes an index of `capacity` entries of `dim` floats takes with these
-  // options (what Add reserves; an estimate of hnswlib's layout, upper
-  // layers at their expected size). `dim` is the searched dimension.
-  static uint64_t BytesForCapacity(uint32_t dim, const AnnIndexOptions& options,
+  // Bytes an index of `capacity` entries of `vector_bytes` each (see
+  // vector_bytes()) takes with these options (what Add reserves; an
+  // estimate of hnswlib's layout, upper layers at their expected size).
+  static uint64_t BytesForCapacity(uint64_t vector_bytes,
+                                   const AnnIndexOptions& options,
                                    uint64_t capacity);
+  // Bytes of a `search_dim` vector in float32, or half floats with `half`.
+  static uint64_t VectorBytes(uint32_t search_dim, bool half) {
+    return uint64_t{search_dim} * (half ? 2 : 4);
+  }
 
  private:
   AnnIndex(uint32_t dim, const AnnIndexOptions& options,
@@ -212,10 +226,19 @@ class AnnIndex {
   // Writes the normalised projection of `vector` (dim floats) into `out`
   // (search_dim floats).
   void Project(const float* vector, float* out) const;
-  // Inserts one vector (search_dim floats) under `id`: replaces a present
-  // id's vector, else takes a free slot, else a new one (capacity ensured).
-  // Errors: RESOURCE_EXHAUSTED when hnswlib fails to allocate.
-  absl::Status InsertLocked(const float* vector, uint64_t id)
+  // Writes the graph's form of `vector` (dim floats; projected() only)
+  // into `out` (vector_bytes()): its normalised projection, in half floats
+  // when half().
+  void EncodeProjected(const float* vector, char* out) const;
+  // Whether an index with these options and `search_dim` (of `dim`) holds
+  // half floats.
+  static bool UsesHalf(uint32_t dim, uint32_t search_dim,
+                       const AnnIndexOptions& options);
+  // Inserts one vector (vector_bytes(), the graph's form) under `id`:
+  // replaces a present id's vector, else takes a free slot, else a new one
+  // (capacity ensured). Errors: RESOURCE_EXHAUSTED when hnswlib fails to
+  // allocate.
+  absl::Status InsertLocked(const char* vector, uint64_t id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Lists every tombstone in free_slots_ once (drops revived slots).
   void CollectFreeSlotsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -234,8 +257,9 @@ class AnnIndex {
   // empty when not projected. Immutable.
   const std::vector<float> projection_;
   const uint32_t search_dim_;
+  const bool half_;
   const MemoryReservation projection_bytes_;
-  std::unique_ptr<hnswlib::InnerProductSpace> space_;
+  std::unique_ptr<hnswlib::SpaceInterface<float>> space_;
 
   // Held through a whole Add (capacity, then the slices), outside mu_.
   Mutex add_mu_;

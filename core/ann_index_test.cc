@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <deque>
@@ -174,8 +175,11 @@ TEST(AnnIndexTest, ProjectsStructuredDataAndReRankingFindsTheNeighbours) {
   ASSERT_THAT(index.Add(Ids(1, kCount), data), IsOk());
   // The fit's scratch is returned; the projection itself is accounted.
   EXPECT_EQ(budget->used(), index.memory_bytes());
-  EXPECT_EQ(index.memory_bytes(), AnnIndex::BytesForCapacity(32, {}, kCount) +
-                                      uint64_t{kDim} * 32 * sizeof(float));
+  // Half floats where the build targets F16C: 32 x 2 bytes a vector.
+  EXPECT_EQ(index.vector_bytes(), index.half() ? 64u : 128u);
+  EXPECT_EQ(index.memory_bytes(),
+            AnnIndex::BytesForCapacity(index.vector_bytes(), {}, kCount) +
+                uint64_t{kDim} * 32 * sizeof(float));
   // Queries near stored vectors: fetch CandidatesFor(1), re-rank exactly.
   std::normal_distribution<float> noise(0.0f, 0.02f);
   int top1 = 0;
@@ -208,6 +212,93 @@ TEST(AnnIndexTest, ProjectsStructuredDataAndReRankingFindsTheNeighbours) {
   }
   // Deterministic (fixed seeds); measured 200/200.
   EXPECT_GE(top1, 196);
+}
+
+TEST(AnnIndexTest, HalfFloatsInAProjectedGraphRankLikeFloat32AndPersist) {
+  constexpr int kDim = 128;
+  constexpr int kCount = 5000;
+  std::mt19937 rng(4);
+  const std::vector<float> data =
+      testing::LowRankUnitPatterns(rng, kCount, kDim, 20, 0.05f);
+  const auto sample = absl::MakeConstSpan(data).first(size_t{2000} * kDim);
+  AnnIndexOptions float32;
+  float32.half_projected = false;
+  auto half = AnnIndex::Create(kDim, {}, nullptr, sample);
+  auto full = AnnIndex::Create(kDim, float32, nullptr, sample);
+  ASSERT_THAT(half, IsOk());
+  ASSERT_THAT(full, IsOk());
+  if (!(*half)->half()) GTEST_SKIP() << "this build's target has no F16C";
+  EXPECT_FALSE((*full)->half());
+  EXPECT_EQ((*half)->vector_bytes() * 2, (*full)->vector_bytes());
+  ASSERT_THAT((*half)->Add(Ids(1, kCount), data), IsOk());
+  ASSERT_THAT((*full)->Add(Ids(1, kCount), data), IsOk());
+  EXPECT_LT((*half)->memory_bytes(), (*full)->memory_bytes());
+  // Noisy queries near stored vectors; each graph's CandidatesFor(1)
+  // re-ranked exactly: the same best as brute force, as often.
+  std::normal_distribution<float> noise(0.0f, 0.02f);
+  std::vector<std::vector<float>> queries;
+  for (int q = 0; q < 200; ++q) {
+    const auto first = static_cast<std::ptrdiff_t>(q) * 23 * kDim;
+    std::vector<float> query(data.begin() + first, data.begin() + first + kDim);
+    float norm = 0.0f;
+    for (float& v : query) {
+      v += noise(rng);
+      norm += v * v;
+    }
+    for (float& v : query) v /= std::sqrt(norm);
+    queries.push_back(std::move(query));
+  }
+  auto reranked_best = [&](const AnnIndex& index,
+                           const std::vector<float>& query) {
+    std::vector<AnnIndex::Candidate> found;
+    index.Search(query, index.CandidatesFor(10), &found);
+    uint64_t best = 0;
+    float best_dot = -2.0f;
+    for (const AnnIndex::Candidate& c : found) {
+      float dot = 0.0f;
+      for (int j = 0; j < kDim; ++j) {
+        dot += data[(c.id - 1) * kDim + static_cast<size_t>(j)] *
+               query[static_cast<size_t>(j)];
+      }
+      if (dot > best_dot) {
+        best_dot = dot;
+        best = c.id;
+      }
+    }
+    return best;
+  };
+  int half_top1 = 0;
+  int full_top1 = 0;
+  for (const std::vector<float>& query : queries) {
+    const uint64_t truth = BruteForce(data, kDim, query.data(), 1, 1)[0];
+    if (reranked_best(**half, query) == truth) ++half_top1;
+    if (reranked_best(**full, query) == truth) ++full_top1;
+  }
+  // Deterministic (fixed seeds); measured 200/200 for both.
+  EXPECT_GE(half_top1, 196);
+  EXPECT_GE(full_top1, 196);
+  // Saved and loaded with the same options: the same answers. Loaded as
+  // float32: a graph of another shape.
+  const std::string path = ::testing::TempDir() + "/half.hnsw";
+  ASSERT_THAT((*half)->Save(path), IsOk());
+  auto loaded = AnnIndex::Load(path, kDim, {}, nullptr, (*half)->projection());
+  ASSERT_THAT(loaded, IsOk());
+  EXPECT_TRUE((*loaded)->half());
+  std::vector<AnnIndex::Candidate> before;
+  std::vector<AnnIndex::Candidate> after;
+  for (int q = 0; q < 20; ++q) {
+    (*half)->Search(queries[static_cast<size_t>(q)], 20, &before);
+    (*loaded)->Search(queries[static_cast<size_t>(q)], 20, &after);
+    ASSERT_EQ(before.size(), after.size());
+    for (size_t i = 0; i < before.size(); ++i) {
+      EXPECT_EQ(before[i].id, after[i].id);
+      EXPECT_EQ(before[i].similarity, after[i].similarity);
+    }
+  }
+  EXPECT_THAT(
+      AnnIndex::Load(path, kDim, float32, nullptr, (*half)->projection()),
+      StatusIs(absl::StatusCode::kDataLoss, HasSubstr("another shape")));
+  std::remove(path.c_str());
 }
 
 TEST(AnnIndexTest, IndexesAsGivenWithoutStructureOrEnoughSample) {
@@ -418,7 +509,8 @@ TEST(AnnIndexTest, GrowsInStepsChargedToTheBudget) {
   std::mt19937 rng(3);
   const std::vector<float> data = testing::UnitPatterns(rng, 3000, kDim);
   const AnnIndexOptions options;
-  const uint64_t first = AnnIndex::BytesForCapacity(kDim, options, 1024);
+  const uint64_t first = AnnIndex::BytesForCapacity(
+      AnnIndex::VectorBytes(kDim, false), options, 1024);
   std::shared_ptr<MemoryBudget> budget =
       MemoryBudget::Create(first + 50000, "test");
   auto index = NewIndex(kDim, options, budget);
@@ -442,7 +534,8 @@ TEST(AnnIndexTest, GrowsInStepsChargedToTheBudget) {
   EXPECT_EQ(grown->size(), 3000u);
   EXPECT_EQ(big->used(), grown->memory_bytes());
   EXPECT_GE(grown->memory_bytes(),
-            AnnIndex::BytesForCapacity(kDim, options, 3000));
+            AnnIndex::BytesForCapacity(AnnIndex::VectorBytes(kDim, false),
+                                       options, 3000));
   grown.reset();
   EXPECT_EQ(big->used(), 0u);
 }

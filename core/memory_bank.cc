@@ -1097,9 +1097,17 @@ size_t MemoryBank::RefreshIndex(size_t max_patterns,
   std::vector<PatternId> ids;
   std::vector<uint64_t> stamps;
   std::vector<float> vectors;
+  bool deletions_owed = false;
   {
+    ReaderLock lock(&mu_);
+    deletions_owed =
+        !index_deletions_.empty() || !index_maybe_deletions_.empty();
+  }
+  if (deletions_owed) {
     // Removals' tombstones first: a removed id re-added since is then
-    // revived by its insertion below, not deleted after it.
+    // revived by its insertion below, not deleted after it. (Checked under
+    // the reader lock first: most turns owe none, and the writer lock
+    // would stall the bank's readers for nothing.)
     WriterLock lock(&mu_);
     ApplyIndexDeletionsLocked();
   }

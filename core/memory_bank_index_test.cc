@@ -82,7 +82,12 @@ void ExpectIndexCovers(const MemoryBank& bank) {
       for (const auto& candidate : found) {
         if (candidate.id == id) {
           self = true;
-          EXPECT_NEAR(candidate.similarity, 1.0f, 1e-4f) << "id " << id;
+          // A projected graph holds half floats (2^-11 relative rounding
+          // per component): a vector's similarity to itself is within
+          // a few 1e-4 of 1 (measured up to 2.7e-4 at 16 dims).
+          EXPECT_NEAR(candidate.similarity, 1.0f,
+                      view.index->half() ? 1e-3f : 1e-4f)
+              << "id " << id;
         }
       }
       EXPECT_TRUE(self) << "id " << id << " is indexed but not found";
