@@ -45,7 +45,7 @@ constexpr uint64_t kLabelEntryBytes = 48;
 constexpr uint64_t kVisitedLists = 2;
 
 #if HOPFIELD_HAVE_F16C
-// 1 − ⟨a, b⟩ of two vectors of half floats, dim a multiple of 8 (UsesHalf).
+// 1 − ⟨a, b⟩ of two vectors of half floats, dim a multiple of 16 (UsesHalf).
 float HalfInnerProductDistance(const void* a, const void* b,
                                const void* param) {
   const size_t dim = *static_cast<const size_t*>(param);
@@ -53,8 +53,7 @@ float HalfInnerProductDistance(const void* a, const void* b,
   const auto* y = static_cast<const uint16_t*>(b);
   __m256 even = _mm256_setzero_ps();
   __m256 odd = _mm256_setzero_ps();
-  size_t i = 0;
-  for (; i + 16 <= dim; i += 16) {
+  for (size_t i = 0; i < dim; i += 16) {
     even = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(
                                reinterpret_cast<const __m128i*>(x + i))),
                            _mm256_cvtph_ps(_mm_loadu_si128(
@@ -65,13 +64,6 @@ float HalfInnerProductDistance(const void* a, const void* b,
                           _mm256_cvtph_ps(_mm_loadu_si128(
                               reinterpret_cast<const __m128i*>(y + i + 8))),
                           odd);
-  }
-  if (i < dim) {
-    even = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(
-                               reinterpret_cast<const __m128i*>(x + i))),
-                           _mm256_cvtph_ps(_mm_loadu_si128(
-                               reinterpret_cast<const __m128i*>(y + i))),
-                           even);
   }
   const __m256 sum = _mm256_add_ps(even, odd);
   __m128 half =
@@ -242,7 +234,7 @@ AnnIndex::AnnIndex(uint32_t dim, const AnnIndexOptions& options,
 bool AnnIndex::UsesHalf(uint32_t dim, uint32_t search_dim,
                         const AnnIndexOptions& options) {
   return HOPFIELD_HAVE_F16C && options.half_projected && search_dim != dim &&
-         search_dim % 8 == 0;
+         search_dim % 16 == 0;
 }
 
 void AnnIndex::EncodeProjected(const float* vector, char* out) const {
@@ -254,7 +246,7 @@ void AnnIndex::EncodeProjected(const float* vector, char* out) const {
     return;
   }
 #if HOPFIELD_HAVE_F16C
-  for (size_t i = 0; i < search_dim_; i += 8) {
+  for (size_t i = 0; i < search_dim_; i += 8) {  // search_dim_ % 16 == 0
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i),
                      _mm256_cvtps_ph(_mm256_loadu_ps(scratch.data() + i),
                                      _MM_FROUND_TO_NEAREST_INT));

@@ -29,8 +29,12 @@
 // approximation: a caller that needs the best k fetches CandidatesFor(k) or
 // more and re-ranks them by the exact score (on Fashion-MNIST, 784 -> 64 dims
 // keeps 93% of the energy and its graph finds the exact top-1 more often than
-// the 784-dim graph does). Data without such structure (isotropic, or a sample
-// smaller than dim) is indexed as given. Deleted ids stay in the graph as
+// the 784-dim graph does). A projected graph holds its vectors as IEEE half
+// floats (`half_projected`, where the build targets F16C): half the bytes read
+// per hop, and a rounding (2^-11 relative per component) far below the
+// projection's own error. Data without such structure (isotropic, or a sample
+// smaller than dim) is indexed as given, in float32: that ranking is the exact
+// top-k the retriever's certificate assumes. Deleted ids stay in the graph as
 // tombstones that searches step over (hnswlib's markDelete); re-adding a
 // deleted or stored id replaces its vector in place, and a new id takes a
 // tombstone's slot when there is one (relabelled, its vector replaced and its

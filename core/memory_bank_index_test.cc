@@ -84,9 +84,9 @@ void ExpectIndexCovers(const MemoryBank& bank) {
           self = true;
           // A projected graph holds half floats (2^-11 relative rounding
           // per component): a vector's similarity to itself is within
-          // a few 1e-4 of 1 (measured up to 2.7e-4 at 16 dims).
+          // about 2 x 2^-11 of 1 at worst (measured up to 2.7e-4 at 16 dims).
           EXPECT_NEAR(candidate.similarity, 1.0f,
-                      view.index->half() ? 1e-3f : 1e-4f)
+                      view.index->half() ? 2e-3f : 1e-4f)
               << "id " << id;
         }
       }
