@@ -53,6 +53,49 @@ std::vector<uint64_t> BruteForce(const std::vector<float>& data, int dim,
   return ids;
 }
 
+// `count` unit queries near data's vectors 0, 23, 46, ... (dim floats each):
+// each plus N(0, 0.02²) noise, normalised.
+std::vector<std::vector<float>> NoisyQueries(const std::vector<float>& data,
+                                             int dim, int count,
+                                             std::mt19937& rng) {
+  std::normal_distribution<float> noise(0.0f, 0.02f);
+  std::vector<std::vector<float>> queries;
+  for (int q = 0; q < count; ++q) {
+    const auto first = static_cast<std::ptrdiff_t>(q) * 23 * dim;
+    std::vector<float> query(data.begin() + first, data.begin() + first + dim);
+    float norm = 0.0f;
+    for (float& v : query) {
+      v += noise(rng);
+      norm += v * v;
+    }
+    for (float& v : query) v /= std::sqrt(norm);
+    queries.push_back(std::move(query));
+  }
+  return queries;
+}
+
+// The best of `found` by the exact inner product with `query` (ids from 1
+// into `data`, dim floats each): a projected index's candidates re-ranked.
+uint64_t ReRankedBest(const std::vector<AnnIndex::Candidate>& found,
+                      const std::vector<float>& data, int dim,
+                      const std::vector<float>& query) {
+  uint64_t best = 0;
+  float best_dot = -2.0f;
+  for (const AnnIndex::Candidate& c : found) {
+    float dot = 0.0f;
+    for (int j = 0; j < dim; ++j) {
+      dot +=
+          data[(c.id - 1) * static_cast<size_t>(dim) + static_cast<size_t>(j)] *
+          query[static_cast<size_t>(j)];
+    }
+    if (dot > best_dot) {
+      best_dot = dot;
+      best = c.id;
+    }
+  }
+  return best;
+}
+
 std::unique_ptr<AnnIndex> NewIndex(uint32_t dim, AnnIndexOptions options = {},
                                    std::shared_ptr<MemoryBudget> budget = {}) {
   absl::StatusOr<std::unique_ptr<AnnIndex>> index =
@@ -180,35 +223,16 @@ TEST(AnnIndexTest, ProjectsStructuredDataAndReRankingFindsTheNeighbours) {
   EXPECT_EQ(index.memory_bytes(),
             AnnIndex::BytesForCapacity(index.vector_bytes(), {}, kCount) +
                 uint64_t{kDim} * 32 * sizeof(float));
-  // Queries near stored vectors: fetch CandidatesFor(1), re-rank exactly.
-  std::normal_distribution<float> noise(0.0f, 0.02f);
+  // Queries near stored vectors: fetch CandidatesFor(10), re-rank exactly.
   int top1 = 0;
   std::vector<AnnIndex::Candidate> found;
-  for (int q = 0; q < 200; ++q) {
-    const auto first = static_cast<std::ptrdiff_t>(q) * 23 * kDim;
-    std::vector<float> query(data.begin() + first, data.begin() + first + kDim);
-    float norm = 0.0f;
-    for (float& v : query) {
-      v += noise(rng);
-      norm += v * v;
-    }
-    for (float& v : query) v /= std::sqrt(norm);
+  for (const std::vector<float>& query : NoisyQueries(data, kDim, 200, rng)) {
     index.Search(query, index.CandidatesFor(10), &found);
     ASSERT_EQ(found.size(), 20u);
-    uint64_t best = 0;
-    float best_dot = -2.0f;
-    for (const AnnIndex::Candidate& c : found) {
-      float dot = 0.0f;
-      for (int j = 0; j < kDim; ++j) {
-        dot += data[(c.id - 1) * kDim + static_cast<size_t>(j)] *
-               query[static_cast<size_t>(j)];
-      }
-      if (dot > best_dot) {
-        best_dot = dot;
-        best = c.id;
-      }
+    if (ReRankedBest(found, data, kDim, query) ==
+        BruteForce(data, kDim, query.data(), 1, 1)[0]) {
+      ++top1;
     }
-    if (best == BruteForce(data, kDim, query.data(), 1, 1)[0]) ++top1;
   }
   // Deterministic (fixed seeds); measured 200/200.
   EXPECT_GE(top1, 196);
@@ -235,37 +259,13 @@ TEST(AnnIndexTest, HalfFloatsInAProjectedGraphRankLikeFloat32AndPersist) {
   EXPECT_LT((*half)->memory_bytes(), (*full)->memory_bytes());
   // Noisy queries near stored vectors; each graph's CandidatesFor(10)
   // re-ranked exactly: the same best as brute force, as often.
-  std::normal_distribution<float> noise(0.0f, 0.02f);
-  std::vector<std::vector<float>> queries;
-  for (int q = 0; q < 200; ++q) {
-    const auto first = static_cast<std::ptrdiff_t>(q) * 23 * kDim;
-    std::vector<float> query(data.begin() + first, data.begin() + first + kDim);
-    float norm = 0.0f;
-    for (float& v : query) {
-      v += noise(rng);
-      norm += v * v;
-    }
-    for (float& v : query) v /= std::sqrt(norm);
-    queries.push_back(std::move(query));
-  }
+  const std::vector<std::vector<float>> queries =
+      NoisyQueries(data, kDim, 200, rng);
   auto reranked_best = [&](const AnnIndex& index,
                            const std::vector<float>& query) {
     std::vector<AnnIndex::Candidate> found;
     index.Search(query, index.CandidatesFor(10), &found);
-    uint64_t best = 0;
-    float best_dot = -2.0f;
-    for (const AnnIndex::Candidate& c : found) {
-      float dot = 0.0f;
-      for (int j = 0; j < kDim; ++j) {
-        dot += data[(c.id - 1) * kDim + static_cast<size_t>(j)] *
-               query[static_cast<size_t>(j)];
-      }
-      if (dot > best_dot) {
-        best_dot = dot;
-        best = c.id;
-      }
-    }
-    return best;
+    return ReRankedBest(found, data, kDim, query);
   };
   int half_top1 = 0;
   int full_top1 = 0;
