@@ -9,18 +9,20 @@
 //                             0 exact, 1 approximate, 2 auto; queries: set 0
 //                             test images, 1 half-masked training images
 //   BM_IndexBuild/<threads>   that bank's index built again on 1 or 2 threads
-//   BM_RawSearch/<k>/<full>   hnswlib searchKnn (ef max(64, k); k 160 the
+//   BM_RawSearch/<k>/<full>/<loop>   a search (ef max(64, k); k 160 the
 //                             query's own fetch), normalised
 //                             query, nothing else: full 0 on the bank's
 //                             index (projected to 64 dims on this data),
 //                             full 1 on a 784-dim index of the same images,
 //                             2 / 3 on projected ones in float32 / half
-//                             floats, built alike
+//                             floats, built alike; loop 0 hnswlib's
+//                             searchKnn, 1 the engine's (SearchLoop)
 //   BM_Crossover/<M>/<mode>   exact vs approximate on the first M training
 //                             images: where AUTO should switch
 //   BM_Scaling/<M>/<mode>     synthetic d = 128 unit patterns, queries =
 //                             patterns + N(0, 0.03²), β = 64
-//   BM_ScalingRaw/<M>         hnswlib searchKnn for 64 on that bank's index
+//   BM_ScalingRaw/<M>/<loop>  a search for 64 on that bank's index: loop 0
+//                             hnswlib's searchKnn, 1 the engine's loop
 //
 // Counters: agreement = share of the set whose nearest_id equals the dense
 // path's (over the whole set, computed before timing), fell_back /
@@ -357,11 +359,19 @@ const AnnIndex& ProjectedIndex(bool half) {
   return *kIndexes[half ? 1 : 0];
 }
 
-// hnswlib's searchKnn for k candidates of each normalised query of `set`,
-// nothing else: on `index`, or on `bank`'s own index when `index` is null;
-// with its recall@10 against the set's exact top 10.
+AnnIndex::SearchLoop Loop(int64_t arg) {
+  return arg == 0 ? AnnIndex::SearchLoop::kHnswlib
+                  : AnnIndex::SearchLoop::kPrefetchBatch;
+}
+
+// A search for k candidates of each normalised query of `set`, nothing
+// else, by `loop` (hnswlib's own searchKnn, or the engine's default
+// prefetching loop over the same graph): on `index`, or on `bank`'s own
+// index when `index` is null; with its recall@10 against the set's exact
+// top 10.
 void RunRawSearch(benchmark::State& state, const QuerySet& set,
-                  const AnnIndex* index, const MemoryBank& bank, size_t k) {
+                  const AnnIndex* index, const MemoryBank& bank, size_t k,
+                  AnnIndex::SearchLoop loop) {
   Eigen::MatrixXf unit =
       Eigen::Map<const Eigen::MatrixXf>(set.queries.data(), set.dim, set.count);
   unit.colwise().normalize();
@@ -370,11 +380,11 @@ void RunRawSearch(benchmark::State& state, const QuerySet& set,
     const absl::Span<const float> query =
         absl::MakeConstSpan(unit.col(q).data(), static_cast<size_t>(set.dim));
     if (index != nullptr) {
-      index->Search(query, k, &found);
+      index->Search(query, k, &found, loop);
       return;
     }
     bank.WithReader([&](const BankView& view) {
-      view.index->Search(query, k, &found);
+      view.index->Search(query, k, &found, loop);
       return 0;
     });
   };
@@ -398,7 +408,8 @@ void RunRawSearch(benchmark::State& state, const QuerySet& set,
 
 // The test images: on the bank's own index (range 1 = 0; projected when the
 // bank's keys allow it), the full-dimension one (1), or a projected one in
-// float32 (2) or half floats (3).
+// float32 (2) or half floats (3); range 2: 0 hnswlib's searchKnn, 1 the
+// engine's loop (AnnIndex::SearchLoop).
 void BM_RawSearch(benchmark::State& state) {
   const AnnIndex* index = nullptr;
   switch (state.range(1)) {
@@ -413,11 +424,11 @@ void BM_RawSearch(benchmark::State& state) {
       break;
   }
   RunRawSearch(state, FashionSet(0), index, *GetBenchData().bank,
-               static_cast<size_t>(state.range(0)));
+               static_cast<size_t>(state.range(0)), Loop(state.range(2)));
 }
 BENCHMARK(BM_RawSearch)
-    ->ArgNames({"k", "full"})
-    ->ArgsProduct({{10, 64, 160, 192}, {0, 1, 2, 3}})
+    ->ArgNames({"k", "full", "loop"})
+    ->ArgsProduct({{10, 64, 160, 192}, {0, 1, 2, 3}, {0, 1}})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
@@ -572,18 +583,17 @@ BENCHMARK(BM_Scaling)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
-// Raw hnswlib on the scaling bank's own index: searchKnn for top_k (64)
-// candidates of the normalised query, nothing else (the approximate path's
-// per-state search), with its recall@10 against the exact top 10.
+// The scaling bank's own index searched for top_k (64) candidates of the
+// normalised query, nothing else (the approximate path's per-state search),
+// by hnswlib's searchKnn (loop 0) or the engine's loop (1), with its
+// recall@10 against the exact top 10.
 void BM_ScalingRaw(benchmark::State& state) {
   const Built& b = ScalingBank(static_cast<int>(state.range(0)));
-  RunRawSearch(state, b.set, nullptr, *b.bank, 64);
+  RunRawSearch(state, b.set, nullptr, *b.bank, 64, Loop(state.range(1)));
 }
 BENCHMARK(BM_ScalingRaw)
-    ->ArgNames({"M"})
-    ->Arg(10000)
-    ->Arg(100000)
-    ->Arg(1000000)
+    ->ArgNames({"M", "loop"})
+    ->ArgsProduct({{10000, 100000, 1000000}, {0, 1}})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

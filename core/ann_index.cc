@@ -7,6 +7,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <mutex>
 #include <new>
 #include <queue>
@@ -113,6 +114,152 @@ std::unique_ptr<hnswlib::SpaceInterface<float>> NewSpace(uint32_t dim,
   (void)kAnnotated;
 #endif
   return std::make_unique<hnswlib::InnerProductSpace>(dim);
+}
+
+// ---- Search ---------------------------------------------------------------
+//
+// hnswlib's searchKnn (0.6.2), with one change in how it reads memory: when a
+// node is expanded, every unvisited neighbour is first marked and its whole
+// vector prefetched, and only then are their distances computed. hnswlib
+// prefetches one cache line of the next neighbour while computing the
+// current one, so in a graph larger than the cache each distance waits for
+// the rest of its vector (a 128-float vector is 8 lines); issuing all of a
+// node's misses at once overlaps them (random 128-dim unit vectors, M = 16,
+// ef 64: 1.55x faster at 10^5 entries, 1.05x at 10^4, bench/README). The
+// visit order, the admissions and the result are hnswlib's (ties in
+// distance ordered by label, as searchKnn's result queue orders them), and
+// it skips searchKnn's shared metric counters (two atomic increments per
+// hop, contended between concurrent searches). Callers hold AnnIndex's
+// reader lock, so no insertion runs concurrently.
+
+using Ranked = std::pair<float, hnswlib::tableint>;
+
+struct NearerFirst {
+  bool operator()(const Ranked& a, const Ranked& b) const {
+    return a.first > b.first;
+  }
+};
+struct FartherFirst {
+  bool operator()(const Ranked& a, const Ranked& b) const {
+    return a.first < b.first;
+  }
+};
+
+// Prefetches every cache line of the `bytes` bytes at `p`.
+inline void PrefetchLines(const char* p, size_t bytes) {
+  constexpr uintptr_t kLine = 64;
+  // From the start of p's line: the offset of p within it.
+  const char* line = p - (reinterpret_cast<uintptr_t>(p) & (kLine - 1));
+  for (const char* end = p + bytes; line < end; line += kLine) {
+    __builtin_prefetch(line, 0, 3);
+  }
+}
+
+// Scratch of one thread's searches: warm searches allocate nothing.
+struct SearchScratch {
+  std::vector<Ranked> nearest;     // the ef best so far, worst on top
+  std::vector<Ranked> candidates;  // to expand, nearest on top
+  std::vector<hnswlib::tableint> batch;
+  std::vector<std::pair<float, hnswlib::labeltype>> labelled;
+};
+
+// The k nearest live entries to `probe` (in the graph's encoding), nearest
+// first, as hnswlib's searchKnn with ef = max(graph.ef_, k) finds them.
+void SearchGraph(const Graph& graph, const void* probe, size_t k,
+                 std::vector<AnnIndex::Candidate>* out) {
+  thread_local SearchScratch s;
+  const size_t bytes = graph.data_size_;
+  const auto distance = [&](hnswlib::tableint id) {
+    return graph.fstdistfunc_(probe, graph.getDataByInternalId(id),
+                              graph.dist_func_param_);
+  };
+  // Greedy descent through the upper layers.
+  hnswlib::tableint current = graph.enterpoint_node_;
+  float current_distance = distance(current);
+  for (int level = graph.maxlevel_; level > 0; --level) {
+    bool changed = true;
+    while (changed) {
+      changed = false;
+      hnswlib::linklistsizeint* list = graph.get_linklist(current, level);
+      const size_t size = graph.getListCount(list);
+      const auto* ids = reinterpret_cast<const hnswlib::tableint*>(list + 1);
+      for (size_t i = 0; i < size; ++i) {
+        PrefetchLines(graph.getDataByInternalId(ids[i]), bytes);
+      }
+      for (size_t i = 0; i < size; ++i) {
+        const float d = distance(ids[i]);
+        if (d < current_distance) {
+          current_distance = d;
+          current = ids[i];
+          changed = true;
+        }
+      }
+    }
+  }
+  // The beam search of layer 0 (hnswlib's searchBaseLayerST).
+  const size_t ef = std::max(graph.ef_, k);
+  const bool deletions = graph.num_deleted_ != 0;
+  hnswlib::VisitedList* visited_list =
+      graph.visited_list_pool_->getFreeVisitedList();
+  hnswlib::vl_type* visited = visited_list->mass;
+  const hnswlib::vl_type tag = visited_list->curV;
+  std::vector<Ranked>& nearest = s.nearest;
+  std::vector<Ranked>& candidates = s.candidates;
+  nearest.clear();
+  candidates.clear();
+  float bound = std::numeric_limits<float>::max();
+  if (!deletions || !graph.isMarkedDeleted(current)) {
+    bound = current_distance;
+    nearest.emplace_back(current_distance, current);
+  }
+  candidates.emplace_back(current_distance, current);
+  visited[current] = tag;
+  while (!candidates.empty()) {
+    const Ranked next = candidates.front();
+    if (next.first > bound && (nearest.size() == ef || !deletions)) break;
+    std::pop_heap(candidates.begin(), candidates.end(), NearerFirst{});
+    candidates.pop_back();
+    hnswlib::linklistsizeint* list = graph.get_linklist0(next.second);
+    const size_t size = graph.getListCount(list);
+    const auto* ids = reinterpret_cast<const hnswlib::tableint*>(list + 1);
+    s.batch.clear();
+    for (size_t j = 0; j < size; ++j) {
+      const hnswlib::tableint id = ids[j];
+      if (visited[id] == tag) continue;
+      visited[id] = tag;
+      s.batch.push_back(id);
+      PrefetchLines(graph.getDataByInternalId(id), bytes);
+    }
+    for (const hnswlib::tableint id : s.batch) {
+      const float d = distance(id);
+      if (nearest.size() >= ef && d >= bound) continue;
+      candidates.emplace_back(d, id);
+      std::push_heap(candidates.begin(), candidates.end(), NearerFirst{});
+      __builtin_prefetch(graph.get_linklist0(candidates.front().second), 0, 3);
+      if (!deletions || !graph.isMarkedDeleted(id)) {
+        nearest.emplace_back(d, id);
+        std::push_heap(nearest.begin(), nearest.end(), FartherFirst{});
+        if (nearest.size() > ef) {
+          std::pop_heap(nearest.begin(), nearest.end(), FartherFirst{});
+          nearest.pop_back();
+        }
+      }
+      if (!nearest.empty()) bound = nearest.front().first;
+    }
+  }
+  graph.visited_list_pool_->releaseVisitedList(visited_list);
+  // Nearest first, equal distances by label (searchKnn's order).
+  std::vector<std::pair<float, hnswlib::labeltype>>& labelled = s.labelled;
+  labelled.clear();
+  for (const Ranked& r : nearest) {
+    labelled.emplace_back(r.first, graph.getExternalLabel(r.second));
+  }
+  std::sort(labelled.begin(), labelled.end());
+  if (labelled.size() > k) labelled.resize(k);
+  out->clear();
+  for (const auto& [d, label] : labelled) {
+    out->push_back(AnnIndex::Candidate{label, 1.0f - d});
+  }
 }
 
 absl::Status CheckRange(const char* field, uint64_t value, uint64_t lo,
@@ -556,7 +703,7 @@ bool AnnIndex::Contains(uint64_t id) const {
 }
 
 void AnnIndex::Search(absl::Span<const float> query, size_t k,
-                      std::vector<Candidate>* out) const {
+                      std::vector<Candidate>* out, SearchLoop loop) const {
   out->clear();
   if (k == 0) return;
   const void* probe = query.data();
@@ -568,6 +715,10 @@ void AnnIndex::Search(absl::Span<const float> query, size_t k,
   }
   ReaderLock lock(&mu_);
   if (graph_ == nullptr || graph_->cur_element_count == deleted_) return;
+  if (loop == SearchLoop::kPrefetchBatch) {
+    SearchGraph(*graph_, probe, k, out);
+    return;
+  }
   std::priority_queue<std::pair<float, hnswlib::labeltype>> found =
       graph_->searchKnn(probe, k);
   out->resize(found.size());

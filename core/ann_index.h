@@ -180,12 +180,20 @@ class AnnIndex {
     // ⟨query, vector⟩, or the projections' cosine when projected().
     float similarity = 0.0f;
   };
+  // How Search walks the graph. kPrefetchBatch (the default): hnswlib's
+  // search algorithm, with each expanded node's unvisited neighbours
+  // prefetched whole before any of their distances is computed (faster once
+  // the graph outgrows the cache; the same candidates). kHnswlib: hnswlib's
+  // own searchKnn, for comparison (benchmarks, tests).
+  enum class SearchLoop { kPrefetchBatch, kHnswlib };
   // The (approximately) `k` most similar live vectors to `query` (dim
-  // floats, unit norm), best first, into `out` (cleared first; fewer when
-  // the index holds fewer). Allocates only inside hnswlib's search (and a
-  // thread's first projected search).
+  // floats, unit norm), best first (equal similarities by id), into `out`
+  // (cleared first; fewer when the index holds fewer). A thread's warm
+  // searches allocate nothing with kPrefetchBatch (hnswlib's searchKnn
+  // allocates its queues).
   void Search(absl::Span<const float> query, size_t k,
-              std::vector<Candidate>* out) const;
+              std::vector<Candidate>* out,
+              SearchLoop loop = SearchLoop::kPrefetchBatch) const;
 
   // Persistence (a bank keeps its index across restarts, memory_bank.h):
   // Save writes the graph (hnswlib's format: vectors as searched, links,

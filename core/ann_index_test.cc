@@ -401,6 +401,51 @@ TEST(AnnIndexTest, DeletedIdsAreSkippedAndComeBackWhenReAdded) {
   EXPECT_NEAR(found[1].similarity, 1.0f, 1e-5f);  // ids 1 and 2, same vector
 }
 
+// The default search loop (neighbours prefetched in batches) walks the graph
+// as hnswlib's searchKnn does: the same candidates, in the same order, with
+// the same similarities, on a float32 graph and a projected half-float one,
+// before and after tombstones, for k below and above ef.
+TEST(AnnIndexTest, PrefetchBatchSearchReturnsWhatHnswlibsSearchKnnReturns) {
+  constexpr int kDim = 128;
+  constexpr int kCount = 3000;
+  std::mt19937 rng(11);
+  const std::vector<float> isotropic = testing::UnitPatterns(rng, kCount, kDim);
+  const std::vector<float> structured =
+      testing::LowRankUnitPatterns(rng, kCount, kDim, 20, 0.05f);
+  for (const std::vector<float>* data : {&isotropic, &structured}) {
+    absl::StatusOr<std::unique_ptr<AnnIndex>> created = AnnIndex::Create(
+        kDim, {}, {}, absl::MakeConstSpan(*data).first(size_t{2000} * kDim));
+    ASSERT_THAT(created, IsOk());
+    AnnIndex& index = **created;
+    EXPECT_EQ(index.projected(), data == &structured);
+    ASSERT_THAT(index.Add(Ids(1, kCount), *data), IsOk());
+    const std::vector<std::vector<float>> queries =
+        NoisyQueries(*data, kDim, 100, rng);
+    std::vector<AnnIndex::Candidate> batched;
+    std::vector<AnnIndex::Candidate> hnswlib;
+    for (int round = 0; round < 2; ++round) {
+      if (round == 1) {
+        // Tombstones: a tenth of the graph.
+        std::vector<uint64_t> gone = Ids(1, 300);
+        EXPECT_EQ(index.MarkDeleted(gone), gone.size());
+      }
+      for (const size_t k : {size_t{1}, size_t{10}, size_t{64}, size_t{200}}) {
+        for (const std::vector<float>& query : queries) {
+          index.Search(query, k, &batched);
+          index.Search(query, k, &hnswlib, AnnIndex::SearchLoop::kHnswlib);
+          ASSERT_EQ(batched.size(), hnswlib.size());
+          ASSERT_EQ(batched.size(), k);
+          for (size_t i = 0; i < k; ++i) {
+            ASSERT_EQ(batched[i].id, hnswlib[i].id) << "rank " << i;
+            ASSERT_EQ(batched[i].similarity, hnswlib[i].similarity);
+            if (round == 1) ASSERT_GT(batched[i].id, 300u);
+          }
+        }
+      }
+    }
+  }
+}
+
 // Forgets the oldest `count` ids of `live` and adds as many new ones
 // (vectors from `rng`), as a bank under churn does.
 void Churn(AnnIndex& index, std::deque<uint64_t>& live, uint64_t* next_id,
