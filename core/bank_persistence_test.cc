@@ -211,22 +211,41 @@ class ScratchDir {
   std::string path_;
 };
 
-TEST(BankIndexPersistenceTest, ASavedIndexComesBackOnlyWhenCurrent) {
-  ScratchDir side;
-  auto storage = std::make_shared<InMemoryStorage>(side.path());
-  BankEnvironment env;
-  env.storage = storage;
-  env.incarnation = 3;
-  env.index_min_patterns = 0;
-  env.separation_update = SeparationUpdate::kDeferred;
-  BankOptions options;
-  options.dim = kDim;
-  std::mt19937 rng(17);
-  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> bank,
-                                MemoryBank::Create("b", options, env));
-  ASSERT_THAT(bank->Add(std::vector<PatternId>(300, 0),
-                        GaussianPatterns(rng, 300, kDim)),
-              IsOk());
+// A deferred bank of 300 Gaussian patterns, indexed from the first pattern,
+// whose storage keeps side files (the saved index, `<incarnation>.hnsw`) in
+// a scratch directory.
+class BankIndexPersistenceTest : public ::testing::Test {
+ protected:
+  // Creates the bank (env_.incarnation set first) and stores the patterns.
+  void CreateBank(uint32_t incarnation) {
+    env_.storage = std::make_shared<InMemoryStorage>(side_.path());
+    env_.incarnation = incarnation;
+    env_.index_min_patterns = 0;
+    env_.separation_update = SeparationUpdate::kDeferred;
+    options_.dim = kDim;
+    HOPFIELD_ASSERT_OK_AND_ASSIGN(bank_,
+                                  MemoryBank::Create("b", options_, env_));
+    ASSERT_THAT(bank_->Add(std::vector<PatternId>(300, 0),
+                           GaussianPatterns(rng_, 300, kDim)),
+                IsOk());
+  }
+  std::string SavedIndexPath() const {
+    return side_.path() + "/" + std::to_string(env_.incarnation) + ".hnsw";
+  }
+
+  ScratchDir side_;
+  BankEnvironment env_;
+  BankOptions options_;
+  std::mt19937 rng_{17};
+  std::unique_ptr<MemoryBank> bank_;
+};
+
+TEST_F(BankIndexPersistenceTest, ASavedIndexComesBackOnlyWhenCurrent) {
+  ASSERT_NO_FATAL_FAILURE(CreateBank(3));
+  MemoryBank* bank = bank_.get();
+  const BankOptions& options = options_;
+  const BankEnvironment& env = env_;
+  std::mt19937& rng = rng_;
   ASSERT_THAT(bank->Remove({5, 77}), IsOkAndHolds(2u));  // tombstones
   while (bank->RefreshIndex(1000) > 0) {
   }
@@ -235,7 +254,7 @@ TEST(BankIndexPersistenceTest, ASavedIndexComesBackOnlyWhenCurrent) {
   // The statistics too, so that both banks run the same certificates.
   ASSERT_THAT(bank->PersistSeparation(), IsOk());
   ASSERT_THAT(bank->PersistIndex(), IsOk());
-  EXPECT_TRUE(std::filesystem::exists(side.path() + "/3.hnsw"));
+  EXPECT_TRUE(std::filesystem::exists(SavedIndexPath()));
 
   HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> loaded,
                                 MemoryBank::Load("b", options, env));
@@ -269,7 +288,7 @@ TEST(BankIndexPersistenceTest, ASavedIndexComesBackOnlyWhenCurrent) {
   HOPFIELD_ASSERT_OK_AND_ASSIGN(loaded, MemoryBank::Load("b", options, env));
   EXPECT_EQ(loaded->index_pending(), 0u);
   {
-    std::fstream file(side.path() + "/3.hnsw",
+    std::fstream file(SavedIndexPath(),
                       std::ios::in | std::ios::out | std::ios::binary);
     file.seekp(200);
     file.put('\x5a');
@@ -278,22 +297,9 @@ TEST(BankIndexPersistenceTest, ASavedIndexComesBackOnlyWhenCurrent) {
   EXPECT_EQ(loaded->index_pending(), loaded->size());
 }
 
-TEST(BankIndexPersistenceTest, TombstonesOwedByRemovalsAreSavedWithIt) {
-  ScratchDir side;
-  auto storage = std::make_shared<InMemoryStorage>(side.path());
-  BankEnvironment env;
-  env.storage = storage;
-  env.incarnation = 4;
-  env.index_min_patterns = 0;
-  env.separation_update = SeparationUpdate::kDeferred;
-  BankOptions options;
-  options.dim = kDim;
-  std::mt19937 rng(18);
-  HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> bank,
-                                MemoryBank::Create("b", options, env));
-  ASSERT_THAT(bank->Add(std::vector<PatternId>(300, 0),
-                        GaussianPatterns(rng, 300, kDim)),
-              IsOk());
+TEST_F(BankIndexPersistenceTest, TombstonesOwedByRemovalsAreSavedWithIt) {
+  ASSERT_NO_FATAL_FAILURE(CreateBank(4));
+  MemoryBank* bank = bank_.get();
   while (bank->RefreshIndex(1000) > 0) {
   }
   // Removed after the index caught up: their tombstones are still owed
@@ -302,9 +308,9 @@ TEST(BankIndexPersistenceTest, TombstonesOwedByRemovalsAreSavedWithIt) {
   ASSERT_EQ(bank->index_deletions_pending(), 3u);
   ASSERT_THAT(bank->PersistIndex(), IsOk());
   EXPECT_EQ(bank->index_deletions_pending(), 0u);
-  EXPECT_TRUE(std::filesystem::exists(side.path() + "/4.hnsw"));
+  EXPECT_TRUE(std::filesystem::exists(SavedIndexPath()));
   HOPFIELD_ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryBank> loaded,
-                                MemoryBank::Load("b", options, env));
+                                MemoryBank::Load("b", options_, env_));
   EXPECT_EQ(loaded->index_pending(), 0u);  // taken back, not rebuilt
   EXPECT_EQ(loaded->index_size(), 297u);
 }
