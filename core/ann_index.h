@@ -182,9 +182,10 @@ class AnnIndex {
   };
   // How Search walks the graph. kPrefetchBatch (the default): hnswlib's
   // search algorithm, with each expanded node's unvisited neighbours
-  // prefetched whole before any of their distances is computed (faster once
-  // the graph outgrows the cache; the same candidates). kHnswlib: hnswlib's
-  // own searchKnn, for comparison (benchmarks, tests).
+  // prefetched (whole vectors once the graph outgrows the cache, their first
+  // lines before) before any of their distances is computed: faster once the
+  // graph outgrows the cache, the same candidates. kHnswlib: hnswlib's own
+  // searchKnn, for comparison (benchmarks, tests).
   enum class SearchLoop { kPrefetchBatch, kHnswlib };
   // The (approximately) `k` most similar live vectors to `query` (dim
   // floats, unit norm), best first (equal similarities by id), into `out`
