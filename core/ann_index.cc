@@ -148,15 +148,16 @@ struct FartherFirst {
 };
 
 // Prefetches the cache lines of the `bytes` bytes at `p`, at most
-// `max_lines` of them.
+// `max_lines` of them (addresses stay inside the vector: a line 64 bytes on
+// from each prefetched one, then the vector's last byte).
 inline void PrefetchLines(const char* p, size_t bytes, size_t max_lines) {
-  constexpr uintptr_t kLine = 64;
-  // From the start of p's line: the offset of p within it.
-  const char* line = p - (reinterpret_cast<uintptr_t>(p) & (kLine - 1));
-  const char* end = p + bytes;
-  for (size_t n = 0; line < end && n < max_lines; line += kLine, ++n) {
-    __builtin_prefetch(line, 0, 3);
+  constexpr size_t kLine = 64;
+  size_t n = 0;
+  for (size_t offset = 0; offset < bytes && n < max_lines;
+       offset += kLine, ++n) {
+    __builtin_prefetch(p + offset, 0, 3);
   }
+  if (n < max_lines && bytes > 0) __builtin_prefetch(p + bytes - 1, 0, 3);
 }
 
 // Graphs of at most this many bytes of level 0 (links, vectors, labels) are
@@ -248,7 +249,8 @@ void SearchGraph(const Graph& graph, const void* probe, size_t k,
     }
     for (const hnswlib::tableint id : s.batch) {
       const float d = distance(id);
-      if (nearest.size() >= ef && d >= bound) continue;
+      // hnswlib's test as written (NaN-faithful).
+      if (!(nearest.size() < ef || bound > d)) continue;
       candidates.emplace_back(d, id);
       std::push_heap(candidates.begin(), candidates.end(), NearerFirst{});
       __builtin_prefetch(graph.get_linklist0(candidates.front().second), 0, 3);
@@ -264,14 +266,19 @@ void SearchGraph(const Graph& graph, const void* probe, size_t k,
     }
   }
   graph.visited_list_pool_->releaseVisitedList(visited_list);
-  // Nearest first, equal distances by label (searchKnn's order).
+  // Down to k as searchKnn does it (popping the farthest: among entries tied
+  // at the k-th distance the heap, not the label, decides which stay), then
+  // nearest first, equal distances by label (searchKnn's result order).
+  while (nearest.size() > k) {
+    std::pop_heap(nearest.begin(), nearest.end(), FartherFirst{});
+    nearest.pop_back();
+  }
   std::vector<std::pair<float, hnswlib::labeltype>>& labelled = s.labelled;
   labelled.clear();
   for (const Ranked& r : nearest) {
     labelled.emplace_back(r.first, graph.getExternalLabel(r.second));
   }
   std::sort(labelled.begin(), labelled.end());
-  if (labelled.size() > k) labelled.resize(k);
   out->clear();
   for (const auto& [d, label] : labelled) {
     out->push_back(AnnIndex::Candidate{label, 1.0f - d});

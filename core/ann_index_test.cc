@@ -404,14 +404,26 @@ TEST(AnnIndexTest, DeletedIdsAreSkippedAndComeBackWhenReAdded) {
 // The default search loop (neighbours prefetched in batches) walks the graph
 // as hnswlib's searchKnn does: the same candidates, in the same order, with
 // the same similarities, on a float32 graph and a projected half-float one,
-// before and after tombstones, for k below and above ef.
+// before and after tombstones, for k below and above ef, and where exact
+// copies under other ids tie at the k-th place (which of them stays is the
+// heap's choice in searchKnn, not the lower id).
 TEST(AnnIndexTest, PrefetchBatchSearchReturnsWhatHnswlibsSearchKnnReturns) {
   constexpr int kDim = 128;
   constexpr int kCount = 3000;
   std::mt19937 rng(11);
-  const std::vector<float> isotropic = testing::UnitPatterns(rng, kCount, kDim);
-  const std::vector<float> structured =
+  std::vector<float> isotropic = testing::UnitPatterns(rng, kCount, kDim);
+  std::vector<float> structured =
       testing::LowRankUnitPatterns(rng, kCount, kDim, 20, 0.05f);
+  // Vectors 0, 23, 46, ... (the queries' sources) stored again, twice, under
+  // the last ids.
+  for (std::vector<float>* data : {&isotropic, &structured}) {
+    for (int copy = 0; copy < 200; ++copy) {
+      const auto from = static_cast<std::ptrdiff_t>(copy / 2) * 23 * kDim;
+      const auto to = static_cast<std::ptrdiff_t>(kCount - 1 - copy) * kDim;
+      std::copy(data->begin() + from, data->begin() + from + kDim,
+                data->begin() + to);
+    }
+  }
   for (const std::vector<float>* data : {&isotropic, &structured}) {
     absl::StatusOr<std::unique_ptr<AnnIndex>> created = AnnIndex::Create(
         kDim, {}, {}, absl::MakeConstSpan(*data).first(size_t{2000} * kDim));
@@ -429,7 +441,8 @@ TEST(AnnIndexTest, PrefetchBatchSearchReturnsWhatHnswlibsSearchKnnReturns) {
         std::vector<uint64_t> gone = Ids(1, 300);
         EXPECT_EQ(index.MarkDeleted(gone), gone.size());
       }
-      for (const size_t k : {size_t{1}, size_t{10}, size_t{64}, size_t{200}}) {
+      for (const size_t k :
+           {size_t{1}, size_t{2}, size_t{10}, size_t{64}, size_t{200}}) {
         for (const std::vector<float>& query : queries) {
           index.Search(query, k, &batched);
           index.Search(query, k, &hnswlib, AnnIndex::SearchLoop::kHnswlib);
