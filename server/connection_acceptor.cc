@@ -466,8 +466,11 @@ void ConnectionAcceptor::Admit(int listen_fd, int fd) {
       params;
   params.listener_fd = listen_fd;
   params.fd = fd;
-  acceptor_->HandleNewConnection(&params);  // gRPC owns fd from here
+  // Counted before the hand-off: once gRPC has the connection, its first
+  // call can complete (and a caller read Stats()) before this thread runs
+  // on.
   accepted_.fetch_add(1, std::memory_order_relaxed);
+  acceptor_->HandleNewConnection(&params);  // gRPC owns fd from here
 }
 
 void ConnectionAcceptor::Reject(int fd) {
