@@ -451,7 +451,9 @@ TEST(AnnIndexTest, PrefetchBatchSearchReturnsWhatHnswlibsSearchKnnReturns) {
           for (size_t i = 0; i < k; ++i) {
             ASSERT_EQ(batched[i].id, hnswlib[i].id) << "rank " << i;
             ASSERT_EQ(batched[i].similarity, hnswlib[i].similarity);
-            if (round == 1) ASSERT_GT(batched[i].id, 300u);
+            if (round == 1) {
+              ASSERT_GT(batched[i].id, 300u);
+            }
           }
         }
       }
